@@ -1,0 +1,1 @@
+"""rope-ext: N×N block rotary position encodings for ViTs."""
