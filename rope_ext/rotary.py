@@ -1,0 +1,569 @@
+"""Rotary position encodings with N×N rotation blocks: build the rotation, apply it.
+
+Every rotary variant here is one function of the token position p (``dims`` axes):
+
+    R(p) = blockdiag_b( Q_b · diag(rot(ω_{b,1}·p), …, rot(ω_{b,k}·p), [1]) · Q_bᵀ ),  k = ⌊N/2⌋
+
+with a learned orthogonal basis Q_b per block (``Q_b = matrix_exp`` of a skew parameter) and plane
+frequencies ω (one scalar per plane for axial, one vector over the axes for mixed). Its generators
+A_a = Q diag(ω_a J) Qᵀ commute by construction, so R(p_i)ᵀR(p_j) = R(p_j − p_i) for every parameter
+value (see ../shared/notes/rope-math.md). Three ways compute it and the tests hold them equal:
+
+- ``generators`` + ``matrix_exp``: the definition, dense, used by ``rotation(pos)`` and the checks;
+- ``impl="matrix"``: each token's N×N block rotations Q D(p) Qᵀ, materialised and multiplied;
+- ``impl="fast"``: move into the basis (``to_basis``: Qᵀ per block, then a fixed permutation that
+  lays the P rotated planes out as interleaved pairs in the first 2P dims), rotate the pairs with
+  cos/sin or complex numbers, move back. Inside attention the basis is applied to the q/k rows of
+  the projection weight instead of to every token (see ``project_qkv``), and ``fold`` bakes it in.
+
+Shapes: H heads, T tokens, D head_dim, N block, nb = D // N blocks, k = N // 2 planes per block,
+P = nb·k planes per head, A = dims axes. Dims beyond nb·N (when N does not divide D) and, for odd N,
+the last basis direction of each block are left unrotated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PE_NAMES = ("none", "axial2_matrix", "axial2_complex", "axial_block", "lie_block")
+ROTARY_NAMES = PE_NAMES[1:]
+IMPLS = ("matrix", "fast")
+INITS = ("axial", "identity")
+BLOCKS = (2, 3, 4, 5, 6)
+DIMS = (1, 2)
+OPTION_KEYS = ("block", "impl", "mixed", "dims", "theta", "learnable", "init")
+
+
+# --------------------------------------------------------------------------------------------
+# Functional core
+# --------------------------------------------------------------------------------------------
+
+
+def skew(params: Tensor, n: int) -> Tensor:
+    """Skew-symmetric matrices from their strict upper triangles: [..., n(n-1)/2] -> [..., n, n]."""
+    rows, cols = torch.triu_indices(n, n, offset=1, device=params.device)
+    out = params.new_zeros(*params.shape[:-1], n, n)
+    out[..., rows, cols] = params
+    return out - out.transpose(-1, -2)
+
+
+def axial_layout(num_blocks: int, planes_per_block: int, dims: int, theta: float) -> tuple[Tensor, Tensor]:
+    """Heo et al.'s RoPE-Axial frequencies, generalised to k planes per block.
+
+    Blocks follow one axis each: all of them for 1-D, the first ⌈nb/2⌉ x and the rest y for 2-D.
+    The j-th of the m planes following an axis turns at theta^(-j/m); with N = 2 and 2-D this is
+    exactly ``1 / theta ** (arange(0, D, 4) / D)`` per axis, as in Heo's ``compute_axial_cis``.
+
+    Returns (freqs [P], axis [P] long), planes in block-major order.
+    """
+    block_axis = torch.zeros(num_blocks, dtype=torch.long)
+    if dims == 2:
+        block_axis[(num_blocks + 1) // 2 :] = 1
+    axis = block_axis.repeat_interleave(planes_per_block)
+    freqs = torch.empty(axis.numel(), dtype=torch.float64)
+    for a in range(dims):  # over axes (1 or 2), not over tokens or blocks
+        sel = axis == a
+        m = int(sel.sum())
+        freqs[sel] = theta ** (-torch.arange(m, dtype=torch.float64) / max(m, 1))
+    return freqs.float(), axis
+
+
+def plane_angles(pos: Tensor, omega: Tensor, num_prefix: int = 0) -> Tensor:
+    """Rotation angle of every plane at every position, in float32: [T, A] x [H, P, A] -> [H, T', P].
+
+    ``num_prefix`` rows of zero angle (identity rotation) are prepended for class/register tokens,
+    which stay unrotated as in Heo et al.
+    """
+    with torch.autocast(device_type=pos.device.type, enabled=False):
+        dtype = torch.promote_types(omega.dtype, torch.float32)
+        angles = torch.einsum("ta,hpa->htp", pos.to(dtype), omega.to(dtype))
+        if num_prefix:
+            angles = F.pad(angles, (0, 0, num_prefix, 0))
+    return angles
+
+
+def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor, use_complex: bool = True) -> Tensor:
+    """Rotate the first 2P dims of ``x`` as P interleaved pairs; the rest pass through.
+
+    x [..., H, T, D]; cos, sin [H, T, P]. The complex form is Heo et al.'s; the real cos/sin form
+    computes the same and is used where complex ops are unavailable (bf16/fp16, torch.compile).
+    """
+    two_p = 2 * cos.shape[-1]
+    head = x[..., :two_p]
+    if use_complex and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+        xc = torch.view_as_complex(head.reshape(*head.shape[:-1], -1, 2))
+        out = torch.view_as_real(xc * torch.complex(cos, sin).to(xc.dtype)).flatten(-2)
+    else:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        x0, x1 = head.unflatten(-1, (-1, 2)).unbind(-1)
+        out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
+    if two_p == x.shape[-1]:
+        return out
+    return torch.cat((out, x[..., two_p:]), dim=-1)
+
+
+def to_basis(x: Tensor, basis: Tensor | None, block: int) -> Tensor:
+    """x [..., H, X, D] -> its coordinates in the rotation basis, rotated planes first as pairs.
+
+    Applies Q_bᵀ to every block, then lays the 2k rotated coordinates of all blocks out first
+    (block-major, interleaved pairs) and the unrotated ones (odd N, leftover dims) after them.
+    With no basis and N = 2 the layout is already pairs: nothing to do.
+    """
+    if basis is None and block == 2:
+        return x
+    d = x.shape[-1]
+    nb, two_k = d // block, 2 * (block // 2)
+    y = x[..., : nb * block].unflatten(-1, (nb, block))
+    if basis is not None:
+        y = torch.einsum("...hxbj,hbji->...hxbi", y, basis.to(x.dtype))
+    parts = [y[..., :two_k].flatten(-2)]
+    if two_k < block:
+        parts.append(y[..., two_k:].flatten(-2))
+    if nb * block < d:
+        parts.append(x[..., nb * block :])
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def from_basis(u: Tensor, basis: Tensor | None, block: int) -> Tensor:
+    """Inverse of ``to_basis``: u [..., H, X, D] in basis coordinates -> x."""
+    if basis is None and block == 2:
+        return u
+    d = u.shape[-1]
+    nb, two_k = d // block, 2 * (block // 2)
+    z = u[..., : nb * two_k].unflatten(-1, (nb, two_k))
+    if two_k < block:
+        rest = u[..., nb * two_k : nb * block].unflatten(-1, (nb, block - two_k))
+        z = torch.cat((z, rest), dim=-1)
+    if basis is not None:
+        z = torch.einsum("...hxbi,hbji->...hxbj", z, basis.to(u.dtype))
+    y = z.flatten(-2)
+    return torch.cat((y, u[..., nb * block :]), dim=-1) if nb * block < d else y
+
+
+def block_matrices(cos: Tensor, sin: Tensor, basis: Tensor | None, block: int) -> Tensor:
+    """Each token's N×N block rotations Q · D(p) · Qᵀ: cos, sin [H, T, P] -> [H, T, nb, N, N]."""
+    h, t, p = cos.shape
+    k = block // 2
+    nb = p // k
+    c, s = cos.unflatten(-1, (nb, k)), sin.unflatten(-1, (nb, k))
+    vals = torch.stack((c, -s, s, c), dim=-1).flatten(-2)  # [H, T, nb, 4k]
+    pair = torch.arange(k, device=cos.device) * 2
+    rows = torch.stack((pair, pair, pair + 1, pair + 1), dim=-1).flatten()
+    cols = torch.stack((pair, pair + 1, pair, pair + 1), dim=-1).flatten()
+    mats = cos.new_zeros(h, t, nb, block, block)
+    mats[..., rows, cols] = vals
+    if block % 2:
+        mats[..., block - 1, block - 1] = 1.0
+    if basis is not None:
+        q = basis.to(mats.dtype).unsqueeze(1)  # [H, 1, nb, N, N]
+        mats = q @ mats @ q.transpose(-1, -2)
+    return mats
+
+
+def apply_block_matrices(x: Tensor, mats: Tensor) -> Tensor:
+    """x [..., H, T, D] times per-token block rotations [H, T, nb, N, N]; leftover dims pass."""
+    nb, block = mats.shape[-3], mats.shape[-1]
+    d = x.shape[-1]
+    y = x[..., : nb * block].unflatten(-1, (nb, block))
+    y = torch.einsum("htbij,...htbj->...htbi", mats.to(x.dtype), y).flatten(-2)
+    return torch.cat((y, x[..., nb * block :]), dim=-1) if nb * block < d else y
+
+
+def block_diagonal(blocks: Tensor, dim: int) -> Tensor:
+    """[..., nb, N, N] -> [..., dim, dim] block-diagonal, zero beyond nb·N."""
+    *lead, nb, n, _ = blocks.shape
+    eye = torch.eye(nb, dtype=blocks.dtype, device=blocks.device)
+    dense = torch.einsum("...bij,bc->...bicj", blocks, eye).reshape(*lead, nb * n, nb * n)
+    pad = dim - nb * n
+    return F.pad(dense, (0, pad, 0, pad)) if pad else dense
+
+
+def check_positions(pos: Tensor, dims: int, tokens: int | None = None) -> None:
+    """Positions must be a [T, dims] tensor (T equal to the token count when given)."""
+    if not isinstance(pos, Tensor) or pos.ndim != 2 or pos.shape[1] != dims:
+        shape = tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__
+        raise ValueError(f"positions must have shape [T, dims={dims}]; got {shape}")
+    if tokens is not None and pos.shape[0] != tokens:
+        raise ValueError(f"positions give {pos.shape[0]} tokens but the input has {tokens} (dim -2)")
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+class _TableCache:
+    """Rotation tables keyed by grid and parameter versions: reused while parameters are frozen."""
+
+    def __init__(self) -> None:
+        self.key: Hashable | None = None
+        self.value: tuple[Tensor, ...] | None = None
+
+    def get(self, key: Hashable | None) -> tuple[Tensor, ...] | None:
+        return self.value if key is not None and key == self.key else None
+
+    def put(self, key: Hashable | None, value: tuple[Tensor, ...]) -> None:
+        if key is not None:
+            self.key, self.value = key, value
+
+
+class RotaryBase(nn.Module):
+    """Shared plumbing: position checks, table caching, the dense rotation from generators."""
+
+    variant: str
+    impl: str
+
+    def __init__(self, *, head_dim: int, num_heads: int, dims: int, block: int) -> None:
+        super().__init__()
+        self.head_dim, self.num_heads, self.dims, self.block = head_dim, num_heads, dims, block
+        self.num_blocks = head_dim // block
+        self._cache = _TableCache()
+
+    def generators(self) -> Tensor:
+        """Dense skew generators A_a per axis and head: [A, H, D, D]."""
+        raise NotImplementedError
+
+    def rotation(self, pos: Tensor) -> Tensor:
+        """Dense R(p) = matrix_exp(Σ_a p_a A_a) per head and position: [T, A] -> [H, T, D, D]."""
+        check_positions(pos, self.dims)
+        gens = self.generators()
+        return torch.linalg.matrix_exp(torch.einsum("ta,ahij->htij", pos.to(gens.dtype), gens).contiguous())
+
+    def _cache_key(self, grid_key: Hashable | None) -> Hashable | None:
+        """Tables depend on positions and parameters only; reuse them while no gradient can flow."""
+        if grid_key is None:
+            return None
+        params = list(self.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return None
+        versions = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        return (grid_key, torch.is_inference_mode_enabled(), versions)
+
+    def extra_repr(self) -> str:
+        return (
+            f"variant={self.variant}, impl={self.impl}, block={self.block}, dims={self.dims}, "
+            f"heads={self.num_heads}, head_dim={self.head_dim}"
+        )
+
+
+class BlockRotary(RotaryBase):
+    """Commuting N×N block rotary encoding (axial2_*, axial_block): R(p) = Q D(p) Qᵀ per block.
+
+    Parameters (same keys for both impls, so state dicts move between them):
+      ``freqs``: [H, P] (axial: plane j follows one fixed axis) or [H, P, A] (mixed);
+      ``basis_skew``: [H, nb, N(N-1)/2], Q = matrix_exp(skew) (absent for N = 2, where a basis
+      commutes with every plane rotation and so changes nothing, and after ``fold``).
+    """
+
+    def __init__(
+        self,
+        *,
+        head_dim: int,
+        num_heads: int,
+        dims: int = 2,
+        block: int = 2,
+        impl: str = "fast",
+        mixed: bool = False,
+        theta: float | None = None,
+        learnable: bool | None = None,
+        init: str = "axial",
+        variant: str = "axial_block",
+    ) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block)
+        self.variant, self.impl, self.mixed, self.init = variant, impl, bool(mixed), init
+        self.theta = float(theta) if theta is not None else (10.0 if mixed else 100.0)
+        self.learnable = bool(learnable) if learnable is not None else (init == "identity" or self.mixed)
+        self.use_complex = True
+        self.folded = False
+        k = block // 2
+        self.num_planes = self.num_blocks * k
+
+        freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta)
+        self.register_buffer("axis_onehot", F.one_hot(axis, dims).float(), persistent=False)
+        if self.mixed and dims > 1:
+            omega = freqs[:, None] * self.axis_onehot  # [P, A]
+            if init == "axial":
+                # Heo's RoPE-Mixed init: the axial frequency vectors turned by a random angle per head.
+                phi = torch.rand(num_heads) * 2 * math.pi
+                rot = torch.stack(
+                    (torch.stack((phi.cos(), -phi.sin()), -1), torch.stack((phi.sin(), phi.cos()), -1)), -2
+                )  # [H, 2, 2]
+                omega = torch.einsum("hab,pb->hpa", rot, omega)
+            else:
+                omega = omega.expand(num_heads, -1, -1)
+            init_freqs = omega.clone()
+        else:
+            init_freqs = freqs.expand(num_heads, -1).clone()
+        if init == "identity":
+            init_freqs.zero_()
+        self.freqs = nn.Parameter(init_freqs.contiguous(), requires_grad=self.learnable)
+        if block > 2:
+            self.basis_skew = nn.Parameter(torch.zeros(num_heads, self.num_blocks, block * (block - 1) // 2))
+        else:
+            self.register_parameter("basis_skew", None)
+
+    # -- parameters as math -------------------------------------------------------------------
+
+    def omega(self) -> Tensor:
+        """Plane frequency vectors [H, P, A]."""
+        if self.freqs.ndim == 3:
+            return self.freqs
+        return self.freqs[..., None] * self.axis_onehot
+
+    def basis(self) -> Tensor | None:
+        """Orthogonal block bases Q [H, nb, N, N], or None (N = 2, or folded)."""
+        if self.basis_skew is None:
+            return None
+        return torch.linalg.matrix_exp(skew(self.basis_skew, self.block))
+
+    def generators(self) -> Tensor:
+        omega = self.omega()  # [H, P, A]
+        planes = omega.permute(2, 0, 1)  # [A, H, P]
+        j = planes.new_tensor([[0.0, -1.0], [1.0, 0.0]])
+        if self.folded:
+            # Folded: the planes already sit as pairs in the first 2P dims, no basis.
+            pairs = planes[..., None, None] * j  # [A, H, P, 2, 2]
+            return block_diagonal(pairs, self.head_dim)
+        k, n = self.block // 2, self.block
+        blocks = planes.new_zeros(*planes.shape[:2], self.num_blocks, n, n)
+        pairs = (planes[..., None, None] * j).unflatten(2, (self.num_blocks, k))  # [A, H, nb, k, 2, 2]
+        blocks[..., : 2 * k, : 2 * k] = block_diagonal(pairs, 2 * k)
+        q = self.basis()
+        if q is not None:
+            blocks = q.to(blocks.dtype) @ blocks @ q.to(blocks.dtype).transpose(-1, -2)
+        return block_diagonal(blocks, self.head_dim)
+
+    # -- computing it ------------------------------------------------------------------------------
+
+    def tables(
+        self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
+    ) -> tuple[Tensor, ...]:
+        """Per-forward tables, shared by the whole batch: (cos, sin) [H, T, P], plus the block
+        matrices [H, T, nb, N, N] for the matrix impl. Cached while parameters are frozen."""
+        key = self._cache_key(grid_key)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        angles = plane_angles(pos, self.omega(), num_prefix)
+        out: tuple[Tensor, ...] = (angles.cos(), angles.sin())
+        if self.impl == "matrix" and not self.folded:
+            out = out + (block_matrices(*out, self.basis(), self.block),)
+        self._cache.put(key, out)
+        return out
+
+    @property
+    def fold_into_projection(self) -> bool:
+        """Fast impl with a basis: attention applies Qᵀ to the projection weight, not to tokens."""
+        return self.impl == "fast" and self.basis_skew is not None
+
+    def project_qkv(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Move the q and k rows of a fused qkv projection into the rotation basis.
+
+        weight [3·H·D, C], bias [3·H·D]. Cost O(H·D·N·C) per call, independent of batch and tokens;
+        the v rows are untouched. q'ᵀ D(p_j − p_i) k' then equals qᵀ R(p_i)ᵀ R(p_j) k.
+        """
+        q = self.basis()
+        hd = self.num_heads * self.head_dim
+        qk_w = weight[: 2 * hd].unflatten(0, (2, self.num_heads, self.head_dim)).transpose(-1, -2)
+        qk_w = to_basis(qk_w, q, self.block).transpose(-1, -2).reshape(2 * hd, -1)
+        weight = torch.cat((qk_w, weight[2 * hd :]), dim=0)
+        if bias is not None:
+            qk_b = to_basis(bias[: 2 * hd].view(2, self.num_heads, 1, self.head_dim), q, self.block)
+            bias = torch.cat((qk_b.reshape(2 * hd), bias[2 * hd :]))
+        return weight, bias
+
+    def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
+        if self.impl == "matrix" and not self.folded:
+            return apply_block_matrices(x, tables[2])
+        if in_basis or self.folded:
+            return rotate_pairs(x, tables[0], tables[1], self.use_complex)
+        q = self.basis()
+        u = rotate_pairs(to_basis(x, q, self.block), tables[0], tables[1], self.use_complex)
+        return from_basis(u, q, self.block)
+
+    def rotate_qk(
+        self,
+        q: Tensor,
+        k: Tensor,
+        pos: Tensor,
+        num_prefix: int = 0,
+        in_basis: bool = False,
+        grid_key: Hashable | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Rotate attention queries and keys [B, H, T, D]; tables are built once for both.
+
+        ``in_basis``: q and k came from ``project_qkv`` weights, so only the plane rotation is left.
+        """
+        tables = self.tables(pos, num_prefix, grid_key)
+        return self._rotate(q, tables, in_basis), self._rotate(k, tables, in_basis)
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        """R(p)·x for x [B, H, T, D] and positions [T, A] (after ``fold``: in the folded basis)."""
+        check_positions(pos, self.dims, x.shape[-2])
+        return self._rotate(x, self.tables(pos), in_basis=False)
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Drop the basis after it was moved into the projection (see ``fold_for_inference``)."""
+        self.basis_skew = None
+        self.folded = True
+        self.impl = "fast"
+        self._cache = _TableCache()
+
+
+class LieBlockRotary(RotaryBase):
+    """Non-commuting control (LieRE-like): R(p) = matrix_exp(Σ_a p_a S_a) per block, with an
+    independent free skew generator S_a per axis. Exact only along one axis; it exists to measure
+    what the relative property is worth. Matrix impl only (no plane decomposition exists).
+
+    Parameters: ``generator_skew`` [A, H, nb, N(N-1)/2], initialised to the axial layout (each block
+    follows one axis, Q = I), so a fresh model equals ``axial_block`` and training breaks commutation.
+    """
+
+    def __init__(
+        self,
+        *,
+        head_dim: int,
+        num_heads: int,
+        dims: int = 2,
+        block: int = 2,
+        theta: float | None = None,
+        init: str = "axial",
+        impl: str = "matrix",
+    ) -> None:
+        super().__init__(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block)
+        self.variant, self.impl, self.init = "lie_block", impl, init
+        self.theta = float(theta) if theta is not None else 100.0
+        k = block // 2
+        freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta)
+        if init == "identity":
+            freqs.zero_()
+        # The J-plane of a skew matrix sits at upper-triangle index of (2i, 2i+1); J = [[0,-1],[1,0]]
+        # has -1 above the diagonal.
+        rows, cols = torch.triu_indices(block, block, offset=1)
+        tri = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
+        gen = torch.zeros(dims, num_heads, self.num_blocks, rows.numel())
+        plane_freqs = freqs.view(self.num_blocks, k)
+        plane_axis = axis.view(self.num_blocks, k)
+        for i in range(k):  # planes within one block (k <= 3), at construction only
+            idx = tri[(2 * i, 2 * i + 1)]
+            onehot = F.one_hot(plane_axis[:, i], dims).T.float()  # [A, nb]
+            gen[:, :, :, idx] = -(onehot * plane_freqs[:, i])[:, None, :]
+        self.generator_skew = nn.Parameter(gen)
+
+    def generators(self) -> Tensor:
+        return block_diagonal(skew(self.generator_skew, self.block), self.head_dim)
+
+    def tables(
+        self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
+    ) -> tuple[Tensor, ...]:
+        """Per-token block rotations [H, T, nb, N, N] (float32), identity for prefix tokens."""
+        key = self._cache_key(grid_key)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        with torch.autocast(device_type=pos.device.type, enabled=False):
+            gens = skew(self.generator_skew, self.block)
+            dtype = torch.promote_types(gens.dtype, torch.float32)
+            if num_prefix:
+                pos = F.pad(pos, (0, 0, num_prefix, 0))
+            mats = torch.linalg.matrix_exp(
+                torch.einsum("ta,ahbij->htbij", pos.to(dtype), gens.to(dtype)).contiguous()
+            )
+        self._cache.put(key, (mats,))
+        return (mats,)
+
+    def rotate_qk(
+        self,
+        q: Tensor,
+        k: Tensor,
+        pos: Tensor,
+        num_prefix: int = 0,
+        in_basis: bool = False,
+        grid_key: Hashable | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        (mats,) = self.tables(pos, num_prefix, grid_key)
+        return apply_block_matrices(q, mats), apply_block_matrices(k, mats)
+
+    fold_into_projection = False
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        check_positions(pos, self.dims, x.shape[-2])
+        return apply_block_matrices(x, self.tables(pos)[0])
+
+
+Rotary = BlockRotary | LieBlockRotary
+
+
+def _allowed(key: str, value: object, allowed: tuple) -> None:
+    if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+        raise ValueError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
+
+
+def make_rope(name: str, *, head_dim: int, num_heads: int, dims: int = 2, **options: object) -> Rotary:
+    """Build a rotary encoding by name: one of ``ROTARY_NAMES``.
+
+    Options: ``block`` (2..6; axial2_* fix it to 2), ``impl`` ("matrix" | "fast"; lie_block:
+    "matrix" only), ``mixed`` (bool; axial_block only), ``theta`` (frequency base, default 100 axial
+    / 10 mixed), ``learnable`` (bool, default: false for axial, true for mixed or identity init),
+    ``init`` ("axial": the 2×2 RoPE-Axial layout with Q = I; "identity": zero frequencies).
+    Raises ValueError naming the key, the value and what is allowed.
+    """
+    if name not in ROTARY_NAMES:
+        raise ValueError(f"pe={name!r} is not a rotary encoding; allowed values: {', '.join(ROTARY_NAMES)}")
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for pe={name!r}; allowed keys: {', '.join(OPTION_KEYS)}"
+        )
+    _allowed("dims", dims, DIMS)
+    if not isinstance(head_dim, int) or head_dim < 2 or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"head_dim={head_dim!r} and num_heads={num_heads!r} must be positive integers")
+    block = options.pop("block", 2 if name.startswith("axial2") else 3)
+    if name.startswith("axial2") and block != 2:
+        raise ValueError(
+            f"block={block!r} is not allowed for pe={name!r}; allowed values: 2 (use axial_block)"
+        )
+    if not isinstance(block, int) or isinstance(block, bool) or block not in BLOCKS:
+        raise ValueError(f"block={block!r} is not allowed; allowed values: 2..6")
+    if block > head_dim:
+        raise ValueError(
+            f"block={block} is larger than head_dim={head_dim}; allowed values: 2..{min(6, head_dim)}"
+        )
+    init = options.pop("init", "axial")
+    _allowed("init", init, INITS)
+    theta = options.pop("theta", None)
+    if theta is not None and (isinstance(theta, bool) or not isinstance(theta, int | float) or theta <= 0):
+        raise ValueError(f"theta={theta!r} is not allowed; allowed values: a positive number or None")
+    common = dict(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block, theta=theta, init=init)
+    if name == "lie_block":
+        impl = options.pop("impl", "matrix")
+        _allowed("impl", impl, ("matrix",))
+        # Free per-axis generators already let every block respond to every axis: `mixed` changes
+        # nothing, and the generators are always learned.
+        _allowed("mixed", options.pop("mixed", False), (False, True))
+        if options.pop("learnable", None) is False:
+            raise ValueError("learnable=False is not allowed for pe='lie_block'; allowed values: True, None")
+        return LieBlockRotary(impl=impl, **common)
+    default_impl = {"axial2_matrix": "matrix", "axial2_complex": "fast"}.get(name, "fast")
+    impl = options.pop("impl", default_impl)
+    _allowed("impl", impl, IMPLS)
+    if name != "axial_block" and impl != default_impl:
+        raise ValueError(f"impl={impl!r} is not allowed for pe={name!r}; allowed values: {default_impl!r}")
+    mixed = options.pop("mixed", False)
+    _allowed("mixed", mixed, (False, True))
+    if mixed and name != "axial_block":
+        raise ValueError(
+            f"mixed=True is not allowed for pe={name!r}; allowed values: False (use axial_block)"
+        )
+    learnable = options.pop("learnable", None)
+    if learnable is not None:
+        _allowed("learnable", learnable, (False, True))
+        if init == "identity" and not learnable:
+            raise ValueError("learnable=False is not allowed with init='identity' (frequencies would stay 0)")
+    return BlockRotary(impl=impl, mixed=mixed, learnable=learnable, variant=name, **common)

@@ -1,0 +1,296 @@
+"""timm Vision Transformers with rotary attention: ``create_vit``, ``fold_for_inference``.
+
+timm's ``Block`` hands its attention no positions, so the model keeps one ``PatchGrid``, shared by
+all its rotary attention layers and updated by a forward pre-hook on ``patch_embed`` from the size
+of each input image. Any input size that is a multiple of the patch works (``dynamic_img_size``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import Attention
+from timm.models import load_state_dict as timm_load_state_dict
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import Tensor, nn
+
+from rope_ext.rotary import PE_NAMES, LieBlockRotary, Rotary, make_rope
+
+log = logging.getLogger(__name__)
+POS_EMBEDS = ("learn", "none")
+
+
+class PatchGrid:
+    """The patch grid of the current input and its token positions ([T, dims], float32).
+
+    Token t of a ``gh × gw`` grid (timm flattens row-major) sits at x = t mod gw, y = t div gw, as
+    in Heo et al.; 1-D positions are the flattened index t.
+    """
+
+    def __init__(self, dims: int) -> None:
+        self.dims = dims
+        self.size: tuple[int, int] | None = None
+        self._positions: dict[tuple, Tensor] = {}
+
+    def __call__(self, patch_embed: nn.Module, args: tuple) -> None:
+        """Forward pre-hook on ``patch_embed``: read the grid off the input image."""
+        height, width = args[0].shape[-2:]
+        self.size = tuple(patch_embed.dynamic_feat_size((height, width)))
+
+    def key(self, device: torch.device) -> Hashable:
+        return (self.size, self.dims, device)
+
+    def positions(self, device: torch.device) -> Tensor:
+        if self.size is None:
+            raise RuntimeError("PatchGrid has no size: the model's patch_embed has not run on an input yet")
+        key = self.key(device)
+        pos = self._positions.get(key)
+        if pos is None:
+            gh, gw = self.size
+            t = torch.arange(gh * gw, device=device)
+            if self.dims == 1:
+                pos = t[:, None].float()
+            else:
+                pos = torch.stack((t % gw, t // gw), dim=-1).float()
+            self._positions[key] = pos
+        return pos
+
+
+class RopeAttention(Attention):
+    """timm's ``Attention`` with a rotary encoding applied to q and k (class/register tokens unrotated).
+
+    With the fast impl and a learned basis, Qᵀ is applied to the q/k rows of the qkv weight once per
+    forward rather than to every token (valid because nothing non-linear sits between projection
+    and rotation; with qk-norm the basis is applied to the normalised activations instead).
+    """
+
+    def __init__(self, *args: object, rope: Rotary, grid: PatchGrid, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.rope = rope
+        self.grid = grid
+
+    @classmethod
+    def from_attention(cls, attn: Attention, rope: Rotary, grid: PatchGrid) -> RopeAttention:
+        """Same weights as ``attn``, with ``rope`` added."""
+        if type(attn) is not Attention:
+            raise ValueError(
+                f"rotary encodings need timm's plain Attention; this model uses {type(attn).__name__}"
+            )
+        if getattr(attn, "gate", None) is not None:
+            raise ValueError("gated attention is not supported with rotary encodings")
+        qk_norm = not isinstance(attn.q_norm, nn.Identity)
+        new = cls(
+            attn.qkv.in_features,
+            num_heads=attn.num_heads,
+            attn_head_dim=attn.head_dim,
+            dim_out=attn.proj.out_features,
+            qkv_bias=attn.qkv.bias is not None,
+            qk_norm=qk_norm,
+            scale_norm=not isinstance(attn.norm, nn.Identity),
+            proj_bias=attn.proj.bias is not None,
+            attn_drop=attn.attn_drop.p,
+            proj_drop=attn.proj_drop.p,
+            norm_layer=(lambda d, **kw: copy.deepcopy(attn.q_norm)) if qk_norm else None,
+            rope=rope,
+            grid=grid,
+        )
+        if not isinstance(attn.norm, nn.Identity):
+            new.norm = copy.deepcopy(attn.norm)
+        if qk_norm:
+            new.k_norm = copy.deepcopy(attn.k_norm)
+        new.load_state_dict(attn.state_dict(), strict=False)
+        return new.to(attn.qkv.weight.device)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        b, n, _ = x.shape
+        rope = self.rope
+        in_basis = rope.fold_into_projection and isinstance(self.q_norm, nn.Identity)
+        weight, bias = self.qkv.weight, self.qkv.bias
+        if in_basis:
+            weight, bias = rope.project_qkv(weight, bias)
+        qkv = F.linear(x, weight, bias).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        pos = self.grid.positions(x.device)
+        num_prefix = n - pos.shape[0]
+        if num_prefix < 0:
+            raise ValueError(f"{n} tokens for a {self.grid.size} patch grid")
+        q, k = rope.rotate_qk(q, k, pos, num_prefix, in_basis=in_basis, grid_key=self.grid.key(x.device))
+        x = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attn_drop.p if self.training else 0.0,
+            is_causal=is_causal,
+        )
+        x = x.transpose(1, 2).reshape(b, n, self.attn_dim)
+        x = self.norm(x)
+        x = self.proj(x)
+        return self.proj_drop(x)
+
+
+def rotary_attentions(model: nn.Module) -> Iterator[RopeAttention]:
+    """Every rotary attention layer of a model, in order."""
+    return (m for m in model.modules() if isinstance(m, RopeAttention))
+
+
+def _check_hub_reachable(model_name: str) -> None:
+    """Fail within seconds, not after the hub client's retries, when pretrained weights can't come."""
+    hint = (
+        f"pretrained weights for {model_name!r} cannot be downloaded here ({{why}}). Pass a local "
+        "state dict instead: create_vit(..., checkpoint='/path/to/weights.pth|.safetensors') "
+        "(Hydra: model.checkpoint=/path/to/file)"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        return  # offline: only the local hub cache can answer; create_model fails fast if it lacks them
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError as err:
+        raise RuntimeError(hint.format(why=f"hub unreachable: {err}")) from None
+
+
+def load_checkpoint(model: VisionTransformer, path: str | os.PathLike) -> None:
+    """Load a local ``.pth``/``.safetensors`` state dict into ``model``.
+
+    Accepts timm-format weights (absolute position embedding resampled to the model's grid by timm's
+    own filter; a classifier head of another size is left freshly initialised) and this project's
+    checkpoints (``{"model": state_dict, ...}``). Missing rotary parameters keep their
+    initialisation; unexpected keys are reported; any other missing key is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint={str(path)!r}: no such file")
+    state = timm_load_state_dict(str(path), use_ema=False, weights_only=False)
+    if model.pos_embed is None:
+        state = {k: v for k, v in state.items() if k != "pos_embed"}
+    state = checkpoint_filter_fn(state, model)
+    own = model.state_dict()
+    dropped = [k for k in ("head.weight", "head.bias") if k in state and state[k].shape != own[k].shape]
+    for k in dropped:
+        del state[k]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    rotary = [k for k in missing if ".rope." in k]
+    other = [k for k in missing if ".rope." not in k and k not in dropped]
+    if other:
+        raise ValueError(f"checkpoint={str(path)!r} does not fit this model: missing keys {other[:8]}")
+    if dropped:
+        log.info("checkpoint %s: classifier head of another size left freshly initialised", path)
+    if rotary:
+        log.info("checkpoint %s: %d rotary parameters freshly initialised", path, len(rotary))
+    if unexpected:
+        warnings.warn(f"checkpoint {path}: unexpected keys ignored: {unexpected}", stacklevel=2)
+
+
+def create_vit(
+    model_name: str,
+    *,
+    pe: str = "none",
+    num_classes: int,
+    img_size: int,
+    pe_options: dict | None = None,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    **timm_kwargs: object,
+) -> VisionTransformer:
+    """A timm ViT (``timm.create_model``) whose attention applies the rotary encoding ``pe``.
+
+    ``pe``: one of ``PE_NAMES``; ``pe_options``: see ``rope_ext.make_rope`` (``dims`` included).
+    ``timm_kwargs`` go to timm (``patch_size``, ``depth``, ...); ``pos_embed="learn"|"none"`` keeps
+    or removes the absolute position embedding (default: kept for ``pe="none"``, removed for rotary
+    encodings as in Heo et al.'s RoPE-only models). Models are built with ``dynamic_img_size=True``.
+    """
+    if pe not in PE_NAMES:
+        raise ValueError(f"pe={pe!r} is not allowed; allowed values: {', '.join(PE_NAMES)}")
+    options = dict(pe_options or {})
+    if pe == "none" and options:
+        raise ValueError(f"pe='none' takes no options; got {sorted(options)}")
+    pos_embed = timm_kwargs.pop("pos_embed", None)
+    if pos_embed is None:
+        pos_embed = "learn" if pe == "none" else "none"
+    if pos_embed not in POS_EMBEDS:
+        raise ValueError(f"pos_embed={pos_embed!r} is not allowed; allowed values: {', '.join(POS_EMBEDS)}")
+    if pretrained:
+        _check_hub_reachable(model_name)
+    timm_kwargs.setdefault("dynamic_img_size", True)
+    try:
+        model = timm.create_model(
+            model_name, pretrained=pretrained, num_classes=num_classes, img_size=img_size, **timm_kwargs
+        )
+    except RuntimeError as err:
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"pretrained weights for {model_name!r} could not be loaded ({err}). Pass a local state dict "
+            "instead: checkpoint='/path/to/weights.pth|.safetensors' (Hydra: model.checkpoint=...)"
+        ) from err
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"model_name={model_name!r} is not a timm VisionTransformer")
+    if pos_embed == "none":
+        model.pos_embed = None
+    if pe != "none":
+        dims = options.pop("dims", 2)
+        grid = PatchGrid(dims)
+        # A callable object, not a lambda, so deepcopy/pickle carry the hook along with its grid.
+        model.patch_embed.register_forward_pre_hook(grid)
+        for blk in model.blocks:
+            attn = blk.attn
+            rope = make_rope(pe, head_dim=attn.head_dim, num_heads=attn.num_heads, dims=dims, **options)
+            blk.attn = RopeAttention.from_attention(attn, rope, grid)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model
+
+
+def fold_for_inference(model: nn.Module) -> nn.Module:
+    """A deep copy whose rotary attention is plain 2×2 rotation: each learned basis Q is folded
+    into the q and k rows of the qkv weight and bias (qᵀR(p_i)ᵀR(p_j)k = (Qᵀq)ᵀD(p_j−p_i)(Qᵀk)),
+    so an N×N model costs at inference what a 2×2 model costs. Same logits; input untouched.
+    Models without a basis (none, axial2_*, block 2, lie_block) come back as an unchanged copy.
+    """
+    folded = copy.deepcopy(model)
+    for attn in rotary_attentions(folded):
+        if not isinstance(attn.q_norm, nn.Identity):
+            raise ValueError(
+                "fold_for_inference: a model with qk_norm cannot be folded (the norm sits "
+                "between the projection and the rotation); use it unfolded"
+            )
+        rope = attn.rope
+        if isinstance(rope, LieBlockRotary) or rope.basis_skew is None:
+            continue
+        with torch.no_grad():
+            weight, bias = rope.project_qkv(attn.qkv.weight, attn.qkv.bias)
+            attn.qkv.weight.copy_(weight)
+            if bias is not None:
+                attn.qkv.bias.copy_(bias)
+        rope.fold()
+    return folded
+
+
+@torch.no_grad()
+def relative_property_error(model: nn.Module, grid: int = 4, shift: tuple[float, ...] = (3.0, 5.0)) -> float:
+    """Measured max |R(p_i+s)ᵀR(p_j+s) − R(p_i)ᵀR(p_j)| over all rotary layers and heads (float64).
+
+    Positions: a ``grid × grid`` patch grid (1-D: its flattened index), shifted by ``shift``.
+    0.0 for models without rotary attention; ~1e-15 for the commuting variants.
+    """
+    worst = 0.0
+    for attn in rotary_attentions(model):
+        rope = copy.deepcopy(attn.rope).double().cpu()
+        t = torch.arange(grid * grid, dtype=torch.float64)
+        pos = torch.stack((t % grid, t // grid), -1) if rope.dims == 2 else t[:, None]
+        s = torch.tensor(shift[: rope.dims], dtype=torch.float64)
+        r0, r1 = rope.rotation(pos), rope.rotation(pos + s)
+        g0 = torch.einsum("hiab,hjac->hijbc", r0, r0)
+        g1 = torch.einsum("hiab,hjac->hijbc", r1, r1)
+        worst = max(worst, (g1 - g0).abs().max().item())
+    return worst
