@@ -1,0 +1,701 @@
+"""Compare the runs of a sweep: ``python -m rope_ext.report DIR``.
+
+Finds every run under ``DIR`` (a directory holding ``.hydra/config.yaml``: a single run's Hydra output
+directory or each job directory of a multirun), reads its ``metrics.json`` and config, and writes into
+``DIR`` (or ``--out``):
+
+* ``report.csv``: one row per run, failed and missing runs included (``status``), each speed figure also as
+  a ratio to the mean of the ``pe=none`` runs of the same sweep, model, input size and batch size (columns
+  ``*_ratio_vs_none``);
+* ``report.md``: the runs that differ only in seed grouped as mean ± std (sample std over seeds), the
+  ``lie_block`` control's measured relative-property error beside its accuracy, and a list of the missing
+  or failed runs;
+* ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png``;
+* a ``wandb.Table`` of the rows (and the plots) logged to each sweep's W&B group, in ``WANDB_MODE``
+  (``offline`` when unset; ``disabled`` skips it). A W&B failure only warns.
+
+A *sweep* is the directory holding the job directories (a multirun's sweep directory; for single runs,
+their common parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+__all__ = ["Run", "find_runs", "main", "write_report"]
+
+SPEEDS = ("train_img_per_s", "infer_img_per_s", "infer_latency_ms")
+RATIO_SUFFIX = "_ratio_vs_none"
+PE_KEYS = ("name", "block", "impl", "mixed", "dims", "theta", "learnable", "init")
+# keys of the run config that never make two runs different experiments
+_IGNORED_TOP = {"hydra", "wandb", "run_id", "launcher"}
+_IGNORED_LEAF = {"seed"}
+# columns shown for a group in report.md; config differences outside these land in ``other``
+_SHOWN_CONFIG = {"pe.name", "pe.block", "pe.impl", "pe.mixed", "pe.dims", "model.name", "dataset.name"}
+_SHOWN_CONFIG |= {"dataset.input_size"}
+
+CSV_COLUMNS = [
+    "run_dir",
+    "sweep",
+    "status",
+    "error",
+    "variant",
+    "block",
+    "impl",
+    "mixed",
+    "dims",
+    "theta",
+    "learnable",
+    "init",
+    "model",
+    "dataset",
+    "input_size",
+    "batch_size",
+    "seed",
+    "test_acc",
+    "best_test_acc",
+    "relative_error",
+    "train_img_per_s",
+    "train_img_per_s" + RATIO_SUFFIX,
+    "infer_img_per_s",
+    "infer_img_per_s" + RATIO_SUFFIX,
+    "infer_latency_ms",
+    "infer_latency_ms" + RATIO_SUFFIX,
+    "peak_mem_mb",
+    "params",
+    "epochs_done",
+    "overrides",
+]
+
+
+@dataclass
+class Run:
+    """One run directory: its config, its metrics (empty when missing) and what the report derives."""
+
+    path: Path
+    sweep: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if not self.metrics:
+            return "missing"
+        return "ok" if self.metrics.get("status", "ok") == "ok" else str(self.metrics.get("status"))
+
+    @property
+    def error(self) -> str:
+        if not self.metrics:
+            return "no metrics.json (the job did not finish)"
+        return str(self.metrics.get("error") or "")
+
+    def cfg(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def pe(self, key: str) -> Any:
+        pe = self.metrics.get("pe")
+        if isinstance(pe, dict) and key in pe:
+            value = pe[key]
+        else:
+            value = self.cfg(f"pe.{key}")
+        if key == "block" and value is None and str(self.variant).startswith("axial2"):
+            value = 2
+        return value
+
+    @property
+    def variant(self) -> str:
+        pe = self.metrics.get("pe")
+        if isinstance(pe, dict) and pe.get("name"):
+            return str(pe["name"])
+        return str(self.cfg("pe.name", "?"))
+
+    def field_value(self, name: str) -> Any:
+        """A metric, with the config as fallback for the identifying fields of failed or missing runs."""
+        fallbacks = {
+            "model": "model.name",
+            "dataset": "dataset.name",
+            "input_size": "dataset.input_size",
+            "seed": "seed",
+            "batch_size": "train.batch_size",
+        }
+        if name in self.metrics and self.metrics[name] is not None:
+            return self.metrics[name]
+        if name in fallbacks:
+            return self.cfg(fallbacks[name])
+        return None
+
+    def identity(self) -> tuple[tuple[str, str], ...]:
+        """What makes an experiment: the flattened config without seeds, paths of Hydra and W&B."""
+        flat = _flatten({k: v for k, v in self.config.items() if k not in _IGNORED_TOP})
+        items = [
+            (k, v if isinstance(v, str) else json.dumps(v))
+            for k, v in flat.items()
+            if k.rsplit(".", 1)[-1] not in _IGNORED_LEAF
+        ]
+        return (("__sweep__", self.sweep), *sorted(items))
+
+    def row(self, eval_sizes: Sequence[int]) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "run_dir": "",
+            "sweep": self.sweep,
+            "status": self.status,
+            "error": self.error,
+            "variant": self.variant,
+            "overrides": " ".join(self.overrides),
+        }
+        for key in ("block", "impl", "mixed", "dims", "theta", "learnable", "init"):
+            row[key] = self.pe(key)
+        for key in ("model", "dataset", "input_size", "batch_size", "seed"):
+            row[key] = self.field_value(key)
+        for key in (
+            "test_acc",
+            "best_test_acc",
+            "relative_error",
+            *SPEEDS,
+            "peak_mem_mb",
+            "params",
+            "epochs_done",
+        ):
+            row[key] = self.metrics.get(key)
+        for speed in SPEEDS:
+            row[speed + RATIO_SUFFIX] = self.ratios.get(speed)
+        acc_at = self.metrics.get("test_acc_at") or {}
+        for size in eval_sizes:
+            row[f"test_acc_at_{size}"] = acc_at.get(str(size), acc_at.get(size))
+        return row
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    conf = OmegaConf.load(path)
+    try:
+        container = OmegaConf.to_container(conf, resolve=True)
+    except Exception:  # interpolations needing Hydra's runtime (${hydra:...}): keep them unresolved
+        container = OmegaConf.to_container(conf, resolve=False)
+    return container if isinstance(container, dict) else {}
+
+
+def find_runs(root: str | os.PathLike[str]) -> list[Run]:
+    """Every run directory under ``root`` (``root`` itself included), sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"report: DIR={str(root)!r} is not a directory")
+    runs = []
+    for config_path in sorted(root.rglob(".hydra/config.yaml")):
+        run_dir = config_path.parent.parent
+        if any(part == "wandb" for part in run_dir.relative_to(root).parts):
+            continue
+        metrics: dict[str, Any] = {}
+        metrics_path = run_dir / "metrics.json"
+        if metrics_path.is_file():
+            try:
+                metrics = json.loads(metrics_path.read_text())
+            except json.JSONDecodeError as exc:
+                metrics = {"status": "failed", "error": f"unreadable metrics.json: {exc}"}
+        overrides: list[str] = []
+        overrides_path = run_dir / ".hydra" / "overrides.yaml"
+        if overrides_path.is_file():
+            loaded = OmegaConf.to_container(OmegaConf.load(overrides_path))
+            overrides = [str(o) for o in loaded] if isinstance(loaded, list) else []
+        sweep = run_dir.parent.relative_to(root).as_posix() if run_dir != root else "."
+        runs.append(Run(run_dir, sweep, _load_config(config_path), metrics, overrides))
+    return runs
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    nums = [v for v in nums if math.isfinite(v)]
+    return statistics.fmean(nums) if nums else None
+
+
+def _stats(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    nums = [v for v in nums if math.isfinite(v)]
+    if not nums:
+        return None, None, 0
+    std = statistics.stdev(nums) if len(nums) > 1 else None
+    return statistics.fmean(nums), std, len(nums)
+
+
+def _speed_key(run: Run) -> tuple[Any, ...]:
+    return (run.sweep, run.field_value("model"), run.field_value("input_size"), run.field_value("batch_size"))
+
+
+def compute_ratios(runs: Sequence[Run]) -> None:
+    """Fill ``run.ratios``: each speed over the mean of the ok ``none`` runs with the same speed key."""
+    baselines: dict[tuple[Any, ...], dict[str, float | None]] = {}
+    by_key: dict[tuple[Any, ...], list[Run]] = {}
+    for run in runs:
+        if run.status == "ok" and run.variant == "none":
+            by_key.setdefault(_speed_key(run), []).append(run)
+    for key, group in by_key.items():
+        baselines[key] = {s: _mean(r.metrics.get(s) for r in group) for s in SPEEDS}
+    for run in runs:
+        base = baselines.get(_speed_key(run), {})
+        for speed in SPEEDS:
+            value, ref = run.metrics.get(speed), base.get(speed)
+            ok = isinstance(value, (int, float)) and ref not in (None, 0)
+            run.ratios[speed] = float(value) / ref if ok else None
+
+
+def _eval_sizes(runs: Sequence[Run]) -> list[int]:
+    sizes: set[int] = set()
+    for run in runs:
+        for key in run.metrics.get("test_acc_at") or {}:
+            try:
+                sizes.add(int(key))
+            except ValueError:
+                continue
+    return sorted(sizes)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value != 0 and abs(value) < 10 ** (-digits):
+            return f"{value:.1e}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _fmt_stats(values: Iterable[Any], digits: int = 2) -> str:
+    mean, std, n = _stats(values)
+    if mean is None:
+        return ""
+    if std is None or n < 2:
+        return _fmt(mean, digits)
+    return f"{_fmt(mean, digits)} ± {_fmt(std, digits)}"
+
+
+@dataclass
+class Group:
+    """Runs that differ only in seed."""
+
+    runs: list[Run]
+    other: str = ""
+
+    @property
+    def first(self) -> Run:
+        return self.runs[0]
+
+    def values(self, key: str) -> list[Any]:
+        return [r.metrics.get(key) for r in self.runs]
+
+    def label(self) -> str:
+        r = self.first
+        parts = [r.variant]
+        if r.variant not in ("none", "axial2_matrix", "axial2_complex") and r.pe("block") is not None:
+            parts.append(f"N={r.pe('block')}")
+        if r.pe("mixed"):
+            parts.append("mixed")
+        if r.pe("impl") and r.variant in ("axial_block", "lie_block"):
+            parts.append(str(r.pe("impl")))
+        if r.pe("dims") == 1:
+            parts.append("1-D")
+        return " ".join(parts)
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Group the ok runs by identity (config minus seed); name the config keys that differ elsewhere."""
+    groups: dict[tuple[Any, ...], list[Run]] = {}
+    for run in runs:
+        if run.status == "ok":
+            groups.setdefault(run.identity(), []).append(run)
+    result = [Group(sorted(g, key=lambda r: str(r.field_value("seed")))) for g in groups.values()]
+    # config keys that vary between groups but have no column of their own
+    flats = [dict(g.first.identity()) for g in result]
+    keys = sorted({k for f in flats for k in f})
+    varying = [
+        k for k in keys if k != "__sweep__" and k not in _SHOWN_CONFIG and len({f.get(k) for f in flats}) > 1
+    ]
+    for group, flat in zip(result, flats):
+        group.other = " ".join(f"{k}={flat[k]}" for k in varying if k in flat)
+    result.sort(key=_group_order)
+    return result
+
+
+_VARIANT_ORDER = {"none": 0, "axial2_matrix": 1, "axial2_complex": 2, "axial_block": 3, "lie_block": 4}
+
+
+def _group_order(group: Group) -> tuple[Any, ...]:
+    r = group.first
+    block = r.pe("block") if isinstance(r.pe("block"), int) else 0
+    return (
+        r.sweep,
+        str(r.field_value("dataset")),
+        str(r.field_value("model")),
+        _VARIANT_ORDER.get(r.variant, 9),
+        bool(r.pe("mixed")),
+        str(r.pe("impl")),
+        block,
+        str(r.field_value("input_size")),
+        group.other,
+    )
+
+
+def write_csv(runs: Sequence[Run], path: Path, root: Path) -> list[str]:
+    sizes = _eval_sizes(runs)
+    columns = CSV_COLUMNS + [f"test_acc_at_{s}" for s in sizes]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for run in runs:
+            row = run.row(sizes)
+            row["run_dir"] = run.path.relative_to(root).as_posix() if run.path != root else "."
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return columns
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(runs: Sequence[Run], groups: Sequence[Group], path: Path, root: Path) -> None:
+    sizes = _eval_sizes(runs)
+    sweeps = sorted({g.first.sweep for g in groups})
+    show_sweep = len(sweeps) > 1
+    show_other = any(g.other for g in groups)
+    header = ["sweep"] if show_sweep else []
+    header += ["variant", "N", "impl", "mixed", "dims", "model", "dataset", "input"]
+    header += ["other"] if show_other else []
+    header += ["seeds", "test acc %", "best acc %", "rel. error"]
+    header += [f"acc@{s} %" for s in sizes]
+    header += ["train img/s", "train ×none", "infer img/s", "infer ×none", "latency ms", "peak MB", "params"]
+    rows = []
+    for g in groups:
+        r = g.first
+        row = [r.sweep] if show_sweep else []
+        row += [
+            r.variant,
+            _fmt(r.pe("block")),
+            _fmt(r.pe("impl")) if r.variant != "none" else "",
+            _fmt(r.pe("mixed")) if r.variant != "none" else "",
+            _fmt(r.pe("dims")) if r.variant != "none" else "",
+            _fmt(r.field_value("model")),
+            _fmt(r.field_value("dataset")),
+            _fmt(r.field_value("input_size")),
+        ]
+        row += [g.other] if show_other else []
+        seeds = ",".join(str(run.field_value("seed")) for run in g.runs)
+        row += [
+            seeds,
+            _fmt_stats(g.values("test_acc")),
+            _fmt_stats(g.values("best_test_acc")),
+            _fmt_stats(g.values("relative_error"), 3),
+        ]
+        for size in sizes:
+            row.append(_fmt_stats((run.metrics.get("test_acc_at") or {}).get(str(size)) for run in g.runs))
+        row += [
+            _fmt_stats(g.values("train_img_per_s"), 0),
+            _fmt_stats((run.ratios.get("train_img_per_s") for run in g.runs), 3),
+            _fmt_stats(g.values("infer_img_per_s"), 0),
+            _fmt_stats((run.ratios.get("infer_img_per_s") for run in g.runs), 3),
+            _fmt_stats(g.values("infer_latency_ms"), 2),
+            _fmt_stats(g.values("peak_mem_mb"), 0),
+            _fmt(r.metrics.get("params")),
+        ]
+        rows.append(row)
+    bad = [run for run in runs if run.status != "ok"]
+    n_ok = sum(run.status == "ok" for run in runs)
+    text = [
+        f"# Report: {root.name or root}",
+        "",
+        f"{len(runs)} runs: {n_ok} ok, {len(bad)} missing or failed. Accuracy is top-1 % on the test split; "
+        "mean ± sample std over the seeds listed. `×none` is the speed over the mean of the `none` runs of "
+        "the same sweep, model, input size and batch size (> 1 is faster for img/s). `rel. error` is the "
+        "measured relative-property error (0 for exact encodings; the `lie_block` control breaks it). "
+        "`acc@S` evaluates at an S-pixel input.",
+        "",
+        _md_table(header, rows) if rows else "No finished runs.",
+        "",
+        "## Missing or failed runs",
+        "",
+    ]
+    if bad:
+        for run in bad:
+            rel = run.path.relative_to(root).as_posix() if run.path != root else "."
+            ov = " ".join(run.overrides)
+            text.append(f"- `{rel}` ({run.status}{': ' + ov if ov else ''}): {run.error}")
+    else:
+        text.append("None.")
+    text.append("")
+    plots = [p for p in PLOT_FILES if (path.parent / p).is_file()]
+    if plots:
+        text += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    path.write_text("\n".join(text))
+
+
+PLOT_FILES = ("acc_vs_block.png", "throughput_vs_block.png", "acc_vs_resolution.png")
+
+
+def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
+    """Groups that differ only in block size form one line; label by what else varies."""
+    series: dict[tuple[Any, ...], list[Group]] = {}
+    for g in groups:
+        key = tuple((k, v) for k, v in g.first.identity() if k != "pe.block" and k != "dataset.input_size")
+        if g.first.variant in ("axial2_matrix", "axial2_complex", "none"):
+            key = tuple((k, v) for k, v in g.first.identity() if k != "pe.block")
+        series.setdefault(key, []).append(g)
+    contexts = {
+        (str(s[0].first.field_value("dataset")), str(s[0].first.field_value("model")), s[0].first.sweep)
+        for s in series.values()
+    }
+    out: dict[str, list[Group]] = {}
+    for gs in series.values():
+        r = gs[0].first
+        label = gs[0].label().replace(f" N={r.pe('block')}", "")
+        if gs[0].other:
+            label += f" [{gs[0].other}]"
+        if len(contexts) > 1:
+            label += f" ({r.field_value('dataset')}, {r.field_value('model')})"
+        while label in out:
+            label += "'"
+        out[label] = sorted(gs, key=lambda g: g.first.pe("block") or 0)
+    return out
+
+
+def _x_block(group: Group) -> float | None:
+    block = group.first.pe("block")
+    return float(block) if isinstance(block, (int, float)) else None
+
+
+def _plot_metric_vs_block(ax: Any, groups: Sequence[Group], key: Any, ylabel: str, title: str) -> bool:
+    """One line per series; variants without a block size drawn as a horizontal band. True if drawn."""
+    drawn = False
+    colors = iter(f"C{i}" for i in range(1000))
+    for label, gs in _series(groups).items():
+        color = next(colors)
+        xs, means, stds = [], [], []
+        for g in gs:
+            vals = [key(run) for run in g.runs]
+            mean, std, n = _stats(vals)
+            if mean is None:
+                continue
+            x = _x_block(g)
+            if x is None:
+                ax.axhline(mean, color=color, linestyle="--", label=f"{label} (n={n})")
+                if std:
+                    ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
+                drawn = True
+                continue
+            xs.append(x)
+            means.append(mean)
+            stds.append(std or 0.0)
+            pts = [float(v) for v in vals if isinstance(v, (int, float))]
+            ax.scatter([x] * len(pts), pts, color=color, s=10, alpha=0.5)
+        if xs:
+            ax.errorbar(xs, means, yerr=stds, color=color, marker="o", capsize=3, label=label)
+            drawn = True
+    ax.set_xlabel("block size N")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xticks(range(2, 7))
+    ax.grid(alpha=0.3)
+    return drawn
+
+
+def _legend(ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=7, loc="best")
+
+
+def write_plots(runs: Sequence[Run], groups: Sequence[Group], out: Path) -> list[Path]:
+    """The three PNG plots; a plot with nothing to show is not written. Returns the written paths."""
+    from matplotlib.figure import Figure
+
+    written = []
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    if _plot_metric_vs_block(
+        ax, groups, lambda r: r.metrics.get("test_acc"), "test accuracy (%)", "Accuracy vs block size"
+    ):
+        _legend(ax)
+        fig.savefig(out / "acc_vs_block.png", dpi=110)
+        written.append(out / "acc_vs_block.png")
+
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    drawn = _plot_metric_vs_block(
+        axes[0], groups, lambda r: r.metrics.get("train_img_per_s"), "images/s", "Training throughput"
+    )
+    drawn |= _plot_metric_vs_block(
+        axes[1], groups, lambda r: r.metrics.get("infer_img_per_s"), "images/s", "Inference throughput"
+    )
+    if drawn:
+        _legend(axes[1])
+        fig.savefig(out / "throughput_vs_block.png", dpi=110)
+        written.append(out / "throughput_vs_block.png")
+
+    sizes = _eval_sizes(runs)
+    if sizes:
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.add_subplot()
+        labels = {}
+        for g in groups:
+            xs, means, stds = [], [], []
+            for size in sizes:
+                mean, std, _ = _stats((r.metrics.get("test_acc_at") or {}).get(str(size)) for r in g.runs)
+                if mean is not None:
+                    xs.append(size)
+                    means.append(mean)
+                    stds.append(std or 0.0)
+            if xs:
+                label = g.label() + (f" [{g.other}]" if g.other else "")
+                label += f" @{g.first.field_value('input_size')}"
+                while label in labels:
+                    label += "'"
+                labels[label] = True
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.set_xlabel("evaluation input size (px)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Accuracy vs evaluation resolution")
+        ax.set_xticks(sizes)
+        ax.grid(alpha=0.3)
+        _legend(ax)
+        fig.savefig(out / "acc_vs_resolution.png", dpi=110)
+        written.append(out / "acc_vs_resolution.png")
+    return written
+
+
+def log_to_wandb(
+    runs: Sequence[Run], columns: Sequence[str], out: Path, root: Path, plots: Sequence[Path]
+) -> list[str]:
+    """Log the report rows as a ``wandb.Table`` to each sweep's group. Never raises: failures warn."""
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode == "disabled":
+        return []
+    logged = []
+    try:
+        import wandb
+
+        sweeps: dict[str, list[Run]] = {}
+        for run in runs:
+            sweeps.setdefault(run.sweep, []).append(run)
+        sizes = _eval_sizes(runs)
+        for sweep, members in sweeps.items():
+            cfg_groups = {r.cfg("wandb.group") for r in members if r.cfg("wandb.group")}
+            group = (
+                sorted(str(g) for g in cfg_groups)[0]
+                if cfg_groups
+                else (sweep if sweep != "." else root.resolve().name)
+            )
+            projects = {r.cfg("wandb.project") for r in members if r.cfg("wandb.project")}
+            project = sorted(str(p) for p in projects)[0] if projects else "rope-ext"
+            data = []
+            for run in members:
+                row = run.row(sizes)
+                row["run_dir"] = run.path.relative_to(root).as_posix() if run.path != root else "."
+                data.append([row.get(c) for c in columns])
+            wb = wandb.init(
+                project=project,
+                group=group,
+                job_type="report",
+                name=f"report-{group}",
+                dir=str(out),
+                mode=mode,
+                reinit="finish_previous",
+            )
+            try:
+                payload: dict[str, Any] = {"report": wandb.Table(columns=list(columns), data=data)}
+                for plot in plots:
+                    payload[plot.stem] = wandb.Image(str(plot))
+                wb.log(payload)
+                logged.append(group)
+            finally:
+                wb.finish()
+    except Exception as exc:  # noqa: BLE001 - W&B must never break the report
+        warnings.warn(
+            f"report: W&B logging failed ({type(exc).__name__}: {exc}); files are written", stacklevel=2
+        )
+    return logged
+
+
+def write_report(
+    root: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, wandb_log: bool = True
+) -> dict[str, Any]:
+    """Write ``report.csv``, ``report.md`` and the plots for the runs under ``root``; return a summary."""
+    root = Path(root)
+    runs = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(
+            f"report: DIR={str(root)!r} holds no run directories (none with .hydra/config.yaml)"
+        )
+    out_dir = Path(out) if out is not None else root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    compute_ratios(runs)
+    groups = group_runs(runs)
+    columns = write_csv(runs, out_dir / "report.csv", root)
+    plots = write_plots(runs, groups, out_dir)
+    write_markdown(runs, groups, out_dir / "report.md", root)
+    logged = log_to_wandb(runs, columns, out_dir, root, plots) if wandb_log else []
+    return {
+        "runs": len(runs),
+        "ok": sum(r.status == "ok" for r in runs),
+        "bad": [str(r.path) for r in runs if r.status != "ok"],
+        "groups": len(groups),
+        "csv": out_dir / "report.csv",
+        "md": out_dir / "report.md",
+        "plots": plots,
+        "wandb_groups": logged,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rope_ext.report",
+        description="Tabulate and plot the runs of a sweep (or a whole outputs/ directory).",
+    )
+    parser.add_argument("dir", help="a multirun sweep directory, a run directory, or outputs/")
+    parser.add_argument("--out", default=None, help="where to write the report (default: DIR)")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
+    args = parser.parse_args(argv)
+    try:
+        summary = write_report(args.dir, args.out, wandb_log=not args.no_wandb)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(Path(summary["md"]).read_text())
+    print(f"wrote {summary['csv']}, {summary['md']} and {len(summary['plots'])} plots", file=sys.stderr)
+    if summary["bad"]:
+        print(f"{len(summary['bad'])} missing or failed runs (listed in report.md)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

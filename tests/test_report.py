@@ -1,0 +1,217 @@
+"""The report on a tiny fake sweep: real Hydra-style run directories, seeds, a none baseline, a failure."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rope_ext import report
+
+SIZES = (32, 40, 48, 64)
+
+
+def _config(pe: dict, seed: int) -> dict:
+    return {
+        "seed": seed,
+        "run_id": f"run-{pe['name']}-{pe.get('block')}-{seed}",
+        "model": {
+            "name": "vit_cifar",
+            "pretrained": False,
+            "pos_embed": "learn" if pe["name"] == "none" else "none",
+        },
+        "pe": pe,
+        "dataset": {
+            "name": "relpos",
+            "input_size": 32,
+            "train_size": 64,
+            "test_size": 32,
+            "seed": 0,
+            "subset": None,
+        },
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3},
+        "eval": {"input_sizes": list(SIZES)},
+        "wandb": {"mode": "offline", "project": "rope-ext-test", "group": "fake-sweep"},
+    }
+
+
+def _pe(name: str, block: int | None = None, impl: str = "fast", mixed: bool = False) -> dict:
+    return {
+        "name": name,
+        "block": block,
+        "impl": impl,
+        "mixed": mixed,
+        "dims": 2,
+        "theta": None,
+        "learnable": mixed,
+        "init": "axial",
+    }
+
+
+def _write_job(sweep: Path, num: int, pe: dict, seed: int, metrics: dict | None) -> Path:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(_config(pe, seed)))
+    overrides = [f"pe={pe['name']}", f"seed={seed}"] + ([f"pe.block={pe['block']}"] if pe["block"] else [])
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    return job
+
+
+def _metrics(pe: dict, seed: int, acc: float, train: float, infer: float, rel: float = 0.0) -> dict:
+    return {
+        "status": "ok",
+        "test_acc": acc,
+        "best_test_acc": acc + 1.0,
+        "train_img_per_s": train,
+        "infer_img_per_s": infer,
+        "infer_latency_ms": 1000.0 / infer,
+        "peak_mem_mb": 100.0,
+        "params": 2_700_000,
+        "epochs_done": 2,
+        "relative_error": rel,
+        "test_acc_at": {str(s): acc - (s - 32) * (0.5 if pe["name"] == "none" else 0.1) for s in SIZES},
+        "pe": pe,
+        "model": "vit_cifar",
+        "dataset": "relpos",
+        "input_size": 32,
+        "seed": seed,
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "multirun" / "fake"
+    n = 0
+    for seed in (0, 1):
+        pe = _pe("none")
+        _write_job(
+            root, n, pe, seed, _metrics(pe, seed, 20.0 + seed, train=1000.0 + 100 * seed, infer=4000.0)
+        )
+        n += 1
+        for block in (2, 3):
+            pe = _pe("axial_block", block)
+            acc = 60.0 + block + 2 * seed
+            _write_job(root, n, pe, seed, _metrics(pe, seed, acc, train=950.0, infer=3800.0))
+            n += 1
+    pe = _pe("lie_block", 3)
+    _write_job(root, n, pe, 0, _metrics(pe, 0, 55.0, train=900.0, infer=3600.0, rel=0.42))
+    n += 1
+    pe = _pe("axial_block", 4)
+    _write_job(root, n, pe, 0, {"status": "failed", "error": "RuntimeError: boom", "pe": pe, "seed": 0})
+    n += 1
+    _write_job(root, n, _pe("axial_block", 5), 0, None)  # killed: no metrics.json
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_csv_one_row_per_run_with_ratios(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    summary = report.write_report(sweep)
+    rows = _rows(sweep / "report.csv")
+    assert len(rows) == 9 and summary["runs"] == 9 and summary["ok"] == 7
+    assert {r["status"] for r in rows} == {"ok", "failed", "missing"}
+    ratio_cols = [c for c in rows[0] if "ratio" in c]
+    assert set(ratio_cols) >= {"train_img_per_s_ratio_vs_none", "infer_img_per_s_ratio_vs_none"}
+    base_train = statistics.fmean([1000.0, 1100.0])  # mean of the two none seeds
+    for r in rows:
+        if r["status"] != "ok":
+            assert r["train_img_per_s_ratio_vs_none"] == ""
+            continue
+        assert math.isclose(
+            float(r["train_img_per_s_ratio_vs_none"]), float(r["train_img_per_s"]) / base_train
+        )
+        assert math.isclose(float(r["infer_img_per_s_ratio_vs_none"]), float(r["infer_img_per_s"]) / 4000.0)
+    lie = next(r for r in rows if r["variant"] == "lie_block")
+    assert float(lie["relative_error"]) == pytest.approx(0.42)
+    assert lie["test_acc_at_64"] != "" and float(lie["test_acc_at_64"]) == pytest.approx(55.0 - 3.2)
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert failed["block"] == "4" and "boom" in failed["error"]
+    missing = next(r for r in rows if r["status"] == "missing")
+    assert missing["block"] == "5" and missing["variant"] == "axial_block"  # identified from the config
+
+
+def test_markdown_groups_seeds_and_lists_failures(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    report.write_report(sweep)
+    md = (sweep / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in table[1:]]
+    assert len(body) == 4  # none, axial_block N=2, N=3 (two seeds each) and lie_block N=3 (one seed)
+    by = {(row[header.index("variant")], row[header.index("N")]): dict(zip(header, row)) for row in body}
+    n3 = by[("axial_block", "3")]
+    assert n3["seeds"] == "0,1"
+    assert n3["test acc %"] == f"{statistics.fmean([63.0, 65.0]):.2f} ± {statistics.stdev([63.0, 65.0]):.2f}"
+    assert by[("none", "")]["train ×none"].startswith("1.000 ± ")  # the baseline against itself
+    assert by[("lie_block", "3")]["rel. error"] == "0.420"
+    assert by[("axial_block", "2")]["rel. error"] == "0.000 ± 0.000"  # exact: no error in any seed
+    assert "acc@64 %" in header
+    failures = md.split("## Missing or failed runs")[1]
+    assert "failed" in failures and "boom" in failures and "pe.block=4" in failures
+    assert "missing" in failures and "pe.block=5" in failures
+
+
+def test_plots_written_as_png(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    summary = report.write_report(sweep)
+    names = sorted(p.name for p in summary["plots"])
+    assert names == sorted(report.PLOT_FILES)
+    for name in names:
+        data = (sweep / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert "![acc_vs_block.png](acc_vs_block.png)" in (sweep / "report.md").read_text()
+
+
+def test_cli_and_bad_dir(sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert report.main([str(sweep), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.csv").is_file()
+    assert "axial_block" in capsys.readouterr().out
+    assert report.main([str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert report.main([str(tmp_path / "empty")]) == 2
+
+
+def test_wandb_failure_only_warns(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = report.write_report(sweep)
+    assert summary["wandb_groups"] == []
+    assert any("W&B logging failed" in str(w.message) and "no network" in str(w.message) for w in caught)
+    assert (sweep / "report.csv").is_file()
+
+
+def test_wandb_offline_table_logged_to_group(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    summary = report.write_report(sweep)
+    assert summary["wandb_groups"] == ["fake-sweep"]  # the group from the runs' wandb.group
+    runs = list((sweep / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = list(runs[0].glob("*.wandb"))
+    assert files and b"fake-sweep" in files[0].read_bytes()
+    tables = list(runs[0].rglob("report*.table.json"))
+    assert tables, "the wandb.Table was not written"
+    table = json.loads(tables[0].read_text())
+    assert len(table["data"]) == 9 and "train_img_per_s_ratio_vs_none" in table["columns"]
