@@ -1,0 +1,116 @@
+"""The study's experiments: presets compose, GPU scripts are sound, the control's non-relativity is measured."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rope_ext import create_vit, relative_property_error
+from rope_ext.relpos import relpos_datasets
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+
+
+def _tiny_vit(pe: str, **options: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_vit(
+        "vit_tiny_patch16_224",
+        pe=pe,
+        pe_options=options or None,
+        num_classes=8,
+        img_size=32,
+        patch_size=4,
+        embed_dim=48,
+        depth=2,
+        num_heads=2,
+    )
+
+
+def _perturb_rotary(model: torch.nn.Module, scale: float = 0.5) -> None:
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".rope." in name:
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+
+
+@pytest.mark.parametrize("block", [2, 3, 4, 6])
+def test_control_breaks_relative_property_exact_variants_keep_it(block: int) -> None:
+    control = _tiny_vit("lie_block", block=block)
+    exact = [_tiny_vit("axial_block", block=block), _tiny_vit("axial_block", block=block, mixed=True)]
+    for model in (control, *exact):
+        _perturb_rotary(model)
+    if block == 2:  # so(2) is one-dimensional: any two 2x2 generators commute, the control is exact too
+        assert relative_property_error(control) < 1e-10
+    else:
+        assert relative_property_error(control) > 0.1
+    for model in exact:
+        assert relative_property_error(model) < 1e-10
+
+
+def test_training_moves_the_control_off_the_relative_property() -> None:
+    """The control starts axial (exact) and training alone breaks it; the exact variant stays exact."""
+    train, _, _ = relpos_datasets(32, 64, 1, seed=0)
+    x = torch.stack([train[i][0] for i in range(32)])
+    y = train.labels[:32]
+    errors = {}
+    for pe in ("lie_block", "axial_block"):
+        model = _tiny_vit(pe, block=3, learnable=True)
+        before = relative_property_error(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        errors[pe] = (before, relative_property_error(model))
+    assert errors["lie_block"][0] < 1e-10 < 1e-4 < errors["lie_block"][1]
+    assert errors["axial_block"][1] < 1e-10
+
+
+def test_gpu_check_script_is_valid_bash() -> None:
+    script = EXPERIMENTS / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "rope_ext.bench" in text and "vit_base_patch16_224" in text and "--dtype bf16" in text
+    assert "gpu_smoke.py" in text and "timeout" in text
+
+
+def test_gpu_smoke_imports_only_torch_timm_rope_ext() -> None:
+    imports = {
+        line.split()[1].split(".")[0]
+        for line in (EXPERIMENTS / "gpu_smoke.py").read_text().splitlines()
+        if line.startswith(("import ", "from "))
+    }
+    assert imports <= {"__future__", "argparse", "math", "sys", "time", "torch", "timm", "rope_ext"}
+
+
+def test_gpu_smoke_runs_on_cpu() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(EXPERIMENTS / "gpu_smoke.py"), "--device", "cpu", "--no-compile"]
+    cmd += ["--steps", "2", "--batch", "4", "--samples", "16", "--variants", "none,axial_block:4"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("none ") for line in lines)
+    assert any(line.startswith("axial_block:4 ") and "FAIL" not in line for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_gpu_check_fails_cleanly_without_cuda(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run experiments/gpu_check.sh itself")
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path))
+    out = subprocess.run(
+        ["bash", str(EXPERIMENTS / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0
+    assert "no CUDA device" in out.stdout
+    assert list(tmp_path.glob("gpu_check_*.log"))
