@@ -18,6 +18,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
 from timm.layers import Attention
 from timm.models import load_state_dict as timm_load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
@@ -151,8 +152,16 @@ def _check_hub_reachable(model_name: str) -> None:
         "state dict instead: create_vit(..., checkpoint='/path/to/weights.pth|.safetensors') "
         "(Hydra: model.checkpoint=/path/to/file)"
     )
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        return  # offline: only the local hub cache can answer; create_model fails fast if it lacks them
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no", "off"):
+        # Offline: only the local hub cache can answer.
+        hub_id = getattr(timm.models.get_pretrained_cfg(model_name), "hf_hub_id", None)
+        cached = hub_id and any(
+            isinstance(try_to_load_from_cache(hub_id, name), str)
+            for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+        )
+        if not cached:
+            raise RuntimeError(hint.format(why="HF_HUB_OFFLINE is set and the hub cache lacks them"))
+        return
     try:
         socket.create_connection(("huggingface.co", 443), timeout=3).close()
     except OSError as err:
@@ -171,14 +180,17 @@ def load_checkpoint(model: VisionTransformer, path: str | os.PathLike) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint={str(path)!r}: no such file")
     state = timm_load_state_dict(str(path), use_ema=False, weights_only=False)
-    if model.pos_embed is None:
+    ignored = []
+    if model.pos_embed is None and "pos_embed" in state:  # timm's filter would resample it: drop it first
         state = {k: v for k, v in state.items() if k != "pos_embed"}
+        ignored.append("pos_embed")
     state = checkpoint_filter_fn(state, model)
     own = model.state_dict()
     dropped = [k for k in ("head.weight", "head.bias") if k in state and state[k].shape != own[k].shape]
     for k in dropped:
         del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = ignored + list(unexpected)
     rotary = [k for k in missing if ".rope." in k]
     other = [k for k in missing if ".rope." not in k and k not in dropped]
     if other:
@@ -226,7 +238,7 @@ def create_vit(
         model = timm.create_model(
             model_name, pretrained=pretrained, num_classes=num_classes, img_size=img_size, **timm_kwargs
         )
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:  # the hub client's errors (offline, no cache) are OSErrors
         if not pretrained:
             raise
         raise RuntimeError(

@@ -1,0 +1,264 @@
+"""The rotary encodings on their own: the relative property, the impls agreeing, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rope_ext import make_rope
+from rope_ext.rotary import BlockRotary, rotate_pairs
+
+torch.set_default_dtype(torch.float32)
+
+
+def perturbed(name: str, seed: int = 0, scale: float = 0.5, **kw) -> torch.nn.Module:
+    """A float64 rope whose every parameter (frozen or not) got random noise."""
+    torch.manual_seed(seed)
+    rope = make_rope(name, **kw).double()
+    with torch.no_grad():
+        for p in rope.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return rope
+
+
+def relative_deviation(rope: torch.nn.Module, pos: torch.Tensor, shift: torch.Tensor) -> float:
+    """max over heads, i, j of |R(p_i+s)ᵀR(p_j+s) − R(p_i)ᵀR(p_j)|."""
+    r0, r1 = rope.rotation(pos), rope.rotation(pos + shift)
+    g0 = torch.einsum("hiab,hjac->hijbc", r0, r0)
+    g1 = torch.einsum("hiab,hjac->hijbc", r1, r1)
+    return (g1 - g0).abs().max().item()
+
+
+def exact_variants() -> st.SearchStrategy:
+    axial_block = st.fixed_dictionaries(
+        {
+            "block": st.integers(2, 6),
+            "impl": st.sampled_from(["matrix", "fast"]),
+            "mixed": st.booleans(),
+            "init": st.sampled_from(["axial", "identity"]),
+        }
+    )
+    return st.one_of(
+        st.tuples(st.just("axial2_matrix"), st.just({})),
+        st.tuples(st.just("axial2_complex"), st.just({})),
+        st.tuples(st.just("axial_block"), axial_block),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    variant=exact_variants(),
+    dims=st.sampled_from([1, 2]),
+    head_dim=st.sampled_from([12, 16, 14]),
+    seed=st.integers(0, 2**16),
+)
+def test_relative_property_holds_for_any_parameters(variant, dims, head_dim, seed):
+    name, options = variant
+    rope = perturbed(name, seed=seed, head_dim=head_dim, num_heads=2, dims=dims, **options)
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.rand(6, dims, generator=gen, dtype=torch.float64) * 20 - 10
+    shift = torch.rand(dims, generator=gen, dtype=torch.float64) * 40 - 20
+    assert relative_deviation(rope, pos, shift) < 1e-5
+    r = rope.rotation(pos)
+    eye = torch.eye(head_dim, dtype=torch.float64)
+    torch.testing.assert_close(r.transpose(-1, -2) @ r, eye.expand_as(r), rtol=0, atol=1e-10)
+    r_zero = rope.rotation(torch.zeros(1, dims, dtype=torch.float64))
+    torch.testing.assert_close(r_zero, eye.expand_as(r_zero), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block", [3, 4, 5, 6])  # so(2) is abelian: lie_block with N = 2 is exact
+def test_relative_property_check_fails_on_lie_block(block):
+    """The same check catches a non-commuting family: it can fail."""
+    rope = perturbed("lie_block", head_dim=12, num_heads=2, dims=2, block=block)
+    pos = torch.rand(6, 2, dtype=torch.float64) * 10
+    assert relative_deviation(rope, pos, torch.tensor([3.0, -5.0], dtype=torch.float64)) > 1e-3
+    # ... while along a single axis it is exact (one generator always commutes with itself).
+    rope_1d = perturbed("lie_block", head_dim=12, num_heads=2, dims=1, block=block)
+    pos_1d = torch.rand(6, 1, dtype=torch.float64) * 10
+    assert relative_deviation(rope_1d, pos_1d, torch.tensor([7.0], dtype=torch.float64)) < 1e-8
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [("axial2_matrix", {}), ("axial2_complex", {}), ("lie_block", {"block": 4}), ("lie_block", {"block": 3})]
+    + [
+        ("axial_block", {"block": n, "impl": i, "mixed": m})
+        for n in range(2, 7)
+        for i in ("matrix", "fast")
+        for m in (False, True)
+    ],
+)
+@pytest.mark.parametrize("dims", [1, 2])
+def test_forward_equals_dense_rotation(name, options, dims):
+    """rope(x, pos) == rotation(pos) @ x per token; rotation() is built independently (matrix_exp)."""
+    rope = perturbed(name, head_dim=14, num_heads=3, dims=dims, **options)
+    pos = torch.randn(5, dims, dtype=torch.float64) * 4
+    x = torch.randn(2, 3, 5, 14, dtype=torch.float64)
+    expected = torch.einsum("htij,bhtj->bhti", rope.rotation(pos), x)
+    torch.testing.assert_close(rope(x, pos), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("block", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_matrix_and_fast_share_parameters_and_function(block, mixed):
+    fast = perturbed("axial_block", head_dim=16, num_heads=2, block=block, impl="fast", mixed=mixed)
+    matrix = make_rope(
+        "axial_block", head_dim=16, num_heads=2, block=block, impl="matrix", mixed=mixed
+    ).double()
+    assert fast.state_dict().keys() == matrix.state_dict().keys()
+    matrix.load_state_dict(fast.state_dict())
+    pos, x = torch.randn(9, 2, dtype=torch.float64) * 3, torch.randn(4, 2, 9, 16, dtype=torch.float64)
+    torch.testing.assert_close(fast(x, pos), matrix(x, pos), rtol=1e-10, atol=1e-10)
+    # ...and inside attention, where fast rotates in the basis and the basis moves onto the weight.
+    q, k = torch.randn(2, 4, 2, 9, 16, dtype=torch.float64)
+    w = torch.randn(3 * 2 * 16, 8, dtype=torch.float64)
+    wq, _ = fast.project_qkv(w, None) if fast.fold_into_projection else (w, None)
+    inp = torch.randn(4, 9, 8, dtype=torch.float64)
+
+    def logits(rope, weight, in_basis):
+        qkv = (inp @ weight.T).view(4, 9, 3, 2, 16).permute(2, 0, 3, 1, 4)
+        qr, kr = rope.rotate_qk(qkv[0], qkv[1], pos, in_basis=in_basis)
+        return qr @ kr.transpose(-1, -2)
+
+    torch.testing.assert_close(
+        logits(fast, wq, fast.fold_into_projection), logits(matrix, w, False), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_axial2_matrix_equals_axial2_complex():
+    complex_ = make_rope("axial2_complex", head_dim=32, num_heads=4)
+    matrix = make_rope("axial2_matrix", head_dim=32, num_heads=4)
+    matrix.load_state_dict(complex_.state_dict())
+    pos = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="xy"), -1).view(-1, 2)
+    x = torch.randn(3, 4, 64, 32)
+    torch.testing.assert_close(complex_(x, pos), matrix(x, pos), rtol=1e-5, atol=1e-5)
+
+
+def heo_axial_reference(x: torch.Tensor, end_x: int, end_y: int, theta: float = 100.0) -> torch.Tensor:
+    """Heo et al.'s compute_axial_cis + apply_rotary_emb (rope-vit, models/vit_rope.py), verbatim math."""
+    dim = x.shape[-1]
+    freqs_x = 1.0 / (theta ** (torch.arange(0, dim, 4)[: (dim // 4)].float() / dim))
+    freqs_y = 1.0 / (theta ** (torch.arange(0, dim, 4)[: (dim // 4)].float() / dim))
+    t = torch.arange(end_x * end_y, dtype=torch.float32)
+    t_x, t_y = (t % end_x).float(), torch.div(t, end_x, rounding_mode="floor").float()
+    freqs_x, freqs_y = torch.outer(t_x, freqs_x), torch.outer(t_y, freqs_y)
+    cis = torch.cat(
+        [torch.polar(torch.ones_like(freqs_x), freqs_x), torch.polar(torch.ones_like(freqs_y), freqs_y)], -1
+    )
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * cis).flatten(3)
+
+
+@pytest.mark.parametrize(
+    "name,options", [("axial2_complex", {}), ("axial2_matrix", {}), ("axial_block", {"block": 2})]
+)
+def test_block_2_reproduces_heo_rope_axial(name, options):
+    rope = make_rope(name, head_dim=32, num_heads=2, **options)
+    end_x, end_y = 7, 5
+    t = torch.arange(end_x * end_y)
+    pos = torch.stack((t % end_x, t // end_x), -1).float()
+    x = torch.randn(2, 2, end_x * end_y, 32)
+    torch.testing.assert_close(rope(x, pos), heo_axial_reference(x, end_x, end_y), rtol=1e-5, atol=1e-5)
+
+
+def test_mixed_block_2_is_heo_rope_mixed_init():
+    """Heo's init_random_2d_freqs: per head, |ω_j| = 10^(-4j/D) on both halves, the halves' directions
+    at a random angle and that angle + π/2."""
+    rope = make_rope("axial_block", head_dim=32, num_heads=3, block=2, mixed=True)
+    assert rope.learnable and rope.theta == 10.0 and rope.freqs.requires_grad
+    omega = rope.omega().detach()  # [H, 16, 2]
+    mags = 1.0 / (10.0 ** (torch.arange(0, 32, 4).float() / 32))
+    torch.testing.assert_close(
+        omega.norm(dim=-1), torch.cat([mags, mags]).expand(3, -1), rtol=1e-5, atol=1e-6
+    )
+    first, second = (
+        omega[:, 0] / omega[:, 0].norm(dim=-1, keepdim=True),
+        omega[:, 8] / omega[:, 8].norm(dim=-1, keepdim=True),
+    )
+    rot90 = torch.stack((-first[:, 1], first[:, 0]), -1)
+    torch.testing.assert_close(second, rot90, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [3, 5, 6])
+def test_leftover_dims_and_odd_direction_stay_unrotated(block):
+    """head_dim 16 with N = 3/5/6 leaves 16 mod N dims unrotated; odd N also one direction per block."""
+    rope = perturbed("axial_block", head_dim=16, num_heads=1, block=block)
+    r = rope.rotation(torch.tensor([[3.0, 4.0]], dtype=torch.float64))[0, 0]
+    used = (16 // block) * block
+    torch.testing.assert_close(r[used:, used:], torch.eye(16 - used, dtype=torch.float64))
+    assert r[used:, :used].abs().max() == 0 and r[:used, used:].abs().max() == 0
+    if block % 2:
+        eigvals = torch.linalg.eigvals(r[:block, :block])
+        assert (eigvals - 1).abs().min() < 1e-8  # the axis of the block's single plane
+
+
+def test_rotate_pairs_real_form_equals_complex_and_runs_in_bf16():
+    x = torch.randn(2, 3, 10, 16)
+    angles = torch.randn(3, 10, 6)
+    cos, sin = angles.cos(), angles.sin()
+    a = rotate_pairs(x, cos, sin, use_complex=True)
+    b = rotate_pairs(x, cos, sin, use_complex=False)
+    torch.testing.assert_close(a, b)
+    assert torch.equal(a[..., 12:], x[..., 12:])
+    out = rotate_pairs(x.bfloat16(), cos, sin, use_complex=True)  # complex has no bf16: falls back
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), a, rtol=0.05, atol=0.05)
+
+
+def test_tables_are_cached_while_frozen_and_refreshed_after_an_update():
+    rope = make_rope("axial_block", head_dim=12, num_heads=2, block=3)
+    pos = torch.randn(4, 2)
+    with torch.no_grad():
+        t1 = rope.tables(pos, grid_key="g")
+        assert rope.tables(pos, grid_key="g") is t1
+        rope.freqs.mul_(2.0)  # an optimizer step bumps the version: the cache must not serve stale tables
+        t2 = rope.tables(pos, grid_key="g")
+    assert t2 is not t1 and not torch.allclose(t1[0], t2[0])
+    assert rope.tables(pos, grid_key="g") is not rope.tables(pos, grid_key="g")  # grad mode, learnable basis
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(name="rope2d"), "allowed values: axial2_matrix, axial2_complex, axial_block, lie_block"),
+        (dict(name="axial_block", block=1), "block=1 is not allowed; allowed values: 2..6"),
+        (dict(name="axial_block", block=7), "block=7 is not allowed; allowed values: 2..6"),
+        (dict(name="axial_block", block=5, head_dim=4), "block=5 is larger than head_dim=4"),
+        (dict(name="axial_block", dims=3), "dims=3 is not allowed; allowed values: 1, 2"),
+        (
+            dict(name="axial_block", impl="sparse"),
+            "impl='sparse' is not allowed; allowed values: 'matrix', 'fast'",
+        ),
+        (dict(name="axial_block", init="random"), "init='random' is not allowed"),
+        (dict(name="axial_block", theta=-1.0), "theta=-1.0 is not allowed"),
+        (dict(name="axial_block", colour="red"), "unknown option"),
+        (dict(name="axial2_complex", block=4), "block=4 is not allowed for pe='axial2_complex'"),
+        (dict(name="axial2_matrix", mixed=True), "mixed=True is not allowed for pe='axial2_matrix'"),
+        (dict(name="lie_block", impl="fast"), "impl='fast' is not allowed; allowed values: 'matrix'"),
+        (dict(name="axial_block", init="identity", learnable=False), "learnable=False is not allowed"),
+    ],
+)
+def test_bad_options_raise_value_error_naming_allowed_values(kwargs, match):
+    kwargs = {"head_dim": 16, "num_heads": 2, **kwargs}
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(".", r"\.")):
+        make_rope(name, **kwargs)
+
+
+@pytest.mark.parametrize("pos_shape", [(5,), (5, 3), (5, 1), (4, 2)])
+def test_positions_of_wrong_shape_raise(pos_shape):
+    rope = make_rope("axial_block", head_dim=12, num_heads=2, block=3)
+    with pytest.raises(ValueError, match="positions"):
+        rope(torch.randn(1, 2, 5, 12), torch.zeros(pos_shape))
+    if len(pos_shape) != 2 or pos_shape[1] != 2:
+        with pytest.raises(ValueError, match=r"shape \[T, dims=2\]"):
+            rope.rotation(torch.zeros(pos_shape))
+
+
+def test_identity_init_is_the_identity_and_learnable():
+    rope = make_rope("axial_block", head_dim=12, num_heads=2, block=4, init="identity")
+    assert isinstance(rope, BlockRotary) and rope.freqs.requires_grad
+    x, pos = torch.randn(2, 2, 6, 12), torch.randn(6, 2) * 10
+    torch.testing.assert_close(rope(x, pos), x)
