@@ -22,13 +22,15 @@ both squares along the dominant axis: a ViT without position information (``pe=n
 model.pos_embed=none``) sees the same bag of patches whatever the direction and stays near chance.
 
 Sets are generated once, deterministically from ``seed`` (train and test from independent streams), and
-kept in memory as uint8; ``__getitem__`` returns a float image normalised to [-1, 1] and an int label.
+kept in memory: ``RelPosDataset`` is a ``TensorDataset`` of uint8 CHW images and int64 labels, like the
+harness's real image sets, whose loader converts and normalises them (``conf/dataset/relpos.yaml``:
+mean = std = 0.5, no augmentation: a flip or crop would change or cut the label's geometry).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import TensorDataset
 
 __all__ = [
     "DIRECTIONS",
@@ -71,8 +73,11 @@ def _check_int(key: str, value: object, minimum: int) -> int:
     return value
 
 
-class RelPosDataset(Dataset):
-    """An in-memory ``relpos`` split. ``anchors[i]``/``targets[i]`` hold the squares' top-left (x, y)."""
+class RelPosDataset(TensorDataset):
+    """An in-memory ``relpos`` split: ``tensors = (images uint8 [n, 3, s, s], labels int64 [n])``.
+
+    ``anchors[i]`` and ``targets[i]`` hold the two squares' top-left corners (x, y) in pixels.
+    """
 
     def __init__(
         self,
@@ -106,11 +111,19 @@ class RelPosDataset(Dataset):
         self.noise = float(noise)
         g = torch.Generator().manual_seed(int(seed))
         self.anchors, self.targets = self._draw_positions(g)
-        self.labels = torch.tensor(
+        labels = torch.tensor(
             [label_from_offset(int(dx), int(dy), near_max) for dx, dy in (self.targets - self.anchors)],
             dtype=torch.long,
         )
-        self.images = self._render(g)
+        super().__init__(self._render(g), labels)
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.tensors[0]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.tensors[1]
 
     def _draw_positions(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.size
@@ -141,13 +154,6 @@ class RelPosDataset(Dataset):
             images[i, :, ay : ay + k, ax : ax + k] = anchor
             images[i, :, ty : ty + k, tx : tx + k] = target
         return images
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index].float().div_(127.5).sub_(1.0)
-        return image, int(self.labels[index])
 
     def at_input_size(self, input_size: int) -> RelPosDataset:
         """The same task (same seed, objects, displacement distribution) drawn on another canvas size."""

@@ -45,7 +45,7 @@ def test_labels_correct_by_construction() -> None:
         for i in range(len(ds)):
             label, size = _label_from_pixels(ds.images[i])
             assert size == 4
-            assert label == int(ds.labels[i]) == ds[i][1]
+            assert label == int(ds.labels[i]) == int(ds[i][1])
     counts = torch.bincount(train.labels, minlength=8)
     assert (counts > 400 / 8 * 0.5).all(), f"classes unbalanced: {counts.tolist()}"
 
@@ -96,8 +96,8 @@ def test_deterministic_and_splits_independent() -> None:
     assert not torch.equal(a_train.images, a_test.images)
     assert not torch.equal(a_train.images, c_train.images)
     image, label = a_train[0]
-    assert image.dtype == torch.float32 and image.shape == (3, 32, 32)
-    assert -1.0 <= float(image.min()) and float(image.max()) <= 1.0 and isinstance(label, int)
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32) and label.dtype == torch.int64
+    assert isinstance(a_train, torch.utils.data.TensorDataset) and len(a_train) == 50
 
 
 @pytest.mark.parametrize(
