@@ -1,0 +1,184 @@
+"""Datasets of the harness: ``digits`` (embedded), ``cifar10``/``cifar100`` (torchvision), ``fake``, ``relpos``.
+
+Every builder returns raw images at their native size (uint8 CHW for real images, float for synthetic
+ones) and leaves resizing, augmentation and normalisation to ``rope_ext.loader``, which does them on the
+training device batch by batch. ``dataset.subset=N`` keeps the first N train and the first N test images.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from rope_ext.config import ConfigError, select
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("digits", "cifar10", "cifar100", "fake", "relpos")
+
+_CIFAR = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+}
+
+
+@dataclass
+class DataSplits:
+    """Train and test sets, the number of classes, and how to draw the test set at another size."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    name: str
+
+    def test_at(self, input_size: int) -> Dataset | None:
+        """The test set drawn natively at ``input_size`` (synthetic sets that support it), else None:
+        the loader then resizes the images."""
+        base = self.test.dataset if isinstance(self.test, Subset) else self.test
+        redraw = getattr(base, "at_input_size", None)
+        if redraw is None:
+            return None
+        redrawn = redraw(input_size)
+        return Subset(redrawn, self.test.indices) if isinstance(self.test, Subset) else redrawn
+
+
+def build_datasets(dataset: DictConfig) -> DataSplits:
+    """Build the ``dataset`` config group node's train and test sets (raises ConfigError on bad input)."""
+    name = dataset.name
+    if name == "digits":
+        train, test, num_classes = _digits()
+    elif name in _CIFAR:
+        train, test, num_classes = _cifar(dataset)
+    elif name == "fake":
+        train, test, num_classes = _fake(dataset)
+    elif name == "relpos":
+        from rope_ext.relpos import relpos_datasets
+
+        try:
+            train, test, num_classes = relpos_datasets(
+                input_size=int(dataset.input_size),
+                train_size=int(dataset.train_size),
+                test_size=int(dataset.test_size),
+                seed=int(dataset.seed),
+            )
+        except ValueError as err:
+            raise ConfigError(f"dataset=relpos rejected its settings: {err}") from None
+    else:
+        raise ConfigError.bad_value("dataset.name", name, ", ".join(DATASETS))
+    subset = select(dataset, "subset")
+    if subset is not None:
+        train = Subset(train, range(min(int(subset), len(train))))
+        test = Subset(test, range(min(int(subset), len(test))))
+    return DataSplits(train, test, num_classes, name)
+
+
+def _digits() -> tuple[Dataset, Dataset, int]:
+    """scikit-learn's 1797 handwritten digit scans (8×8, 17 grey levels), a fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8)
+    images = images[:, None].expand(-1, 3, -1, -1).contiguous()  # grey to RGB: the ViT takes 3 channels
+    labels = torch.from_numpy(digits.target).long()
+    train_idx, test_idx = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=0.2, stratify=digits.target, random_state=0
+    )
+    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    return (
+        TensorDataset(images[train_idx], labels[train_idx]),
+        TensorDataset(images[test_idx], labels[test_idx]),
+        10,
+    )
+
+
+def _host_reachable(url: str, timeout: float = 5.0) -> bool:
+    host = url.split("/")[2]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cifar(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
+    """torchvision's CIFAR10/CIFAR100 classes reading ``<root>/cifar-10-batches-py`` (or -100-python)."""
+    import torchvision
+
+    cls_name, folder, url = _CIFAR[dataset.name]
+    root = Path(str(dataset.root)).expanduser()
+    cls = _existence_checked(getattr(torchvision.datasets, cls_name))
+    missing = [f for f, _ in cls.train_list + cls.test_list if not (root / folder / f).is_file()]
+    if missing:
+        how = (
+            f"put the extracted '{folder}/' folder (or {url.rsplit('/', 1)[1]}, from {url}) under "
+            f"{root}, or point dataset.root (or the ROPE_EXT_DATA environment variable) at the folder "
+            "that holds it"
+        )
+        if not dataset.download:
+            raise ConfigError(
+                f"dataset={dataset.name}: files {missing} are missing under {root / folder} and "
+                f"dataset.download=false. To fix: {how}."
+            )
+        if not _host_reachable(url):
+            raise ConfigError(
+                f"dataset={dataset.name}: files {missing} are missing under {root / folder} and the download "
+                f"host is unreachable (offline?). To fix: {how}."
+            )
+        log.info("downloading %s to %s", dataset.name, root)
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True)
+    in_memory = select(dataset, "in_memory", True)
+    splits = []
+    for train in (True, False):
+        try:
+            if in_memory:
+                ds = cls(str(root), train=train)
+                images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC uint8 -> NCHW
+                splits.append(TensorDataset(images, torch.tensor(ds.targets, dtype=torch.long)))
+            else:
+                splits.append(cls(str(root), train=train, transform=torchvision.transforms.PILToTensor()))
+        except Exception as err:  # unreadable pickles: say which files, never train on half a dataset
+            raise ConfigError(
+                f"dataset={dataset.name}: the files under {root / folder} could not be read ({err!r}); "
+                "replace them with the official release"
+            ) from None
+    return splits[0], splits[1], 100 if dataset.name == "cifar100" else 10
+
+
+def _existence_checked(cls: Any) -> Any:
+    """The torchvision class with its integrity check reduced to "every batch file exists".
+
+    torchvision compares each pickle's md5 with the official release on every construction; the
+    download itself is md5-checked by torchvision, and unreadable files fail loudly on loading.
+    """
+
+    class Checked(cls):  # type: ignore[misc,valid-type]
+        def _check_integrity(self) -> bool:
+            base = Path(self.root) / self.base_folder
+            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    Checked.__name__ = Checked.__qualname__ = cls.__name__
+    return Checked
+
+
+def _fake(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
+    """Random images: a per-class pattern plus Gaussian noise, fixed by a generator (not the run's seed)."""
+    n_cls, size = int(dataset.num_classes), int(dataset.input_size)
+    g = torch.Generator().manual_seed(1234)
+    templates = torch.randn(n_cls, 3, 4, 4, generator=g)
+    templates = torch.nn.functional.interpolate(templates, size=(size, size), mode="nearest")
+
+    def split(n: int) -> TensorDataset:
+        labels = torch.randint(0, n_cls, (n,), generator=g)
+        images = templates[labels] + float(dataset.noise) * torch.randn(n, 3, size, size, generator=g)
+        return TensorDataset(images, labels)
+
+    return split(int(dataset.train_size)), split(int(dataset.test_size)), n_cls
