@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from rope_ext import create_vit, relative_property_error
 from rope_ext.relpos import relpos_datasets
@@ -114,3 +115,108 @@ def test_gpu_check_fails_cleanly_without_cuda(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "no CUDA device" in out.stdout
     assert list(tmp_path.glob("gpu_check_*.log"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets (conf/experiment/): every one composes with Hydra's compose API and says what the issue asks
+# --------------------------------------------------------------------------------------------------
+
+CONF = ROOT / "conf"
+PRESETS = sorted(
+    p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+    for p in (CONF / "experiment").rglob("*.yaml")
+)
+
+
+def _compose(*overrides: str, hydra_config: bool = False):
+    from hydra import compose, initialize_config_dir
+
+    from rope_ext.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def _sweep_params(cfg) -> dict[str, list[str]]:
+    params = cfg.hydra.sweeper.params or {}
+    return {k: [v.strip() for v in str(val).split(",")] for k, val in params.items()}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_validates(preset: str) -> None:
+    from rope_ext.config import validate
+
+    cfg = _compose(f"experiment={preset}", hydra_config=True)
+    validate(cfg)
+    for key in _sweep_params(cfg):  # swept keys exist (or are group options added with +)
+        assert key.startswith("+") or OmegaConf.select(cfg, key, default="MISSING") != "MISSING", key
+
+
+def test_original_finetune_runs() -> None:
+    expected = {
+        "finetune_none": ("none", None, None),
+        "finetune_axial2_matrix": ("axial2_matrix", None, None),
+        "finetune_axial2_complex": ("axial2_complex", None, None),
+        "finetune_axial3_matrix": ("axial_block", 3, "matrix"),
+    }
+    for preset, (pe, block, impl) in expected.items():
+        cfg = _compose(f"experiment={preset}")
+        assert cfg.model.arch == "vit_base_patch16_224" and cfg.model.pretrained is True
+        assert (cfg.pe.name, cfg.pe.block, cfg.pe.impl) == (pe, block, impl)
+        assert cfg.dataset.name == "cifar10" and cfg.dataset.input_size == 224
+
+
+def test_original_local_cifar_runs() -> None:
+    expected = {
+        "cifar10_plain": ("none", None, None, 32),
+        "cifar10_rope1d_2x2": ("axial_block", 2, 1, 32),
+        "cifar10_rope2d_2x2": ("axial_block", 2, 2, 32),
+        "cifar10_rope2d_3x3": ("axial_block", 3, 2, 36),
+        "cifar10_rope2d_4x4": ("axial_block", 4, 2, 32),
+        "cifar10_rope2d_5x5": ("axial_block", 5, 2, 40),
+        "cifar10_rope2d_6x6": ("axial_block", 6, 2, 36),
+    }
+    for preset, (pe, block, dims, size) in expected.items():
+        cfg = _compose(f"experiment={preset}")
+        assert (cfg.pe.name, cfg.pe.block, cfg.pe.dims) == (pe, block, dims)
+        assert cfg.dataset.name == "cifar10" and cfg.dataset.input_size == size
+        assert cfg.model.name == "vit_cifar" and cfg.optimizer.name == "adamw" and cfg.train.epochs == 5
+        if pe != "none":
+            assert cfg.pe.mixed is False
+
+
+def test_cloud_run() -> None:
+    cfg = _compose("experiment=cloud_vit_s16", hydra_config=True)
+    assert cfg.model.arch == "vit_small_patch16_224" and cfg.dataset.name == "cifar10"
+    assert cfg.hardware.accelerator == "gpu" and cfg.hardware.devices == 4
+    assert cfg.optimizer.name == "adam" and cfg.train.batch_size == 64 and cfg.train.epochs == 1
+    assert "SlurmLauncher" in cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher.tasks_per_node == 4
+
+
+def test_next_sweeps_cover_variants_blocks_mixing_seeds_and_impls() -> None:
+    from rope_ext.config import validate
+
+    arms = _sweep_params(_compose("experiment=sweep_variants", hydra_config=True))
+    seen = set()
+    for arm in arms["+experiment/arm"]:
+        cfg = _compose("experiment=sweep_variants", f"+experiment/arm={arm}")
+        validate(cfg)  # every arm exists, composes on top of the preset and passes the harness's checks
+        pe = cfg.pe
+        seen.add((pe.name, pe.block, bool(pe.mixed)))
+    assert ("none", None, False) in seen and ("axial2_complex", None, False) in seen
+    for n in range(2, 7):
+        assert {("axial_block", n, False), ("axial_block", n, True), ("lie_block", n, False)} <= seen
+    assert len(arms["seed"]) >= 3
+
+    impl = _sweep_params(_compose("experiment=sweep_impl", hydra_config=True))
+    pairs = {}
+    for arm in impl["+experiment/arm"]:
+        cfg = _compose("experiment=sweep_impl", f"+experiment/arm={arm}")
+        validate(cfg)
+        pe = cfg.pe
+        pairs.setdefault((pe.name, pe.block), set()).add(pe.impl)
+    for n in range(2, 7):
+        assert pairs[("axial_block", n)] == {"matrix", "fast"}
+    assert ("none", None) in pairs and ("axial2_matrix", None) in pairs and ("axial2_complex", None) in pairs
