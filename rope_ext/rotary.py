@@ -350,9 +350,14 @@ class BlockRotary(RotaryBase):
         if cached is not None:
             return cached
         angles = plane_angles(pos, self.omega(), num_prefix)
-        out: tuple[Tensor, ...] = (angles.cos(), angles.sin())
         if self.impl == "matrix" and not self.folded:
+            out: tuple[Tensor, ...] = (angles.cos(), angles.sin())
             out = out + (block_matrices(*out, self.basis(), self.block),)
+        else:
+            # Pad with zero angles up to head_dim/2 pairs: the unrotated dims then ride along as
+            # identity pairs, and every N costs exactly what 2×2 RoPE costs (no slice, no concat).
+            angles = F.pad(angles, (0, self.head_dim // 2 - self.num_planes))
+            out = (angles.cos(), angles.sin())
         self._cache.put(key, out)
         return out
 
@@ -386,26 +391,25 @@ class BlockRotary(RotaryBase):
         u = rotate_pairs(to_basis(x, q, self.block), tables[0], tables[1], self.use_complex)
         return from_basis(u, q, self.block)
 
-    def rotate_qk(
+    def rotate(
         self,
-        q: Tensor,
-        k: Tensor,
+        x: Tensor,
         pos: Tensor,
         num_prefix: int = 0,
         in_basis: bool = False,
         grid_key: Hashable | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Rotate attention queries and keys [B, H, T, D]; tables are built once for both.
+    ) -> Tensor:
+        """Rotate x [..., H, T, D] (attention passes q and k stacked, [2, B, H, T, D], so one
+        kernel does both). Positions [T - num_prefix, A]; the first ``num_prefix`` tokens stay put.
 
-        ``in_basis``: q and k came from ``project_qkv`` weights, so only the plane rotation is left.
+        ``in_basis``: x came from ``project_qkv`` weights, so only the plane rotation is left.
         """
-        tables = self.tables(pos, num_prefix, grid_key)
-        return self._rotate(q, tables, in_basis), self._rotate(k, tables, in_basis)
+        return self._rotate(x, self.tables(pos, num_prefix, grid_key), in_basis)
 
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         """R(p)·x for x [B, H, T, D] and positions [T, A] (after ``fold``: in the folded basis)."""
         check_positions(pos, self.dims, x.shape[-2])
-        return self._rotate(x, self.tables(pos), in_basis=False)
+        return self.rotate(x, pos)
 
     @torch.no_grad()
     def fold(self) -> None:
@@ -478,23 +482,22 @@ class LieBlockRotary(RotaryBase):
         self._cache.put(key, (mats,))
         return (mats,)
 
-    def rotate_qk(
+    def rotate(
         self,
-        q: Tensor,
-        k: Tensor,
+        x: Tensor,
         pos: Tensor,
         num_prefix: int = 0,
         in_basis: bool = False,
         grid_key: Hashable | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        (mats,) = self.tables(pos, num_prefix, grid_key)
-        return apply_block_matrices(q, mats), apply_block_matrices(k, mats)
+    ) -> Tensor:
+        """Rotate x [..., H, T, D] by the per-token block matrices."""
+        return apply_block_matrices(x, self.tables(pos, num_prefix, grid_key)[0])
 
     fold_into_projection = False
 
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         check_positions(pos, self.dims, x.shape[-2])
-        return apply_block_matrices(x, self.tables(pos)[0])
+        return self.rotate(x, pos)
 
 
 Rotary = BlockRotary | LieBlockRotary

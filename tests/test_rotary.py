@@ -112,14 +112,13 @@ def test_matrix_and_fast_share_parameters_and_function(block, mixed):
     pos, x = torch.randn(9, 2, dtype=torch.float64) * 3, torch.randn(4, 2, 9, 16, dtype=torch.float64)
     torch.testing.assert_close(fast(x, pos), matrix(x, pos), rtol=1e-10, atol=1e-10)
     # ...and inside attention, where fast rotates in the basis and the basis moves onto the weight.
-    q, k = torch.randn(2, 4, 2, 9, 16, dtype=torch.float64)
     w = torch.randn(3 * 2 * 16, 8, dtype=torch.float64)
     wq, _ = fast.project_qkv(w, None) if fast.fold_into_projection else (w, None)
     inp = torch.randn(4, 9, 8, dtype=torch.float64)
 
     def logits(rope, weight, in_basis):
         qkv = (inp @ weight.T).view(4, 9, 3, 2, 16).permute(2, 0, 3, 1, 4)
-        qr, kr = rope.rotate_qk(qkv[0], qkv[1], pos, in_basis=in_basis)
+        qr, kr = rope.rotate(qkv[:2], pos, in_basis=in_basis)
         return qr @ kr.transpose(-1, -2)
 
     torch.testing.assert_close(

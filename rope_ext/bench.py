@@ -1,0 +1,213 @@
+"""Speed of every positional encoding in the same ViT: ``python -m rope_ext.bench``.
+
+One process, every variant built from the same seed, steps interleaved round-robin across variants
+(so drift in machine load hits them all alike), median over steps. Prints a table with each time
+as a ratio to ``none``. Training: forward + backward + AdamW step on random data; inference: eval
+forward under ``torch.inference_mode``; ``folded`` rows are ``fold_for_inference`` of the fast model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rope_ext.vit import create_vit, fold_for_inference
+
+
+@dataclass
+class Variant:
+    label: str
+    pe: str
+    options: dict
+    fold: bool = False  # inference only: fold_for_inference of the same model
+
+
+def variants(blocks: list[int], with_lie: bool) -> list[Variant]:
+    out = [Variant("none", "none", {}), Variant("axial2_matrix", "axial2_matrix", {})]
+    out.append(Variant("axial2_complex", "axial2_complex", {}))
+    for n in blocks:
+        out.append(Variant(f"axial_block N={n} matrix", "axial_block", {"block": n, "impl": "matrix"}))
+        out.append(Variant(f"axial_block N={n} fast", "axial_block", {"block": n, "impl": "fast"}))
+        out.append(
+            Variant(f"axial_block N={n} folded", "axial_block", {"block": n, "impl": "fast"}, fold=True)
+        )
+    if with_lie:
+        out.append(Variant(f"lie_block N={blocks[-1]}", "lie_block", {"block": blocks[-1]}))
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def build(args: argparse.Namespace, v: Variant, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    model = create_vit(
+        args.model,
+        pe=v.pe,
+        num_classes=args.num_classes,
+        img_size=args.img_size,
+        pe_options=v.options,
+        patch_size=args.patch_size,
+        **({"embed_dim": args.embed_dim} if args.embed_dim else {}),
+        **({"depth": args.depth} if args.depth else {}),
+        **({"num_heads": args.num_heads} if args.num_heads else {}),
+    ).to(device)
+    return model
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    device = torch.device(
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+
+    todo = [
+        v for v in variants(args.blocks, args.lie) if not args.only or any(s in v.label for s in args.only)
+    ]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x_train = torch.randn(args.train_batch, 3, args.img_size, args.img_size, generator=gen).to(device)
+    y_train = torch.randint(0, args.num_classes, (args.train_batch,), generator=gen).to(device)
+    x_infer = torch.randn(args.infer_batch, 3, args.img_size, args.img_size, generator=gen).to(device)
+
+    trainers: dict[str, Callable[[], None]] = {}
+    inferers: dict[str, Callable[[], None]] = {}
+    for v in todo:
+        model = build(args, v, device)
+        if not v.fold:
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            fwd = torch.compile(model) if args.compile else model
+
+            def train_step(model=model, fwd=fwd, opt=opt) -> None:
+                model.train()
+                with autocast():
+                    loss = nn.functional.cross_entropy(fwd(x_train), y_train)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            trainers[v.label] = train_step
+        infer_model = (fold_for_inference(model) if v.fold else model).eval()
+        infer_fwd = torch.compile(infer_model) if args.compile else infer_model
+
+        def infer_step(fwd=infer_fwd, model=infer_model) -> None:
+            model.eval()
+            with torch.inference_mode(), autocast():
+                fwd(x_infer)
+
+        inferers[v.label] = infer_step
+
+    train_times: dict[str, list[float]] = {k: [] for k in trainers}
+    infer_times: dict[str, list[float]] = {k: [] for k in inferers}
+    for step in range(args.warmup + args.steps):
+        for label, fn in trainers.items():
+            t = _timed(fn, device)
+            if step >= args.warmup:
+                train_times[label].append(t)
+    for step in range(args.warmup + args.steps):
+        for label, fn in inferers.items():
+            t = _timed(fn, device)
+            if step >= args.warmup:
+                infer_times[label].append(t)
+
+    rows = []
+    base_train = statistics.median(train_times["none"]) if train_times.get("none") else None
+    base_infer = statistics.median(infer_times["none"]) if infer_times.get("none") else None
+    for v in todo:
+        tr = statistics.median(train_times[v.label]) if v.label in train_times else None
+        inf = statistics.median(infer_times[v.label])
+        rows.append(
+            {
+                "variant": v.label,
+                "train_ms": tr * 1e3 if tr else None,
+                "train_ratio": tr / base_train if tr and base_train else None,
+                "train_img_s": args.train_batch / tr if tr else None,
+                "infer_ms": inf * 1e3,
+                "infer_ratio": inf / base_infer if base_infer else None,
+                "infer_img_s": args.infer_batch / inf,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict], header: str) -> str:
+    def f(v: float | None, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    lines = [
+        header,
+        "",
+        "| variant | train step ms | train × none | train img/s | infer ms | infer × none | infer img/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {f(r['train_ms'], '.1f')} | {f(r['train_ratio'], '.3f')} | {f(r['train_img_s'], '.0f')} "
+            f"| {f(r['infer_ms'], '.1f')} | {f(r['infer_ratio'], '.3f')} | {f(r['infer_img_s'], '.0f')} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rope_ext.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="vit_tiny_patch16_224", help="timm model name")
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--patch-size", type=int, default=4)
+    p.add_argument("--embed-dim", type=int, default=192, help="0: the model's own")
+    p.add_argument("--depth", type=int, default=6, help="0: the model's own")
+    p.add_argument("--num-heads", type=int, default=3, help="0: the model's own")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--infer-batch", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--blocks", type=lambda s: [int(b) for b in s.split(",")], default=[2, 3, 4, 5, 6])
+    p.add_argument("--only", nargs="*", help="keep variants whose label contains one of these")
+    p.add_argument("--lie", action="store_true", help="add the lie_block control (largest block)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    bad = [b for b in args.blocks if b not in range(2, 7)]
+    if bad:
+        p.error(f"--blocks {bad} not allowed; allowed values: 2..6")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run(args)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    header = (
+        f"{args.model} at {args.img_size}px, patch {args.patch_size}, {args.dtype}"
+        f"{', compiled' if args.compile else ''}; {where}; train batch {args.train_batch}, "
+        f"infer batch {args.infer_batch}; median of {args.steps} interleaved steps (torch {torch.__version__})"
+    )
+    print(format_table(rows, header))
+
+
+if __name__ == "__main__":
+    main()
