@@ -48,8 +48,8 @@ NUM_CLASSES = len(DIRECTIONS) * len(DISTANCES)
 #: default geometry, in pixels (not relative to the canvas: see the module docstring)
 OBJECT_SIZE = 4
 MIN_SEP = 8
-MAX_SEP = 19  # dominant component in 8..19: six near (8..13) and six far (14..19) values
-NEAR_MAX = 13
+MAX_SEP = 15  # dominant component in 8..15: four near (8..11) and four far (12..15) values
+NEAR_MAX = 11
 
 _ANCHOR_RGB = (230, 40, 40)
 _TARGET_RGB = (40, 230, 40)
