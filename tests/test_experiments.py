@@ -149,8 +149,11 @@ def test_every_preset_composes_and_validates(preset: str) -> None:
 
     cfg = _compose(f"experiment={preset}", hydra_config=True)
     validate(cfg)
-    for key in _sweep_params(cfg):  # swept keys exist (or are group options added with +)
+    for key, values in _sweep_params(cfg).items():  # swept keys exist (or are group options added with +)
         assert key.startswith("+") or OmegaConf.select(cfg, key, default="MISSING") != "MISSING", key
+        if key == "+experiment/arm":
+            missing = [v for v in values if not (CONF / "experiment" / "arm" / f"{v}.yaml").is_file()]
+            assert not missing, f"{preset}: arms without a file: {missing}"
 
 
 def test_original_finetune_runs() -> None:
@@ -184,6 +187,20 @@ def test_original_local_cifar_runs() -> None:
         assert cfg.model.name == "vit_cifar" and cfg.optimizer.name == "adamw" and cfg.train.epochs == 5
         if pe != "none":
             assert cfg.pe.mixed is False
+
+
+def test_cpu_studies_are_sized_for_a_cpu() -> None:
+    for preset, dataset in (("relpos_study", "relpos"), ("digits_study", "digits")):
+        cfg = _compose(f"experiment={preset}", hydra_config=True)
+        assert cfg.dataset.name == dataset and cfg.hardware.accelerator == "cpu"
+        assert max(cfg.eval.input_sizes) > cfg.dataset.input_size  # resolution extrapolation is measured
+        params = _sweep_params(cfg)
+        assert len(params["seed"]) >= 2 and "none" in params["+experiment/arm"]
+        assert any(a.startswith("axial_block") for a in params["+experiment/arm"])
+    arms = _sweep_params(_compose("experiment=relpos_study", hydra_config=True))["+experiment/arm"]
+    assert "none_nopos" in arms and "lie_block_n4" in arms  # the position-free and non-commuting controls
+    nopos = _compose("experiment=relpos_study", "+experiment/arm=none_nopos")
+    assert nopos.pe.name == "none" and nopos.model.pos_embed == "none"
 
 
 def test_cloud_run() -> None:
