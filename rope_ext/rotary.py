@@ -234,6 +234,34 @@ class RotaryBase(nn.Module):
         gens = self.generators()
         return torch.linalg.matrix_exp(torch.einsum("ta,ahij->htij", pos.to(gens.dtype), gens).contiguous())
 
+    def tables(
+        self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
+    ) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
+        raise NotImplementedError
+
+    def rotate(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        num_prefix: int = 0,
+        in_basis: bool = False,
+        grid_key: Hashable | None = None,
+    ) -> Tensor:
+        """Rotate x [..., H, T, D] (attention passes q and k stacked, [2, B, H, T, D], so one
+        kernel does both). Positions [T - num_prefix, A]; the first ``num_prefix`` tokens stay put.
+
+        ``in_basis``: x came from ``project_qkv`` weights, so only the plane rotation is left.
+        """
+        return self._rotate(x, self.tables(pos, num_prefix, grid_key), in_basis)
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        """R(p)·x for x [B, H, T, D] and positions [T, A] (after ``fold``: in the folded basis)."""
+        check_positions(pos, self.dims, x.shape[-2])
+        return self.rotate(x, pos)
+
     def _cache_key(self, grid_key: Hashable | None) -> Hashable | None:
         """Tables depend on positions and parameters only; reuse them while no gradient can flow."""
         if grid_key is None:
@@ -391,26 +419,6 @@ class BlockRotary(RotaryBase):
         u = rotate_pairs(to_basis(x, q, self.block), tables[0], tables[1], self.use_complex)
         return from_basis(u, q, self.block)
 
-    def rotate(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        num_prefix: int = 0,
-        in_basis: bool = False,
-        grid_key: Hashable | None = None,
-    ) -> Tensor:
-        """Rotate x [..., H, T, D] (attention passes q and k stacked, [2, B, H, T, D], so one
-        kernel does both). Positions [T - num_prefix, A]; the first ``num_prefix`` tokens stay put.
-
-        ``in_basis``: x came from ``project_qkv`` weights, so only the plane rotation is left.
-        """
-        return self._rotate(x, self.tables(pos, num_prefix, grid_key), in_basis)
-
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
-        """R(p)·x for x [B, H, T, D] and positions [T, A] (after ``fold``: in the folded basis)."""
-        check_positions(pos, self.dims, x.shape[-2])
-        return self.rotate(x, pos)
-
     @torch.no_grad()
     def fold(self) -> None:
         """Drop the basis after it was moved into the projection (see ``fold_for_inference``)."""
@@ -482,22 +490,10 @@ class LieBlockRotary(RotaryBase):
         self._cache.put(key, (mats,))
         return (mats,)
 
-    def rotate(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        num_prefix: int = 0,
-        in_basis: bool = False,
-        grid_key: Hashable | None = None,
-    ) -> Tensor:
-        """Rotate x [..., H, T, D] by the per-token block matrices."""
-        return apply_block_matrices(x, self.tables(pos, num_prefix, grid_key)[0])
+    def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
+        return apply_block_matrices(x, tables[0])
 
     fold_into_projection = False
-
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
-        check_positions(pos, self.dims, x.shape[-2])
-        return self.rotate(x, pos)
 
 
 Rotary = BlockRotary | LieBlockRotary
