@@ -237,6 +237,15 @@ class RotaryBase(nn.Module):
     def tables(
         self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
     ) -> tuple[Tensor, ...]:
+        """Per-forward rotation tables, shared by the whole batch; cached while parameters are frozen."""
+        key = self._cache_key(grid_key)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._build_tables(pos, num_prefix)
+            self._cache.put(key, cached)
+        return cached
+
+    def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
@@ -368,15 +377,9 @@ class BlockRotary(RotaryBase):
 
     # -- computing it ------------------------------------------------------------------------------
 
-    def tables(
-        self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
-    ) -> tuple[Tensor, ...]:
-        """Per-forward tables, shared by the whole batch: (cos, sin) [H, T, P], plus the block
-        matrices [H, T, nb, N, N] for the matrix impl. Cached while parameters are frozen."""
-        key = self._cache_key(grid_key)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
+    def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
+        """(cos, sin) [H, T, D/2] (planes padded to D/2 with zero angles), plus the block matrices
+        [H, T, nb, N, N] for the matrix impl."""
         angles = plane_angles(pos, self.omega(), num_prefix)
         if self.impl == "matrix" and not self.folded:
             out: tuple[Tensor, ...] = (angles.cos(), angles.sin())
@@ -386,7 +389,6 @@ class BlockRotary(RotaryBase):
             # identity pairs, and every N costs exactly what 2×2 RoPE costs (no slice, no concat).
             angles = F.pad(angles, (0, self.head_dim // 2 - self.num_planes))
             out = (angles.cos(), angles.sin())
-        self._cache.put(key, out)
         return out
 
     @property
@@ -471,14 +473,8 @@ class LieBlockRotary(RotaryBase):
     def generators(self) -> Tensor:
         return block_diagonal(skew(self.generator_skew, self.block), self.head_dim)
 
-    def tables(
-        self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
-    ) -> tuple[Tensor, ...]:
+    def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
         """Per-token block rotations [H, T, nb, N, N] (float32), identity for prefix tokens."""
-        key = self._cache_key(grid_key)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
         with torch.autocast(device_type=pos.device.type, enabled=False):
             gens = skew(self.generator_skew, self.block)
             dtype = torch.promote_types(gens.dtype, torch.float32)
@@ -487,7 +483,6 @@ class LieBlockRotary(RotaryBase):
             mats = torch.linalg.matrix_exp(
                 torch.einsum("ta,ahbij->htbij", pos.to(dtype), gens.to(dtype)).contiguous()
             )
-        self._cache.put(key, (mats,))
         return (mats,)
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
