@@ -66,6 +66,7 @@ def _fsync_write(path: Path, write: Any) -> str | None:
 def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
     """Write ``state`` atomically to ``run_dir/checkpoint.pt`` with its ``checkpoint.json`` record."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
     ckpt_tmp, rec_tmp = ckpt.with_name(ckpt.name + ".tmp"), rec.with_name(rec.name + ".tmp")
 

@@ -204,7 +204,7 @@ def train(
         model = torch.compile(model)
 
     # 5. W&B (rank 0), one run per job
-    if env.is_main:
+    if env.is_main and cfg.wandb.mode != "disabled":
         name, group = _wandb_names(cfg, run_dir)
         tracker.start(
             mode=cfg.wandb.mode,

@@ -1,0 +1,119 @@
+"""Is the harness what limits training throughput? Harness loop vs a bare timm loop, one process.
+
+Both train the same ``rope_ext.create_vit`` model (same config, batch and device) on data already in
+memory: the harness through ``rope_ext.trainer.train`` (its own ``train_img_per_s``: steady state,
+warm-up steps excluded), the bare loop as the few lines every timm user writes (forward, cross-entropy,
+backward, AdamW step). They alternate ``--repeats`` times; the medians and their ratio are printed.
+
+    python experiments/loop_overhead.py                      # vit_cifar + axial_block, batch 128, auto device
+    python experiments/loop_overhead.py --steps 50 hardware=gpu pe=none train.batch_size=256
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+import rope_ext
+from rope_ext import distributed
+from rope_ext.config import pe_options, timm_kwargs
+from rope_ext.tracking import Tracker
+from rope_ext.trainer import _amp_dtype, _pick_device, train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def harness(cfg, run_dir: Path) -> float:
+    metrics = train(cfg, run_dir, distributed.DistEnv(), Tracker(), {})
+    return metrics["train_img_per_s"]
+
+
+def bare(cfg, steps: int, warmup: int) -> float:
+    device = _pick_device(cfg.hardware, distributed.DistEnv())
+    amp = _amp_dtype(cfg.hardware.precision, device)
+    torch.manual_seed(0)
+    model = rope_ext.create_vit(
+        cfg.model.arch,
+        pe=cfg.pe.name,
+        num_classes=10,
+        img_size=cfg.dataset.input_size,
+        pe_options=pe_options(cfg.pe) if cfg.pe.name != "none" else None,
+        **timm_kwargs(cfg.model),
+    ).to(device)
+    bs, size = cfg.train.batch_size, cfg.dataset.input_size
+    x = torch.randn(bs * (steps + warmup), 3, size, size, device=device)
+    y = torch.randint(0, 10, (len(x),), device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    model.train()
+    for i in range(steps + warmup):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        xb, yb = x[i * bs : (i + 1) * bs], y[i * bs : (i + 1) * bs]
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return bs * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=20, help="measured steps per repeat")
+    parser.add_argument("--warmup", type=int, default=3, help="steps left out of the measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the harness config")
+    args = parser.parse_args()
+    base = [
+        "run_id=loop_overhead",
+        "dataset=fake",
+        "train.epochs=1",
+        "wandb.mode=disabled",
+        "eval.bench_seconds=0",
+        "eval.input_sizes=[32]",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        probe = compose("config", overrides=base + args.overrides)
+        bs = probe.train.batch_size
+        overrides = base + [
+            f"dataset.train_size={bs * (args.steps + args.warmup)}",
+            f"dataset.test_size={bs}",
+            f"train.speed_warmup_steps={args.warmup}",
+            f"train.log_every={args.steps + args.warmup}",
+            *args.overrides,
+        ]
+        cfg = compose("config", overrides=overrides)
+    print(f"config: {' '.join(overrides)}", flush=True)
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            ours.append(harness(cfg, Path(tmp) / f"run{r}"))
+            theirs.append(bare(cfg, args.steps, args.warmup))
+            print(
+                f"repeat {r + 1}: harness {ours[-1]:.1f} img/s, bare timm loop {theirs[-1]:.1f} img/s",
+                flush=True,
+            )
+    h, b = statistics.median(ours), statistics.median(theirs)
+    print(
+        f"median over {args.repeats} repeats: harness {h:.1f} img/s, bare {b:.1f} img/s, "
+        f"harness/bare = {h / b:.3f} ({100 * (h / b - 1):+.1f} %)  [{torch.device('cuda' if torch.cuda.is_available() else 'cpu')}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads]"
+    )
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

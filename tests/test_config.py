@@ -1,0 +1,125 @@
+"""Config composition (Hydra's compose API) and the checks that stop a run before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness_helpers import compose_job
+from omegaconf import OmegaConf
+
+from rope_ext.config import ConfigError, eval_sizes, slug, validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# the experiment group (presets) is composed by tests/test_experiments.py
+GROUPS = ["model", "pe", "dataset", "optimizer", "hardware", "launcher"]
+
+
+def compose_cfg(overrides: list[str] | None = None):
+    """Compose like the app does, with the Hydra node set so ${hydra:...} interpolations resolve."""
+    return compose_job(overrides or [])[1]
+
+
+def options(group: str) -> list[str]:
+    root = CONF / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+
+
+def test_every_group_has_the_options_the_issue_names():
+    assert {"vit_cifar", "vit_s16", "vit_b16"} <= set(options("model"))
+    assert set(options("pe")) == {"none", "axial2_matrix", "axial2_complex", "axial_block", "lie_block"}
+    assert {"digits", "cifar10", "cifar100", "fake"} <= set(options("dataset"))
+    assert set(options("optimizer")) == {"adamw", "adam", "sgd"}
+    assert set(options("hardware")) == {"auto", "cpu", "gpu"}
+    assert set(options("launcher")) == {"local", "submitit_local", "slurm"}
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_group_option_composes_resolves_and_validates(group, option):
+    cfg = compose_cfg([f"{group}={option}"])
+    job = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves, the hydra node included
+    if group != "experiment":
+        assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
+    job.pop("hydra")
+    validate(OmegaConf.create(job))
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = compose_cfg()
+    choices = cfg.hydra.runtime.choices
+    assert (choices.model, choices.pe, choices.dataset, choices.optimizer) == (
+        "vit_cifar",
+        "axial_block",
+        "digits",
+        "adamw",
+    )
+    assert (choices.hardware, choices.launcher) == ("auto", "local")
+    assert (cfg.pe.block, cfg.pe.impl) == (3, "fast")
+    assert cfg.model.pos_embed is None and cfg.model.pretrained is False and cfg.model.checkpoint is None
+    assert cfg.dataset.input_size == 32 and cfg.dataset.subset is None
+    assert cfg.wandb.mode == "offline"
+    assert cfg.train.lr == cfg.optimizer.lr
+    assert cfg.run_id == "default"
+    assert cfg.hydra.run.dir == "outputs/default"
+
+
+def test_run_id_comes_from_the_overrides_and_is_stable():
+    a = compose_cfg(["pe=none", "train.epochs=2"]).run_id
+    b = compose_cfg(["train.epochs=2", "pe=none"]).run_id
+    assert a == b == "pe=none,train.epochs=2"
+    assert compose_cfg(["pe=none", "wandb.mode=disabled"]).run_id == "pe=none"  # W&B settings don't count
+    assert compose_cfg(["run_id=mine", "pe=none"]).hydra.run.dir == "outputs/mine"
+
+
+def test_slug_is_safe_and_bounded():
+    assert slug("") == "default"
+    assert slug("model.checkpoint=/a/b c.pth") == "model.checkpoint=_a_b_c.pth"
+    long = ",".join(f"key{i}=value{i}" for i in range(40))
+    assert len(slug(long)) <= 100 and slug(long) == slug(long) and slug(long) != slug(long + "x")
+
+
+def test_vit_cifar_is_the_small_vit_of_the_issue():
+    from rope_ext import create_vit
+    from rope_ext.config import timm_kwargs
+
+    cfg = compose_cfg(["pe=none"])
+    model = create_vit(cfg.model.arch, pe="none", num_classes=10, img_size=32, **timm_kwargs(cfg.model))
+    n = sum(p.numel() for p in model.parameters())
+    assert 2.6e6 < n < 2.8e6
+    assert model.patch_embed.patch_size == (4, 4) and len(model.blocks) == 6 and model.embed_dim == 192
+
+
+def test_eval_sizes_default_to_patch_multiples_of_the_scales():
+    assert eval_sizes(32, 4) == [32, 40, 48, 64]
+    assert eval_sizes(36, 4) == [36, 44, 56, 72]
+    assert eval_sizes(224, 16) == [224, 288, 336, 448]
+    assert eval_sizes(32, 4, [32, 64]) == [32, 64]
+
+
+BAD = [
+    (["pe.block=7"], "pe.block=7", "2..6"),
+    (["pe.block=1"], "pe.block=1", "2..6"),
+    (["model.embed_dim=8", "model.num_heads=2", "pe.block=5"], "pe.block=5", "head dimension 4"),
+    (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
+    (["pe.impl=slow"], "pe.impl='slow'", "matrix, fast"),
+    (["train.epochs=-1"], "train.epochs=-1", ">= 0"),
+    (["train.batch_size=0"], "train.batch_size=0", ">= 1"),
+    (["train.lr=0"], "train.lr=0", "> 0"),
+    (["wandb.mode=sometimes"], "wandb.mode='sometimes'", "offline, online, disabled"),
+    (["hardware.devices=0"], "hardware.devices=0", ">= 1"),
+    (["dataset.subset=0"], "dataset.subset=0", ">= 1"),
+    (["model.pos_embed=sine"], "model.pos_embed='sine'", "learn, none"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "named", "allowed"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_values_are_named_with_what_is_allowed(overrides, named, allowed):
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert named in message and allowed in message and "allowed" in message

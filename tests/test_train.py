@@ -1,0 +1,181 @@
+"""End-to-end runs of the real app (``python train.py ...`` in a subprocess) on tiny data.
+
+Covers: a single run's outputs (metrics.json contract, checkpoint, log, resolved config, result table,
+W&B offline log), a tiny run for every pe, the block sweep as one command, --help/--cfg, every bad
+input of issue 3 (clear message, non-zero exit, no checkpoint left).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from harness_helpers import TINY, compose_job, metrics, output, run_train, wandb_history
+
+CONTRACT = {
+    "test_acc",
+    "best_test_acc",
+    "train_img_per_s",
+    "infer_img_per_s",
+    "infer_latency_ms",
+    "peak_mem_mb",
+    "params",
+    "epochs_done",
+    "relative_error",
+    "test_acc_at",
+    "pe",
+    "model",
+    "dataset",
+    "input_size",
+    "seed",
+    "status",
+}
+
+
+@pytest.mark.slow
+def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_path):
+    proc = run_train(
+        TINY + ["train.epochs=2", "run_id=single"], tmp_path, extra_env={"WANDB_MODE": "offline"}
+    )
+    assert proc.returncode == 0, output(proc)
+    run_dir = tmp_path / "outputs" / "single"
+    m = metrics(run_dir)
+    assert CONTRACT <= set(m) and m["status"] == "ok" and m["epochs_done"] == 2
+    assert m["pe"] == {
+        "name": "axial_block",
+        "block": 3,
+        "impl": "fast",
+        "mixed": False,
+        "dims": 2,
+        "theta": 100.0,
+        "learnable": False,
+        "init": "axial",
+    }
+    assert (m["model"], m["dataset"], m["input_size"], m["seed"]) == ("vit_cifar", "fake", 32, 0)
+    assert set(m["test_acc_at"]) == {"32", "40", "48", "64"} and m["test_acc_at"]["32"] == m["test_acc"]
+    assert 0 <= m["test_acc"] <= 100 and m["best_test_acc"] >= m["test_acc"] - 1e-9
+    assert m["train_img_per_s"] > 0 and m["infer_img_per_s"] > 0 and m["infer_latency_ms"] > 0
+    assert m["relative_error"] < 1e-5 and m["params"] > 0 and m["peak_mem_mb"] > 0
+    # checkpoint at each epoch end, written atomically (no temporary file left), with its record
+    record = json.loads((run_dir / "checkpoint.json").read_text())
+    assert record["epoch"] == 2 and (run_dir / "checkpoint.pt").is_file()
+    assert not list(run_dir.glob("*.tmp"))
+    # Hydra's resolved config and the log
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["pe"]["name"] == "axial_block" and config["dataset"]["name"] == "fake"
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 2/2" in log and "epoch 1 step" in log  # plain log lines: the output is not a terminal
+    # the one-table summary
+    assert "| run " in proc.stdout and "| single " in proc.stdout
+    # W&B offline: the run lives inside the run dir; its .wandb log holds the logged metrics
+    [wandb_file] = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    rows = wandb_history(wandb_file)
+    steps = [r for r in rows if "train/loss" in r]
+    assert len(steps) == 2 * 4 and all("train/lr" in r for r in steps)  # every step of 2 epochs x 4 steps
+    epochs = [r for r in rows if "epoch/test_acc" in r]
+    assert [round(r["epoch/test_acc"], 6) for r in epochs] == [round(h["test_acc"], 6) for h in m["history"]]
+    assert not list(run_dir.glob("wandb/offline-run-*/files/wandb-summary.json"))
+
+
+@pytest.mark.slow
+def test_every_pe_trains_end_to_end(tmp_path):
+    pes = ["none", "axial2_matrix", "axial2_complex", "axial_block", "lie_block"]
+    proc = run_train(["-m", f"pe={','.join(pes)}", *TINY], tmp_path)
+    assert proc.returncode == 0, output(proc)
+    [sweep] = list((tmp_path / "multirun").iterdir())
+    for pe in pes:
+        m = metrics(sweep / f"pe={pe}")
+        assert m["status"] == "ok" and m["pe"]["name"] == pe and m["epochs_done"] == 1
+        assert set(m["test_acc_at"]) == {"32", "40", "48", "64"}
+        if pe == "none":
+            assert m["relative_error"] == 0.0
+        elif pe != "lie_block":
+            assert m["relative_error"] < 1e-5, pe
+
+
+@pytest.mark.slow
+def test_block_sweep_is_one_command_with_five_results(tmp_path):
+    proc = run_train(["-m", "pe=axial_block", "pe.block=2,3,4,5,6", *TINY], tmp_path)
+    assert proc.returncode == 0, output(proc)
+    sweeps = list((tmp_path / "multirun").iterdir())
+    assert len(sweeps) == 1
+    found = sorted(sweeps[0].glob("*/metrics.json"))
+    assert len(found) == 5
+    blocks = sorted(json.loads(p.read_text())["pe"]["block"] for p in found)
+    assert blocks == [2, 3, 4, 5, 6]
+    assert {p.parent.name for p in found} == {f"pe.block={b}" for b in range(2, 7)}
+    # the sweep's table lists every job
+    assert "Sweep " in proc.stdout and all(f"| pe.block={b} " in proc.stdout for b in range(2, 7))
+
+
+@pytest.mark.slow
+def test_help_and_cfg_job_work_as_hydra_users_expect(tmp_path):
+    proc = run_train(["--help"], tmp_path)
+    assert proc.returncode == 0 and "== Configuration groups ==" in proc.stdout
+    assert "pe: axial2_complex, axial2_matrix, axial_block, lie_block, none" in proc.stdout
+    proc = run_train(["--cfg", "job", "pe=lie_block"], tmp_path)
+    assert proc.returncode == 0, output(proc)
+    job = yaml.safe_load(proc.stdout)
+    assert job["pe"]["name"] == "lie_block" and job["train"]["epochs"] == 5
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_in_the_app_exits_non_zero_with_one_paragraph(tmp_path):
+    """Through the real app: Hydra's own check (unknown group option) and ours (exit code 2)."""
+    proc = run_train(["pe=rope9"], tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "pe/rope9" in proc.stderr and "Available options" in proc.stderr and "axial_block" in proc.stderr
+    proc = run_train([*TINY, "pe.block=7", "run_id=bad"], tmp_path, timeout=120)
+    text = output(proc)
+    assert proc.returncode == 2, text
+    assert "Invalid configuration: pe.block=7 is not allowed" in text and "2..6" in text
+    assert "Traceback" not in text and "epoch 1" not in text
+    assert not list(tmp_path.rglob("checkpoint.pt*")) and not list(tmp_path.rglob("checkpoint.json"))
+    failed = metrics(tmp_path / "outputs" / "bad")
+    assert failed["status"] == "failed" and "pe.block=7" in failed["error"]
+
+
+SMALL = ["model.depth=1", "model.embed_dim=24", "model.num_heads=2", "wandb.mode=disabled"]
+BAD_INPUTS = {
+    "block out of range": (["pe.block=7"], ["pe.block=7", "allowed", "2..6"]),
+    "block above head dim": (
+        ["model.embed_dim=8", "model.num_heads=2", "pe.block=5"],
+        ["pe.block=5", "head dimension 4"],
+    ),
+    "negative epochs": (["train.epochs=-1"], ["train.epochs=-1", "allowed", ">= 0"]),
+    "cifar missing offline": (
+        ["dataset=cifar10", "dataset.download=false"],
+        ["dataset=cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz", "dataset.root"],
+    ),
+    "pretrained offline without checkpoint": (
+        ["model.pretrained=true"],
+        ["model.pretrained=true", "model.checkpoint", "Allowed offline"],
+    ),
+    "missing model.checkpoint file": (
+        ["model.checkpoint=/no/such/weights.pth"],
+        ["model.checkpoint", "existing"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_stops_before_any_work(tmp_path, monkeypatch, caplog, case):
+    """The app's job function on a composed config: exit 2, key/value/allowed named, nothing written."""
+    from rope_ext.trainer import run_job
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ROPE_EXT_DATA", str(tmp_path / "data"))
+    overrides, expected = BAD_INPUTS[case]
+    run_dir = tmp_path / "run"
+    task, _ = compose_job([*SMALL, *overrides], run_dir)
+    with pytest.raises(SystemExit) as info:
+        run_job(task)
+    assert info.value.code == 2
+    text = caplog.text
+    for fragment in expected:
+        assert fragment in text, (fragment, text[-3000:])
+    assert "epoch 1" not in text
+    assert not list(tmp_path.rglob("checkpoint.pt*")) and not list(tmp_path.rglob("checkpoint.json"))
+    assert metrics(run_dir)["status"] == "failed"
