@@ -338,9 +338,18 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     # config keys that vary between groups but have no column of their own
     flats = [dict(g.first.identity()) for g in result]
     keys = sorted({k for f in flats for k in f})
-    varying = [
-        k for k in keys if k != "__sweep__" and k not in _SHOWN_CONFIG and len({f.get(k) for f in flats}) > 1
-    ]
+    shown = [tuple(f.get(k) for k in sorted(_SHOWN_CONFIG)) for f in flats]
+
+    def informative(key: str) -> bool:
+        """Varies between groups and is not already determined by the shown columns (pe.init by pe.name)."""
+        if key == "__sweep__" or key in _SHOWN_CONFIG or len({f.get(key) for f in flats}) < 2:
+            return False
+        by_shown: dict[tuple[Any, ...], set[Any]] = {}
+        for s, f in zip(shown, flats):
+            by_shown.setdefault(s, set()).add(f.get(key))
+        return any(len(values) > 1 for values in by_shown.values())
+
+    varying = [k for k in keys if informative(k)]
     for group, flat in zip(result, flats):
         group.other = " ".join(f"{k}={flat[k]}" for k in varying if k in flat)
     result.sort(key=_group_order)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import statistics
+import time
 import warnings
 from pathlib import Path
 
@@ -210,7 +211,11 @@ def test_wandb_offline_table_logged_to_group(sweep: Path, monkeypatch: pytest.Mo
     runs = list((sweep / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     files = list(runs[0].glob("*.wandb"))
-    assert files and b"fake-sweep" in files[0].read_bytes()
+    assert files
+    deadline = time.monotonic() + 15  # W&B's service process may still be flushing the transaction log
+    while b"fake-sweep" not in files[0].read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert b"fake-sweep" in files[0].read_bytes()  # the run's group, in W&B's offline log
     tables = list(runs[0].rglob("report*.table.json"))
     assert tables, "the wandb.Table was not written"
     table = json.loads(tables[0].read_text())
