@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -113,3 +115,23 @@ def test_bad_input_names_key_and_allowed(kwargs: dict, key: str) -> None:
     args = {"input_size": 32, "train_size": 10, "test_size": 10, "seed": 0} | kwargs
     with pytest.raises(ValueError, match=key):
         relpos_datasets(**args)
+
+
+def test_harness_redraws_relpos_on_a_larger_canvas_for_extrapolation() -> None:
+    """The harness's eval.input_sizes path: ``DataSplits.test_at`` redraws relpos natively, no resizing."""
+    from omegaconf import OmegaConf
+
+    from rope_ext.data import build_datasets
+
+    node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "dataset" / "relpos.yaml")
+    node.input_size, node.train_size, node.test_size, node.subset = 24, 16, 200, 100
+    splits = build_datasets(node)
+    assert splits.num_classes == 8 and len(splits.test) == 100
+    big = splits.test_at(48)
+    assert big is not None and len(big) == 100  # the subset is kept
+    image, label = big[0]
+    assert image.shape == (3, 48, 48)
+    recomputed, size = _label_from_pixels(image)
+    assert size == 4 and recomputed == int(label)  # same object size, label still true on the new canvas
+    base = big.dataset
+    assert (base.targets - base.anchors).abs().max() <= 15 and base.targets.max() > 24
