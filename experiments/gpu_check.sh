@@ -29,7 +29,7 @@ set +e  # the group below exits with its own status; keep the log either way
   echo "== 1. bench: ViT-B/16 @224, bf16 (limit ${BENCH_LIMIT_S}s) =="
   timeout --signal=INT --kill-after=10 "$BENCH_LIMIT_S" "$PYTHON" -m rope_ext.bench \
     --model vit_base_patch16_224 --img-size 224 --patch-size 16 --depth 12 \
-    --device cuda --dtype bf16 --train-batch 64 --infer-batch 256 --blocks 2,3,4,5,6 --steps 20 \
+    --device cuda --dtype bf16 --train-batch 64 --infer-batch 256 --blocks 2,3,4,5,6 --lie --steps 20 \
     || { rc=$?; echo "bench: FAILED (exit $rc; 124 = over ${BENCH_LIMIT_S}s)"; status=1; }
 
   echo "== 2. smoke: 300 steps x 2 variants, bf16 autocast + torch.compile (limit ${SMOKE_LIMIT_S}s) =="

@@ -237,3 +237,22 @@ def test_next_sweeps_cover_variants_blocks_mixing_seeds_and_impls() -> None:
     for n in range(2, 7):
         assert pairs[("axial_block", n)] == {"matrix", "fast"}
     assert ("none", None) in pairs and ("axial2_matrix", None) in pairs and ("axial2_complex", None) in pairs
+
+
+def test_gpu_check_passes_only_flags_its_tools_accept() -> None:
+    """Every --flag gpu_check.sh gives rope_ext.bench and gpu_smoke.py is one their --help lists."""
+    import re
+
+    text = (EXPERIMENTS / "gpu_check.sh").read_text().replace("\\\n", " ")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for marker, cmd in (
+        ("-m rope_ext.bench", [sys.executable, "-m", "rope_ext.bench", "--help"]),
+        ("experiments/gpu_smoke.py", [sys.executable, str(EXPERIMENTS / "gpu_smoke.py"), "--help"]),
+    ):
+        line = next(c for c in text.splitlines() if marker in c and c.lstrip().startswith("timeout"))
+        flags = set(re.findall(r"\s(--[a-z][a-z-]*)", line.split(marker, 1)[1]))
+        assert flags, marker
+        helptext = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+        assert flags <= set(re.findall(r"--[a-z][a-z-]*", helptext)), (marker, flags)
