@@ -163,7 +163,7 @@ def train(
     # 3. resume from the run directory's checkpoint (refused when corrupt or from another experiment)
     fingerprint = _fingerprint(cfg, splits.num_classes)
     state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_test_acc": None}
-    state.update(history=[], speed={"images": 0.0, "seconds": 0.0})
+    state.update(history=[], speed={"images": 0.0, "seconds": 0.0}, partial_loss=[0.0, 0.0])
     ckpt = checkpoint.load(run_dir, fingerprint) if cfg.train.resume else None
     if ckpt is None and not cfg.train.resume and (run_dir / checkpoint.CKPT_NAME).exists():
         log.warning(
@@ -174,8 +174,26 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        for key in ("epoch", "step_in_epoch", "global_step", "best_test_acc", "history", "speed"):
+        for key in (
+            "epoch",
+            "step_in_epoch",
+            "global_step",
+            "best_test_acc",
+            "history",
+            "speed",
+            "partial_loss",
+        ):
             state[key] = ckpt[key]
+        if scheduler.base_lrs[0] != cfg.train.lr:
+            log.warning(
+                "train.lr is %g, the checkpoint's %g: the schedule goes on with the new peak",
+                cfg.train.lr,
+                scheduler.base_lrs[0],
+            )
+            scheduler.base_lrs = [cfg.train.lr] * len(scheduler.base_lrs)
+            for group in optimizer.param_groups:
+                group["initial_lr"] = cfg.train.lr
+                group["lr"] = cfg.train.lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
         rngs = ckpt["rng"]
         if len(rngs) == env.world_size:
             checkpoint.set_rng_state(rngs[env.rank])
@@ -279,6 +297,7 @@ def train(
                     pending = []
                     if stop is not None:
                         state["step_in_epoch"] = step
+                        state["partial_loss"] = _loss_sums(losses, device, state["partial_loss"], env)
                         _save(run_dir, state, raw_model, optimizer, scheduler, scaler, fingerprint, cfg, env)
                         raise Interrupted(stop, f"at epoch {epoch + 1} step {step}/{steps_per_epoch}")
             if timer_start is not None:
@@ -289,7 +308,9 @@ def train(
 
             # end of epoch: evaluate, remember, checkpoint
             test_acc = evaluate(raw_model, test_batches, device, amp_dtype)
-            train_loss = _mean_over_ranks(losses, device)
+            total, count = _loss_sums(losses, device, state["partial_loss"], env)
+            train_loss = total / count if count else float("nan")
+            state["partial_loss"] = [0.0, 0.0]
             best = state["best_test_acc"]
             state["best_test_acc"] = test_acc if best is None else max(best, test_acc)
             state["epoch"], state["step_in_epoch"] = epoch + 1, 0
@@ -508,7 +529,15 @@ def _save(
         "rng": rngs,
         **{
             k: state[k]
-            for k in ("epoch", "step_in_epoch", "global_step", "best_test_acc", "history", "speed")
+            for k in (
+                "epoch",
+                "step_in_epoch",
+                "global_step",
+                "best_test_acc",
+                "history",
+                "speed",
+                "partial_loss",
+            )
         },
     }
     record = {
@@ -523,10 +552,13 @@ def _save(
     checkpoint.save(run_dir, payload, record)
 
 
-def _mean_over_ranks(losses: list[torch.Tensor], device: torch.device) -> float:
+def _loss_sums(
+    losses: list[torch.Tensor], device: torch.device, carried: list[float], env: distributed.DistEnv
+) -> list[float]:
+    """[sum, count] of this epoch's losses over all ranks, plus what a mid-epoch checkpoint carried."""
     total = float(torch.stack(losses).float().sum().item()) if losses else 0.0
     s, n = distributed.all_reduce_sum([total, float(len(losses))], device)
-    return s / n if n else float("nan")
+    return [s + carried[0], n + carried[1]]
 
 
 # ---------------------------------------------------------------------------------------------------
