@@ -10,6 +10,7 @@ the sweep goes on; a single run exits non-zero.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -518,7 +519,12 @@ def _save(
     env: distributed.DistEnv,
 ) -> None:
     """Rank 0 writes the checkpoint (every rank contributes its RNG state)."""
-    rngs = distributed.all_gather_object(checkpoint.rng_state())
+    # gathered as torch.save bytes: all_gather_object cannot pickle the RNG tensors themselves
+    blob = io.BytesIO()
+    torch.save(checkpoint.rng_state(), blob)
+    rngs = [
+        torch.load(io.BytesIO(b), weights_only=True) for b in distributed.all_gather_object(blob.getvalue())
+    ]
     if not env.is_main:
         return
     payload = {
