@@ -297,6 +297,8 @@ def _fmt_stats(values: Iterable[Any], digits: int = 2) -> str:
         return ""
     if std is None or n < 2:
         return _fmt(mean, digits)
+    if mean != 0 and abs(mean) < 10 ** (-digits):  # tiny values (relative errors): scientific for both
+        return f"{mean:.1e} ± {std:.1e}"
     return f"{_fmt(mean, digits)} ± {_fmt(std, digits)}"
 
 
@@ -351,7 +353,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
 
     varying = [k for k in keys if informative(k)]
     for group, flat in zip(result, flats):
-        group.other = " ".join(f"{k}={flat[k]}" for k in varying if k in flat)
+        # null means "the default" (e.g. model.pos_embed: none for rotary variants): not shown
+        group.other = " ".join(f"{k}={flat[k]}" for k in varying if k in flat and flat[k] != "null")
     result.sort(key=_group_order)
     return result
 
