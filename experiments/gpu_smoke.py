@@ -95,7 +95,7 @@ def run_variant(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: cuda when available)")
     parser.add_argument(
@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--require-decrease", action="store_true", help="fail unless every loss fell")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1:
         parser.error(f"--steps={args.steps} and --batch={args.batch} must be >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -93,13 +94,29 @@ def test_gpu_smoke_imports_only_torch_timm_rope_ext() -> None:
     assert imports <= {"__future__", "argparse", "math", "sys", "time", "torch", "timm", "rope_ext"}
 
 
-def test_gpu_smoke_runs_on_cpu() -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(EXPERIMENTS / "gpu_smoke.py"), "--device", "cpu", "--no-compile"]
-    cmd += ["--steps", "2", "--batch", "4", "--samples", "16", "--variants", "none,axial_block:4"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+def _gpu_smoke():
+    spec = importlib.util.spec_from_file_location("gpu_smoke", EXPERIMENTS / "gpu_smoke.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_smoke_runs_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "--device",
+        "cpu",
+        "--no-compile",
+        "--dtype",
+        "fp32",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--samples",
+        "16",
+    ]
+    assert _gpu_smoke().main([*argv, "--variants", "none,axial_block:4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("none ") for line in lines)
     assert any(line.startswith("axial_block:4 ") and "FAIL" not in line for line in lines)
 
@@ -239,20 +256,27 @@ def test_next_sweeps_cover_variants_blocks_mixing_seeds_and_impls() -> None:
     assert ("none", None) in pairs and ("axial2_matrix", None) in pairs and ("axial2_complex", None) in pairs
 
 
-def test_gpu_check_passes_only_flags_its_tools_accept() -> None:
-    """Every --flag gpu_check.sh gives rope_ext.bench and gpu_smoke.py is one their --help lists."""
-    import re
+def test_gpu_check_passes_arguments_its_tools_accept() -> None:
+    """gpu_check.sh's argument lists parse with the real parsers of rope_ext.bench and gpu_smoke.py."""
+    import shlex
+
+    from rope_ext import bench
 
     text = (EXPERIMENTS / "gpu_check.sh").read_text().replace("\\\n", " ")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for marker, cmd in (
-        ("-m rope_ext.bench", [sys.executable, "-m", "rope_ext.bench", "--help"]),
-        ("experiments/gpu_smoke.py", [sys.executable, str(EXPERIMENTS / "gpu_smoke.py"), "--help"]),
-    ):
+
+    def argv_after(marker: str) -> list[str]:
         line = next(c for c in text.splitlines() if marker in c and c.lstrip().startswith("timeout"))
-        flags = set(re.findall(r"\s(--[a-z][a-z-]*)", line.split(marker, 1)[1]))
-        assert flags, marker
-        helptext = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=120, check=True
-        ).stdout
-        assert flags <= set(re.findall(r"--[a-z][a-z-]*", helptext)), (marker, flags)
+        return shlex.split(line.split(marker, 1)[1].split("||", 1)[0])
+
+    args = bench.parse_args(argv_after("-m rope_ext.bench"))
+    assert (args.model, args.img_size, args.dtype, args.device) == (
+        "vit_base_patch16_224",
+        224,
+        "bf16",
+        "cuda",
+    )
+    assert args.blocks in ("2,3,4,5,6", [2, 3, 4, 5, 6])
+    smoke = _gpu_smoke().build_parser().parse_args(argv_after("experiments/gpu_smoke.py"))
+    assert (
+        smoke.compile and smoke.dtype == "bf16" and smoke.steps >= 200 and len(smoke.variants.split(",")) == 2
+    )
