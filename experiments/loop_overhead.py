@@ -2,8 +2,8 @@
 
 Both train the same ``rope_ext.create_vit`` model (same config, batch and device) on data already in
 memory: the harness through ``rope_ext.trainer.train`` (its own ``train_img_per_s``: steady state,
-warm-up steps excluded), the bare loop as the few lines every timm user writes (forward, cross-entropy,
-backward, AdamW step). They alternate ``--repeats`` times; the medians and their ratio are printed.
+warm-up steps excluded), the bare loop as the few lines every timm user writes, with the same recipe
+(timm's optimizer factory, label-smoothed cross-entropy, gradient clipping, per-step LR schedule). They alternate ``--repeats`` times; the medians and their ratio are printed.
 
     python experiments/loop_overhead.py                      # vit_cifar + axial_block, batch 128, auto device
     python experiments/loop_overhead.py --steps 50 hardware=gpu pe=none train.batch_size=256
@@ -25,7 +25,7 @@ import rope_ext
 from rope_ext import distributed
 from rope_ext.config import pe_options, timm_kwargs
 from rope_ext.tracking import Tracker
-from rope_ext.trainer import _amp_dtype, _pick_device, train
+from rope_ext.trainer import _amp_dtype, _build_optimizer, _build_scheduler, _pick_device, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -50,7 +50,11 @@ def bare(cfg, steps: int, warmup: int) -> float:
     bs, size = cfg.train.batch_size, cfg.dataset.input_size
     x = torch.randn(bs * (steps + warmup), 3, size, size, device=device)
     y = torch.randint(0, 10, (len(x),), device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    # the same recipe as the harness (timm's optimizer factory, label smoothing, clipping, per-step LR
+    # schedule), none of its machinery (device-side batching, checks, logging, checkpoints)
+    opt = _build_optimizer(model, cfg)
+    sched = _build_scheduler(opt, cfg, steps + warmup)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     model.train()
     for i in range(steps + warmup):
         if i == warmup:
@@ -59,10 +63,13 @@ def bare(cfg, steps: int, warmup: int) -> float:
             t0 = time.perf_counter()
         xb, yb = x[i * bs : (i + 1) * bs], y[i * bs : (i + 1) * bs]
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            loss = criterion(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
+        sched.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return bs * steps / (time.perf_counter() - t0)

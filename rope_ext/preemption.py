@@ -50,7 +50,10 @@ class SignalGuard:
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
-            log.warning("caught %s: checkpointing at the next step boundary", signal.Signals(signum).name)
+            log.warning(
+                "caught %s: checkpointing after this step (DDP: at the next sync, <= train.log_every steps)",
+                signal.Signals(signum).name,
+            )
 
     @property
     def requested(self) -> bool:

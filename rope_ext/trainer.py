@@ -293,7 +293,8 @@ def train(
                     images += x.shape[0]
                 bars.advance()
                 last = step == steps_per_epoch
-                if len(pending) >= cfg.train.log_every or last:
+                # the sync point: every log_every steps (ranks agree on it); alone, right after a signal
+                if len(pending) >= cfg.train.log_every or last or (guard.requested and not env.enabled):
                     stop = _check(pending, guard, device, epoch, step, steps_per_epoch, state, tracker, bars)
                     pending = []
                     if stop is not None:

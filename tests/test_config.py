@@ -58,9 +58,9 @@ def test_defaults(monkeypatch):
         "adamw",
     )
     assert (choices.hardware, choices.launcher) == ("auto", "local")
-    assert (cfg.pe.block, cfg.pe.impl) == (3, "fast")
+    assert (cfg.pe.block, cfg.pe.impl) == (3, "fast") and (cfg.train.epochs, cfg.train.batch_size) == (10, 64)
     assert cfg.model.pos_embed is None and cfg.model.pretrained is False and cfg.model.checkpoint is None
-    assert cfg.dataset.input_size == 32 and cfg.dataset.subset is None
+    assert cfg.dataset.input_size == 16 and cfg.dataset.subset is None  # digits: 8x8 scans
     assert cfg.wandb.mode == "offline"
     assert cfg.train.lr == cfg.optimizer.lr
     assert cfg.run_id == "default"

@@ -117,7 +117,7 @@ def test_help_and_cfg_job_work_as_hydra_users_expect(tmp_path):
     proc = run_train(["--cfg", "job", "pe=lie_block"], tmp_path)
     assert proc.returncode == 0, output(proc)
     job = yaml.safe_load(proc.stdout)
-    assert job["pe"]["name"] == "lie_block" and job["train"]["epochs"] == 5
+    assert job["pe"]["name"] == "lie_block" and job["train"]["epochs"] == 10
     assert not (tmp_path / "outputs").exists()
 
 
@@ -179,3 +179,27 @@ def test_bad_input_stops_before_any_work(tmp_path, monkeypatch, caplog, case):
     assert "epoch 1" not in text
     assert not list(tmp_path.rglob("checkpoint.pt*")) and not list(tmp_path.rglob("checkpoint.json"))
     assert metrics(run_dir)["status"] == "failed"
+
+
+def test_a_wandb_failure_warns_and_training_goes_on(tmp_path, caplog):
+    """W&B refusing to start (here: a mode it does not know) turns the tracker off with a warning."""
+    from rope_ext.tracking import Tracker
+
+    tracker = Tracker()
+    tracker.start(
+        mode="no-such-mode",
+        run_dir=tmp_path,
+        project="p",
+        entity=None,
+        group="g",
+        name="n",
+        config={},
+        tags=[],
+        init_timeout=5,
+        resuming=False,
+    )
+    assert not tracker.active
+    assert "W&B start failed" in caplog.text and "training goes on" in caplog.text
+    tracker.log({"train/loss": 1.0})  # no-ops, no exceptions
+    tracker.summary({"test_acc": 1.0})
+    tracker.finish()
