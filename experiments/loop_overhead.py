@@ -99,7 +99,6 @@ def main() -> None:
             f"dataset.train_size={bs * (args.steps + args.warmup)}",
             f"dataset.test_size={bs}",
             f"train.speed_warmup_steps={args.warmup}",
-            f"train.log_every={args.steps + args.warmup}",
             *args.overrides,
         ]
         cfg = compose("config", overrides=overrides)

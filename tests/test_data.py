@@ -157,3 +157,20 @@ def test_augmentation_translates_and_flips_only_in_training():
     assert len({tuple(o.flatten().tolist()) for o in out}) > 4  # different shifts/flips per image
     evaluate = BatchTransform(4, [0.0] * 3, [1.0] * 3, train=False, crop_padding=1, hflip=True)
     assert torch.allclose(evaluate(x), x.float() / 255.0)
+
+
+def test_dataloader_path_with_workers_gives_the_same_batches_as_in_memory(tmp_path):
+    """dataset.in_memory=false: torchvision's dataset through a DataLoader with a worker process."""
+    _write_cifar(tmp_path)
+    common = dict(name="cifar10", root=str(tmp_path), download=False)
+    tf = BatchTransform(48, [0.5] * 3, [0.25] * 3, train=False)
+    kw = dict(batch_size=4, device=torch.device("cpu"), transform=tf, train=False)
+    memory = Batches(build_datasets(dataset_cfg(**common)).test, **kw)
+    loader = Batches(
+        build_datasets(dataset_cfg(**common, in_memory=False)).test, in_memory=False, num_workers=1, **kw
+    )
+    got_memory, got_loader = list(memory), list(loader)
+    assert len(got_memory) == len(got_loader) == 2
+    for (xm, ym), (xl, yl) in zip(got_memory, got_loader, strict=True):
+        assert xm.shape == (4, 3, 48, 48) or xm.shape == (2, 3, 48, 48)
+        assert torch.allclose(xm, xl) and torch.equal(ym, yl)
