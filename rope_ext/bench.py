@@ -56,6 +56,22 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _round_robin(
+    fns: dict[str, Callable[[], None]], warmup: int, steps: int, device: torch.device
+) -> dict[str, list[float]]:
+    """One step of each variant per round, the order rotated every round so no variant always runs
+    right after the same neighbour; warm-up rounds are not recorded."""
+    labels = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in labels}
+    for step in range(warmup + steps):
+        shift = step % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            t = _timed(fns[label], device)
+            if step >= warmup:
+                times[label].append(t)
+    return times
+
+
 def build(args: argparse.Namespace, v: Variant, device: torch.device) -> nn.Module:
     torch.manual_seed(0)
     model = create_vit(
@@ -116,18 +132,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
         inferers[v.label] = infer_step
 
-    train_times: dict[str, list[float]] = {k: [] for k in trainers}
-    infer_times: dict[str, list[float]] = {k: [] for k in inferers}
-    for step in range(args.warmup + args.steps):
-        for label, fn in trainers.items():
-            t = _timed(fn, device)
-            if step >= args.warmup:
-                train_times[label].append(t)
-    for step in range(args.warmup + args.steps):
-        for label, fn in inferers.items():
-            t = _timed(fn, device)
-            if step >= args.warmup:
-                infer_times[label].append(t)
+    train_times = _round_robin(trainers, args.warmup, args.steps, device)
+    infer_times = _round_robin(inferers, args.warmup, args.steps, device)
 
     rows = []
     base_train = statistics.median(train_times["none"]) if train_times.get("none") else None

@@ -4,7 +4,7 @@ Every rotary variant here is one function of the token position p (``dims`` axes
 
     R(p) = blockdiag_b( Q_b · diag(rot(ω_{b,1}·p), …, rot(ω_{b,k}·p), [1]) · Q_bᵀ ),  k = ⌊N/2⌋
 
-with a learned orthogonal basis Q_b per block (``Q_b = matrix_exp`` of a skew parameter) and plane
+with a learned orthogonal basis Q_b per block (Cayley transform of a skew parameter) and plane
 frequencies ω (one scalar per plane for axial, one vector over the axes for mixed). Its generators
 A_a = Q diag(ω_a J) Qᵀ commute by construction, so R(p_i)ᵀR(p_j) = R(p_j − p_i) for every parameter
 value (see ../shared/notes/rope-math.md). Three ways compute it and the tests hold them equal:
@@ -248,6 +248,10 @@ class RotaryBase(nn.Module):
     def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
+    def _table_params(self) -> list[Tensor]:
+        """The parameters the tables are computed from."""
+        return list(self.parameters())
+
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
         raise NotImplementedError
 
@@ -259,12 +263,26 @@ class RotaryBase(nn.Module):
         in_basis: bool = False,
         grid_key: Hashable | None = None,
     ) -> Tensor:
-        """Rotate x [..., H, T, D] (attention passes q and k stacked, [2, B, H, T, D], so one
-        kernel does both). Positions [T - num_prefix, A]; the first ``num_prefix`` tokens stay put.
+        """Rotate x [..., H, T, D]. Positions [T - num_prefix, A]; the first ``num_prefix`` tokens
+        stay put.
 
         ``in_basis``: x came from ``project_qkv`` weights, so only the plane rotation is left.
         """
         return self._rotate(x, self.tables(pos, num_prefix, grid_key), in_basis)
+
+    def rotate_qk(
+        self,
+        q: Tensor,
+        k: Tensor,
+        pos: Tensor,
+        num_prefix: int = 0,
+        in_basis: bool = False,
+        grid_key: Hashable | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Attention's queries and keys [B, H, T, D]: one set of tables, two rotations. (Rotating
+        them stacked as one tensor is slower: the backward then zero-fills all of qkv's grad.)"""
+        tables = self.tables(pos, num_prefix, grid_key)
+        return self._rotate(q, tables, in_basis), self._rotate(k, tables, in_basis)
 
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         """R(p)·x for x [B, H, T, D] and positions [T, A] (after ``fold``: in the folded basis)."""
@@ -275,7 +293,7 @@ class RotaryBase(nn.Module):
         """Tables depend on positions and parameters only; reuse them while no gradient can flow."""
         if grid_key is None:
             return None
-        params = list(self.parameters())
+        params = self._table_params()
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return None
         versions = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
@@ -293,7 +311,7 @@ class BlockRotary(RotaryBase):
 
     Parameters (same keys for both impls, so state dicts move between them):
       ``freqs``: [H, P] (axial: plane j follows one fixed axis) or [H, P, A] (mixed);
-      ``basis_skew``: [H, nb, N(N-1)/2], Q = matrix_exp(skew) (absent for N = 2, where a basis
+      ``basis_skew``: [H, nb, N(N-1)/2], Q = Cayley(skew) (absent for N = 2, where a basis
       commutes with every plane rotation and so changes nothing, and after ``fold``).
     """
 
@@ -353,10 +371,18 @@ class BlockRotary(RotaryBase):
         return self.freqs[..., None] * self.axis_onehot
 
     def basis(self) -> Tensor | None:
-        """Orthogonal block bases Q [H, nb, N, N], or None (N = 2, or folded)."""
+        """Orthogonal block bases Q [H, nb, N, N], or None (N = 2, or folded).
+
+        Cayley transform Q = (I − S)⁻¹(I + S) of the skew parameter S: Q = I at S = 0, orthogonal
+        for every S, and with forward and backward a small solve (about 3× cheaper than
+        matrix_exp's on CPU); it reaches every rotation without eigenvalue −1, and a block's basis
+        matters only up to the plane rotations it commutes with.
+        """
         if self.basis_skew is None:
             return None
-        return torch.linalg.matrix_exp(skew(self.basis_skew, self.block))
+        s = skew(self.basis_skew, self.block)
+        eye = torch.eye(self.block, dtype=s.dtype, device=s.device)
+        return torch.linalg.solve(eye - s, eye + s)
 
     def generators(self) -> Tensor:
         omega = self.omega()  # [H, P, A]
@@ -391,25 +417,37 @@ class BlockRotary(RotaryBase):
             out = (angles.cos(), angles.sin())
         return out
 
+    def _table_params(self) -> list[Tensor]:
+        # The fast path's tables are cos/sin of the frequencies alone: the basis acts elsewhere.
+        matrix = self.impl == "matrix" and not self.folded
+        return [self.freqs, self.basis_skew] if matrix and self.basis_skew is not None else [self.freqs]
+
     @property
     def fold_into_projection(self) -> bool:
         """Fast impl with a basis: attention applies Qᵀ to the projection weight, not to tokens."""
         return self.impl == "fast" and self.basis_skew is not None
 
+    def basis_matrix(self) -> Tensor | None:
+        """The whole change of basis per head as one orthogonal matrix B [H, D, D] (u = B·x, the
+        same map as ``to_basis``, which defines it), or None when there is no basis."""
+        q = self.basis()
+        if q is None:
+            return None
+        eye = torch.eye(self.head_dim, dtype=q.dtype, device=q.device).expand(self.num_heads, -1, -1)
+        return to_basis(eye, q, self.block).transpose(-1, -2)
+
     def project_qkv(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Move the q and k rows of a fused qkv projection into the rotation basis.
 
-        weight [3·H·D, C], bias [3·H·D]. Cost O(H·D·N·C) per call, independent of batch and tokens;
-        the v rows are untouched. q'ᵀ D(p_j − p_i) k' then equals qᵀ R(p_i)ᵀ R(p_j) k.
+        weight [3·H·D, C], bias [3·H·D]; the v rows are untouched. One batched matmul, O(H·D²·C)
+        per call, independent of batch and tokens. q'ᵀ D(p_j − p_i) k' then equals qᵀR(p_i)ᵀR(p_j)k.
         """
-        q = self.basis()
-        hd = self.num_heads * self.head_dim
-        qk_w = weight[: 2 * hd].unflatten(0, (2, self.num_heads, self.head_dim)).transpose(-1, -2)
-        qk_w = to_basis(qk_w, q, self.block).transpose(-1, -2).reshape(2 * hd, -1)
-        weight = torch.cat((qk_w, weight[2 * hd :]), dim=0)
+        b = self.basis_matrix().to(weight.dtype)
+        mats = torch.stack((b, b, torch.eye(self.head_dim, dtype=b.dtype, device=b.device).expand_as(b)))
+        heads = (3, self.num_heads, self.head_dim)
+        weight = (mats @ weight.view(*heads, -1)).reshape(weight.shape)
         if bias is not None:
-            qk_b = to_basis(bias[: 2 * hd].view(2, self.num_heads, 1, self.head_dim), q, self.block)
-            bias = torch.cat((qk_b.reshape(2 * hd), bias[2 * hd :]))
+            bias = (mats @ bias.view(*heads, 1)).reshape(bias.shape)
         return weight, bias
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:

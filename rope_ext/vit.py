@@ -119,14 +119,13 @@ class RopeAttention(Attention):
         if in_basis:
             weight, bias = rope.project_qkv(weight, bias)
         qkv = F.linear(x, weight, bias).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        qk, v = qkv[:2], qkv[2]
-        if not isinstance(self.q_norm, nn.Identity):
-            qk = torch.stack((self.q_norm(qk[0]), self.k_norm(qk[1])))
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
         pos = self.grid.positions(x.device)
         num_prefix = n - pos.shape[0]
         if num_prefix < 0:
             raise ValueError(f"{n} tokens for a {self.grid.size} patch grid")
-        q, k = rope.rotate(qk, pos, num_prefix, in_basis=in_basis, grid_key=self.grid.key(x.device)).unbind(0)
+        q, k = rope.rotate_qk(q, k, pos, num_prefix, in_basis=in_basis, grid_key=self.grid.key(x.device))
         x = F.scaled_dot_product_attention(
             q,
             k,

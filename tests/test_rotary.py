@@ -215,7 +215,13 @@ def test_tables_are_cached_while_frozen_and_refreshed_after_an_update():
         rope.freqs.mul_(2.0)  # an optimizer step bumps the version: the cache must not serve stale tables
         t2 = rope.tables(pos, grid_key="g")
     assert t2 is not t1 and not torch.allclose(t1[0], t2[0])
-    assert rope.tables(pos, grid_key="g") is not rope.tables(pos, grid_key="g")  # grad mode, learnable basis
+    # Training: the fast path's tables come from the frozen frequencies alone (the learnable basis acts
+    # on the weights), so they stay cached; learnable frequencies, or the matrix impl's block
+    # matrices (which hold the basis), are rebuilt on every forward.
+    assert rope.tables(pos, grid_key="g") is rope.tables(pos, grid_key="g")
+    for options in ({"learnable": True}, {"impl": "matrix"}):
+        other = make_rope("axial_block", head_dim=12, num_heads=2, block=3, **options)
+        assert other.tables(pos, grid_key="g") is not other.tables(pos, grid_key="g")
 
 
 @pytest.mark.parametrize(
