@@ -359,6 +359,7 @@ class BlockRotary(RotaryBase):
         self.freqs = nn.Parameter(init_freqs.contiguous(), requires_grad=self.learnable)
         if block > 2:
             self.basis_skew = nn.Parameter(torch.zeros(num_heads, self.num_blocks, block * (block - 1) // 2))
+            self._register_basis_layout()
         else:
             self.register_parameter("basis_skew", None)
 
@@ -427,14 +428,29 @@ class BlockRotary(RotaryBase):
         """Fast impl with a basis: attention applies Qᵀ to the projection weight, not to tokens."""
         return self.impl == "fast" and self.basis_skew is not None
 
+    def _register_basis_layout(self) -> None:
+        """Where each entry of Qᵀ lands in the dense basis matrix B (see ``basis_matrix``): entry
+        (b, i, j) of Q_bᵀ goes to row ``to_basis``'s position of coordinate i of block b (rotated
+        pairs first, unrotated after), column b·N + j. Leftover dims map to themselves."""
+        n, nb, d, two_k = self.block, self.num_blocks, self.head_dim, 2 * (self.block // 2)
+        b, i, j = torch.meshgrid(torch.arange(nb), torch.arange(n), torch.arange(n), indexing="ij")
+        row = torch.where(i < two_k, b * two_k + i, nb * two_k + b * (n - two_k) + (i - two_k))
+        self.register_buffer("_basis_dest", (row * d + b * n + j).flatten(), persistent=False)
+        self.register_buffer("_basis_src", (b * n * n + j * n + i).flatten(), persistent=False)
+        tail = torch.arange(nb * n, d)
+        const = torch.zeros(d * d)
+        const[tail * d + tail] = 1.0
+        self.register_buffer("_basis_const", const, persistent=False)
+
     def basis_matrix(self) -> Tensor | None:
-        """The whole change of basis per head as one orthogonal matrix B [H, D, D] (u = B·x, the
-        same map as ``to_basis``, which defines it), or None when there is no basis."""
+        """The whole change of basis per head as one orthogonal matrix B [H, D, D], u = B·x: the
+        same map as ``to_basis`` (tested), built by one scatter of Qᵀ's entries, or None."""
         q = self.basis()
         if q is None:
             return None
-        eye = torch.eye(self.head_dim, dtype=q.dtype, device=q.device).expand(self.num_heads, -1, -1)
-        return to_basis(eye, q, self.block).transpose(-1, -2)
+        flat = q.flatten(1)[:, self._basis_src]
+        dense = self._basis_const.to(q.dtype).expand(self.num_heads, -1).index_copy(1, self._basis_dest, flat)
+        return dense.view(self.num_heads, self.head_dim, self.head_dim)
 
     def project_qkv(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Move the q and k rows of a fused qkv projection into the rotation basis.
@@ -443,11 +459,12 @@ class BlockRotary(RotaryBase):
         per call, independent of batch and tokens. q'ᵀ D(p_j − p_i) k' then equals qᵀR(p_i)ᵀR(p_j)k.
         """
         b = self.basis_matrix().to(weight.dtype)
-        mats = torch.stack((b, b, torch.eye(self.head_dim, dtype=b.dtype, device=b.device).expand_as(b)))
         heads = (3, self.num_heads, self.head_dim)
-        weight = (mats @ weight.view(*heads, -1)).reshape(weight.shape)
+        w = weight.view(*heads, -1)
+        weight = torch.cat((b @ w[:2], w[2:])).view(weight.shape)
         if bias is not None:
-            bias = (mats @ bias.view(*heads, 1)).reshape(bias.shape)
+            v = bias.view(*heads, 1)
+            bias = torch.cat((b @ v[:2], v[2:])).view(bias.shape)
         return weight, bias
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:

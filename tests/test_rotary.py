@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rope_ext import make_rope
-from rope_ext.rotary import BlockRotary, rotate_pairs
+from rope_ext.rotary import BlockRotary, rotate_pairs, to_basis
 
 torch.set_default_dtype(torch.float32)
 
@@ -267,3 +267,12 @@ def test_identity_init_is_the_identity_and_learnable():
     assert isinstance(rope, BlockRotary) and rope.freqs.requires_grad
     x, pos = torch.randn(2, 2, 6, 12), torch.randn(6, 2) * 10
     torch.testing.assert_close(rope(x, pos), x)
+
+
+@pytest.mark.parametrize("block", [3, 4, 5, 6])
+def test_basis_matrix_is_the_to_basis_map(block):
+    rope = perturbed("axial_block", head_dim=16, num_heads=2, block=block)
+    x = torch.randn(3, 2, 7, 16, dtype=torch.float64)
+    b = rope.basis_matrix()
+    torch.testing.assert_close(torch.einsum("hij,bhtj->bhti", b, x), to_basis(x, rope.basis(), block))
+    torch.testing.assert_close(b @ b.transpose(-1, -2), torch.eye(16, dtype=torch.float64).expand_as(b))
