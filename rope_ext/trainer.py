@@ -649,8 +649,10 @@ def _build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
 
 
 def _build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
-    """timm's optimizer factory (no weight decay on biases, norms and the model's no_weight_decay())."""
-    from timm.optim import create_optimizer_v2
+    """timm's optimizer factory. No weight decay on biases, norms, the model's no_weight_decay()
+    and the rotary parameters: frequencies and bases are position parameters like timm's pos_embed
+    (Heo et al. exclude their freqs too), and decay would pull every basis towards Q = I."""
+    from timm.optim import create_optimizer_v2, param_groups_weight_decay
 
     opt = cfg.optimizer
     kwargs: dict[str, Any] = {}
@@ -660,7 +662,9 @@ def _build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer
     elif name == "sgd":
         kwargs["momentum"] = opt.momentum
         name = "sgd" if opt.nesterov else "momentum"
-    return create_optimizer_v2(model, opt=name, lr=cfg.train.lr, weight_decay=opt.weight_decay, **kwargs)
+    no_decay = {*model.no_weight_decay(), "*.rope.*"}
+    groups = param_groups_weight_decay(model, opt.weight_decay, no_weight_decay_list=no_decay)
+    return create_optimizer_v2(groups, opt=name, lr=cfg.train.lr, weight_decay=opt.weight_decay, **kwargs)
 
 
 def _build_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int) -> Any:
