@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 EXIT_CONFIG, EXIT_NONFINITE = 2, 3
 
 
+# The loop's progress, saved with every checkpoint and restored on resume.
+PROGRESS_KEYS = ("epoch", "step_in_epoch", "global_step", "best_test_acc", "history", "speed", "partial_loss")
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -175,15 +179,7 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        for key in (
-            "epoch",
-            "step_in_epoch",
-            "global_step",
-            "best_test_acc",
-            "history",
-            "speed",
-            "partial_loss",
-        ):
+        for key in PROGRESS_KEYS:
             state[key] = ckpt[key]
         if scheduler.base_lrs[0] != cfg.train.lr:
             log.warning(
@@ -534,18 +530,7 @@ def _save(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "rng": rngs,
-        **{
-            k: state[k]
-            for k in (
-                "epoch",
-                "step_in_epoch",
-                "global_step",
-                "best_test_acc",
-                "history",
-                "speed",
-                "partial_loss",
-            )
-        },
+        **{k: state[k] for k in PROGRESS_KEYS},
     }
     record = {
         "epoch": state["epoch"],
