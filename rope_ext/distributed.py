@@ -77,21 +77,22 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sum a few numbers over all ranks (identity in a single process)."""
+def _all_reduce(values: list[float], device: torch.device, op: dist.ReduceOp) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return list(values)
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    dist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over all ranks (identity in a single process)."""
+    return _all_reduce(values, device, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
+    """Maximum of a few numbers over all ranks (identity in a single process)."""
+    return _all_reduce(values, device, dist.ReduceOp.MAX)
 
 
 def all_gather_object(obj: object) -> list[object]:
