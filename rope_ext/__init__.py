@@ -1,13 +1,36 @@
 """rope-ext: N×N block rotary position encodings for Vision Transformers.
 
-Public API: ``make_rope``, ``create_vit``, ``fold_for_inference``, ``relative_property_error``.
+Public API: ``make_rope``, ``validate_options``, ``create_vit``, ``fold_for_inference``,
+``relative_property_error``, ``shift_error`` (with ``shifted_positions``, ``grid_offset``).
 Only torch and timm are imported here; the Hydra harness lives in its own modules.
 """
 
-from rope_ext.rotary import IMPLS, INITS, PE_NAMES, ROTARY_NAMES, BlockRotary, LieBlockRotary, make_rope
-from rope_ext.vit import create_vit, fold_for_inference, relative_property_error
+from rope_ext.rotary import (
+    COORDS,
+    ENCODINGS,
+    IMPLS,
+    INITS,
+    PE_NAMES,
+    ROTARY_NAMES,
+    BlockRotary,
+    LieBlockRotary,
+    make_rope,
+    validate_options,
+)
+from rope_ext.vit import (
+    POOLS,
+    create_vit,
+    fold_for_inference,
+    grid_offset,
+    relative_property_error,
+    shift_error,
+    shifted_positions,
+)
 
 __all__ = [
+    "COORDS",
+    "ENCODINGS",
+    "POOLS",
     "IMPLS",
     "INITS",
     "PE_NAMES",
@@ -16,6 +39,10 @@ __all__ = [
     "LieBlockRotary",
     "create_vit",
     "fold_for_inference",
+    "grid_offset",
     "make_rope",
     "relative_property_error",
+    "shift_error",
+    "shifted_positions",
+    "validate_options",
 ]

@@ -12,10 +12,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-PE_NAMES = ("none", "axial2_matrix", "axial2_complex", "axial_block", "lie_block")
-BLOCKS = (2, 3, 4, 5, 6)
-IMPLS = ("matrix", "fast")
-INITS = ("axial", "identity")
+# The encodings' names, options and checks live in rope_ext.rotary alone.
+from rope_ext.rotary import PE_NAMES, validate_options
+from rope_ext.vit import POOLS
+
 OPTIMIZERS = ("adamw", "adam", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -121,27 +121,12 @@ def validate(cfg: DictConfig) -> None:
     pe = cfg.pe
     _choice(cfg, "pe.name", PE_NAMES)
     if pe.name != "none":
-        if pe.block is not None:
-            if pe.name.startswith("axial2") and pe.block != 2:
-                raise ConfigError.bad_value("pe.block", pe.block, "2 or null", f"pe={pe.name} is 2×2")
-            if not _is_int(pe.block) or pe.block not in BLOCKS:
-                raise ConfigError.bad_value("pe.block", pe.block, "an integer in 2..6")
-            hd = head_dim(cfg.model)
-            if hd is not None and pe.block > hd:
-                raise ConfigError.bad_value(
-                    "pe.block",
-                    pe.block,
-                    f"2..{min(6, hd)}",
-                    f"larger than the head dimension {hd} = model.embed_dim / model.num_heads",
-                )
-        _choice(cfg, "pe.impl", IMPLS, nullable=True)
-        _choice(cfg, "pe.init", INITS, nullable=True)
-        _choice(cfg, "pe.dims", (1, 2), nullable=True)
-        _choice(cfg, "pe.mixed", (False, True), nullable=True)
-        _choice(cfg, "pe.learnable", (False, True), nullable=True)
-        if pe.theta is not None:
-            _number(cfg, "pe.theta", minimum=0, strict=True)
+        try:
+            validate_options(pe.name, pe_options(pe), head_dim=head_dim(cfg.model), prefix="pe.")
+        except ValueError as err:
+            raise ConfigError(f"{err}.") from None
 
+    _choice(cfg, "model.pool", POOLS, nullable=True)
     _choice(cfg, "model.pos_embed", POS_EMBEDS, nullable=True)
     _choice(cfg, "model.pretrained", (False, True))
     _number(cfg, "dataset.input_size", minimum=1, integer=True)

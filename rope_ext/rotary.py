@@ -7,7 +7,7 @@ Every rotary variant here is one function of the token position p (``dims`` axes
 with a learned orthogonal basis Q_b per block (Cayley transform of a skew parameter) and plane
 frequencies ω (one scalar per plane for axial, one vector over the axes for mixed). Its generators
 A_a = Q diag(ω_a J) Qᵀ commute by construction, so R(p_i)ᵀR(p_j) = R(p_j − p_i) for every parameter
-value (see ../shared/notes/rope-math.md). Three ways compute it and the tests hold them equal:
+value (see docs/math.md). Three ways compute it and the tests hold them equal:
 
 - ``generators`` + ``matrix_exp``: the definition, dense, used by ``rotation(pos)`` and the checks;
 - ``impl="matrix"``: each token's N×N block rotations Q D(p) Qᵀ, materialised and multiplied;
@@ -18,13 +18,18 @@ value (see ../shared/notes/rope-math.md). Three ways compute it and the tests ho
 
 Shapes: H heads, T tokens, D head_dim, N block, nb = D // N blocks, k = N // 2 planes per block,
 P = nb·k planes per head, A = dims axes. Dims beyond nb·N (when N does not divide D) and, for odd N,
-the last basis direction of each block are left unrotated.
+the last basis direction of each block are left unrotated. N is any integer in 2..D.
+
+This module is the one source of truth for the encodings' names, option keys, defaults and checks
+(``ENCODINGS``, ``validate_options``); the Hydra harness asks it. Positions (``grid_positions``,
+``augment_positions``) are computed here too, so every variant reads the same coordinates.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +39,151 @@ PE_NAMES = ("none", "axial2_matrix", "axial2_complex", "axial_block", "lie_block
 ROTARY_NAMES = PE_NAMES[1:]
 IMPLS = ("matrix", "fast")
 INITS = ("axial", "identity")
-BLOCKS = (2, 3, 4, 5, 6)
 DIMS = (1, 2)
-OPTION_KEYS = ("block", "impl", "mixed", "dims", "theta", "learnable", "init")
+COORDS = ("patch", "normalized")
+AUGMENT_KEYS = ("shift", "jitter", "rescale")
+OPTION_KEYS = (
+    "block",
+    "impl",
+    "mixed",
+    "dims",
+    "theta",
+    "learnable",
+    "init",
+    "coords",
+    "augment",
+    "layout_of",
+)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What one rotary encoding accepts. ``block``: fixed N, or None for any N in 2..head_dim
+    (default ``default_block``); ``impls``: allowed impls, the first the default."""
+
+    block: int | None
+    impls: tuple[str, ...]
+    mixed: bool  # `mixed=True` accepted
+    layout_of: bool  # `layout_of` accepted (with block 2)
+    learnable_false: bool  # `learnable=False` accepted
+    default_block: int = 2
+
+
+ENCODINGS: dict[str, Encoding] = {
+    "axial2_matrix": Encoding(block=2, impls=("matrix",), mixed=False, layout_of=False, learnable_false=True),
+    "axial2_complex": Encoding(block=2, impls=("fast",), mixed=False, layout_of=False, learnable_false=True),
+    "axial_block": Encoding(
+        block=None,
+        impls=("fast", "matrix"),
+        mixed=True,
+        layout_of=True,
+        learnable_false=True,
+        default_block=3,
+    ),
+    # Free per-axis generators already let every block respond to every axis: `mixed` changes
+    # nothing, and the generators are always learned.
+    "lie_block": Encoding(
+        block=None, impls=("matrix",), mixed=True, layout_of=False, learnable_false=False, default_block=3
+    ),
+}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_options(
+    name: str, options: Mapping[str, object], *, head_dim: int | None = None, prefix: str = ""
+) -> dict[str, object]:
+    """Check the options of rotary encoding ``name`` and return them with every default filled in.
+
+    ``head_dim``: the model's head dimension when known (bounds ``block`` and ``layout_of``);
+    ``prefix``: prepended to key names in messages (the harness passes ``"pe."``). Raises
+    ValueError naming the key, the value and what is allowed.
+    """
+
+    def bad(key: str, value: object, allowed: str, why: str = "") -> ValueError:
+        reason = f" ({why})" if why else ""
+        return ValueError(
+            f"{prefix}{key}={value!r} is not allowed for pe={name!r}{reason}; allowed values: {allowed}"
+        )
+
+    def choice(key: str, value: object, allowed: tuple) -> None:
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise bad(key, value, ", ".join(map(repr, allowed)))
+
+    if name not in ENCODINGS:
+        raise ValueError(
+            f"{prefix}name={name!r} is not a rotary encoding; allowed values: {', '.join(ROTARY_NAMES)}"
+        )
+    spec = ENCODINGS[name]
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {[prefix + k for k in unknown]} for pe={name!r}; "
+            f"allowed keys: {', '.join(prefix + k for k in OPTION_KEYS)}"
+        )
+    out = dict(options)
+    span = f"2..{head_dim} for head_dim {head_dim}" if head_dim is not None else "2..head_dim"
+    block = out.get("block")
+    if spec.block is not None:
+        if block is not None and block != spec.block:
+            raise bad("block", block, f"{spec.block} or null", "use axial_block for other sizes")
+        block = spec.block
+    elif block is None:
+        block = spec.default_block
+    if not _is_int(block) or block < 2 or (head_dim is not None and block > head_dim):
+        raise bad("block", block, f"an integer in {span}")
+    out["block"] = block
+    dims = out.get("dims", 2)
+    choice("dims", dims, DIMS)
+    out["dims"] = dims
+    impl = out.get("impl") or spec.impls[0]
+    choice("impl", impl, spec.impls)
+    out["impl"] = impl
+    mixed = out.get("mixed", False)
+    mixed = False if mixed is None else mixed
+    choice("mixed", mixed, (False, True) if spec.mixed else (False,))
+    out["mixed"] = mixed
+    init = out.get("init") or "axial"
+    choice("init", init, INITS)
+    out["init"] = init
+    theta = out.get("theta")
+    if theta is not None and (not _is_number(theta) or theta <= 0):
+        raise bad("theta", theta, "a positive number or null (package default)")
+    out["theta"] = theta
+    learnable = out.get("learnable")
+    if learnable is not None:
+        choice("learnable", learnable, (False, True) if spec.learnable_false else (True,))
+        if init == "identity" and not learnable:
+            raise bad("learnable", learnable, "True or null", "with init='identity' frequencies would stay 0")
+    out["learnable"] = learnable
+    coords = out.get("coords") or "patch"
+    choice("coords", coords, COORDS)
+    out["coords"] = coords
+    augment = out.get("augment") or {}
+    if not isinstance(augment, Mapping) or set(augment) - set(AUGMENT_KEYS):
+        raise bad("augment", augment, f"a mapping with keys {', '.join(AUGMENT_KEYS)}")
+    augment = {k: (augment.get(k) or 0) for k in AUGMENT_KEYS}
+    if not _is_number(augment["shift"]) or augment["shift"] < 0:
+        raise bad("augment.shift", augment["shift"], "0 (off) or a positive number (coordinate units)")
+    for key in ("jitter", "rescale"):
+        value = augment[key]
+        if not _is_number(value) or not (value == 0 or value >= 1):
+            raise bad(f"augment.{key}", value, "0 (off) or a number >= 1 (scales drawn in [1/value, value])")
+    out["augment"] = augment
+    layout_of = out.get("layout_of")
+    if layout_of is not None:
+        if not spec.layout_of or block != 2:
+            raise bad("layout_of", layout_of, "null", "only pe='axial_block' with block=2 takes it")
+        if not _is_int(layout_of) or layout_of < 2 or (head_dim is not None and layout_of > head_dim):
+            raise bad("layout_of", layout_of, f"null or an integer in {span}")
+    out["layout_of"] = layout_of
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,25 +199,81 @@ def skew(params: Tensor, n: int) -> Tensor:
     return out - out.transpose(-1, -2)
 
 
-def axial_layout(num_blocks: int, planes_per_block: int, dims: int, theta: float) -> tuple[Tensor, Tensor]:
+def axial_layout(
+    num_blocks: int, planes_per_block: int, dims: int, theta: float, scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
     """Heo et al.'s RoPE-Axial frequencies, generalised to k planes per block.
 
-    Blocks follow one axis each: all of them for 1-D, the first ⌈nb/2⌉ x and the rest y for 2-D.
-    The j-th of the m planes following an axis turns at theta^(-j/m); with N = 2 and 2-D this is
-    exactly ``1 / theta ** (arange(0, D, 4) / D)`` per axis, as in Heo's ``compute_axial_cis``.
+    Planes follow one axis each, in block-major order: all of them for 1-D, the first ⌈P/2⌉ x and
+    the rest y for 2-D (with N = 2 this is Heo's layout; it splits planes, not blocks, so a single
+    N = head_dim block still sees both axes). The j-th of the m planes following an axis turns at
+    scale · theta^(-j/m); with N = 2, 2-D and scale 1 this is exactly
+    ``1 / theta ** (arange(0, D, 4) / D)`` per axis, as in Heo's ``compute_axial_cis``.
 
     Returns (freqs [P], axis [P] long), planes in block-major order.
     """
-    block_axis = torch.zeros(num_blocks, dtype=torch.long)
+    planes = num_blocks * planes_per_block
+    axis = torch.zeros(planes, dtype=torch.long)
     if dims == 2:
-        block_axis[(num_blocks + 1) // 2 :] = 1
-    axis = block_axis.repeat_interleave(planes_per_block)
-    freqs = torch.empty(axis.numel(), dtype=torch.float64)
-    for a in range(dims):  # over axes (1 or 2), not over tokens or blocks
-        sel = axis == a
-        m = int(sel.sum())
-        freqs[sel] = theta ** (-torch.arange(m, dtype=torch.float64) / max(m, 1))
+        axis[(planes + 1) // 2 :] = 1
+    # Rank of each plane among the planes of its axis (axes are contiguous runs).
+    counts = torch.bincount(axis, minlength=dims)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(planes) - start[axis]
+    freqs = scale * theta ** (-rank.double() / counts[axis].clamp_min(1).double())
     return freqs.float(), axis
+
+
+# Normalized coordinates span [-1, 1]: frequencies are 2π·theta^(-j/m) (DINOv3's 2π/period with
+# periods 1..theta), so the slowest plane turns well under one cycle across the image and the
+# fastest one separates neighbouring patches.
+NORMALIZED_SCALE = 2 * math.pi
+
+
+def grid_positions(
+    height: int, width: int, dims: int, coords: str = "patch", device: torch.device | None = None
+) -> Tensor:
+    """Token positions of a ``height × width`` patch grid (timm flattens row-major): [T, dims] float32.
+
+    ``patch`` (Heo et al.): x = column, y = row (1-D: the flattened index t). ``normalized``
+    (DINOv3): patch centres mapped into [-1, 1] per axis, x = (column + 0.5) / width · 2 − 1, so a
+    grid and its 2× resize put the same image point at the same coordinate (1-D: over the T tokens).
+    """
+    t = torch.arange(height * width, device=device)
+    if dims == 1:
+        pos = t[:, None].float()
+        return (pos + 0.5) / (height * width) * 2 - 1 if coords == "normalized" else pos
+    pos = torch.stack((t % width, t // width), dim=-1).float()
+    if coords == "normalized":
+        pos = (pos + 0.5) / pos.new_tensor([width, height]) * 2 - 1
+    return pos
+
+
+def augment_positions(
+    pos: Tensor,
+    shift: float = 0.0,
+    jitter: float = 0.0,
+    rescale: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """DINOv3's coordinate augmentation, one draw for all tokens: [T, A] -> [T, A].
+
+    pos' = (pos + s) · j · r with s ~ U(−shift, shift) per axis, log j ~ U(−log jitter, log jitter)
+    per axis and log r ~ U(−log rescale, log rescale) shared by the axes; 0 turns a term off. An
+    affine map of all positions at once, so the relative property of the encodings is untouched.
+    """
+    dims = pos.shape[-1]
+
+    def uniform(n: int, bound: float) -> Tensor:
+        return (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+
+    offset = uniform(dims, shift) if shift else torch.zeros(dims, dtype=torch.float64)
+    scale = torch.ones(dims, dtype=torch.float64)
+    if jitter:
+        scale = scale * uniform(dims, math.log(jitter)).exp()
+    if rescale:
+        scale = scale * uniform(1, math.log(rescale)).exp()
+    return (pos + offset.to(pos)) * scale.to(pos)
 
 
 def plane_angles(pos: Tensor, omega: Tensor, num_prefix: int = 0) -> Tensor:
@@ -95,7 +298,9 @@ def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor, use_complex: bool = True) 
     """
     two_p = 2 * cos.shape[-1]
     head = x[..., :two_p]
-    if use_complex and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+    # view_as_complex needs even strides: an odd head_dim takes the real form.
+    complex_ok = x.dtype in (torch.float32, torch.float64) and x.shape[-1] % 2 == 0
+    if use_complex and complex_ok and not torch.compiler.is_compiling():
         xc = torch.view_as_complex(head.reshape(*head.shape[:-1], -1, 2))
         out = torch.view_as_real(xc * torch.complex(cos, sin).to(xc.dtype)).flatten(-2)
     else:
@@ -328,17 +533,26 @@ class BlockRotary(RotaryBase):
         learnable: bool | None = None,
         init: str = "axial",
         variant: str = "axial_block",
+        coords: str = "patch",
+        layout_of: int | None = None,
     ) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block)
         self.variant, self.impl, self.mixed, self.init = variant, impl, bool(mixed), init
+        self.coords, self.layout_of = coords, layout_of
         self.theta = float(theta) if theta is not None else (10.0 if mixed else 100.0)
         self.learnable = bool(learnable) if learnable is not None else (init == "identity" or self.mixed)
         self.use_complex = True
         self.folded = False
         k = block // 2
+        scale = NORMALIZED_SCALE if coords == "normalized" else 1.0
+        if layout_of is not None:
+            # Control: 2×2 planes carrying exactly the planes (count, axes, frequencies) of the
+            # N×N axial layout, the remaining head dims unrotated.
+            freqs, axis = axial_layout(head_dim // layout_of, layout_of // 2, dims, self.theta, scale)
+            self.num_blocks = freqs.numel()
+        else:
+            freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta, scale)
         self.num_planes = self.num_blocks * k
-
-        freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta)
         self.register_buffer("axis_onehot", F.one_hot(axis, dims).float(), persistent=False)
         if self.mixed and dims > 1:
             omega = freqs[:, None] * self.axis_onehot  # [P, A]
@@ -504,25 +718,23 @@ class LieBlockRotary(RotaryBase):
         theta: float | None = None,
         init: str = "axial",
         impl: str = "matrix",
+        coords: str = "patch",
     ) -> None:
         super().__init__(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block)
-        self.variant, self.impl, self.init = "lie_block", impl, init
+        self.variant, self.impl, self.init, self.coords = "lie_block", impl, init, coords
         self.theta = float(theta) if theta is not None else 100.0
         k = block // 2
-        freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta)
+        scale = NORMALIZED_SCALE if coords == "normalized" else 1.0
+        freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta, scale)
         if init == "identity":
             freqs.zero_()
-        # The J-plane of a skew matrix sits at upper-triangle index of (2i, 2i+1); J = [[0,-1],[1,0]]
-        # has -1 above the diagonal.
-        rows, cols = torch.triu_indices(block, block, offset=1)
-        tri = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
-        gen = torch.zeros(dims, num_heads, self.num_blocks, rows.numel())
-        plane_freqs = freqs.view(self.num_blocks, k)
-        plane_axis = axis.view(self.num_blocks, k)
-        for i in range(k):  # planes within one block (k <= 3), at construction only
-            idx = tri[(2 * i, 2 * i + 1)]
-            onehot = F.one_hot(plane_axis[:, i], dims).T.float()  # [A, nb]
-            gen[:, :, :, idx] = -(onehot * plane_freqs[:, i])[:, None, :]
+        # Plane i of a block is (2i, 2i+1); its entry in the strict upper triangle (row-major) is
+        # r·n − r(r+1)/2 + (c − r − 1). J = [[0,-1],[1,0]] has -1 above the diagonal.
+        r = 2 * torch.arange(k)
+        idx = r * block - r * (r + 1) // 2
+        gen = torch.zeros(dims, num_heads, self.num_blocks, block * (block - 1) // 2)
+        onehot = F.one_hot(axis, dims).T.float().view(dims, self.num_blocks, k)  # [A, nb, k]
+        gen[..., idx] = -(onehot * freqs.view(self.num_blocks, k))[:, None]
         self.generator_skew = nn.Parameter(gen)
 
     def generators(self) -> Tensor:
@@ -549,70 +761,42 @@ class LieBlockRotary(RotaryBase):
 Rotary = BlockRotary | LieBlockRotary
 
 
-def _allowed(key: str, value: object, allowed: tuple) -> None:
-    if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-        raise ValueError(f"{key}={value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-
-
 def make_rope(name: str, *, head_dim: int, num_heads: int, dims: int = 2, **options: object) -> Rotary:
-    """Build a rotary encoding by name: one of ``ROTARY_NAMES``.
+    """Build a rotary encoding by name: one of ``ROTARY_NAMES`` (options checked by ``validate_options``).
 
-    Options: ``block`` (2..6; axial2_* fix it to 2), ``impl`` ("matrix" | "fast"; lie_block:
-    "matrix" only), ``mixed`` (bool; axial_block only), ``theta`` (frequency base, default 100 axial
-    / 10 mixed), ``learnable`` (bool, default: false for axial, true for mixed or identity init),
-    ``init`` ("axial": the 2×2 RoPE-Axial layout with Q = I; "identity": zero frequencies).
-    Raises ValueError naming the key, the value and what is allowed.
+    Options: ``block`` (N, 2..head_dim; axial2_* fix it to 2), ``impl`` ("matrix" | "fast";
+    lie_block: "matrix" only), ``mixed`` (bool; axial_block only), ``theta`` (frequency base,
+    default 100 axial / 10 mixed), ``learnable`` (bool, default: false for axial, true for mixed or
+    identity init), ``init`` ("axial": the 2×2 RoPE-Axial layout with Q = I; "identity": zero
+    frequencies), ``coords`` ("patch" | "normalized": the unit positions come in, which sets the
+    frequency scale, see ``NORMALIZED_SCALE``), ``layout_of`` (axial_block with block 2: carry
+    the planes of the N×N axial layout). ``augment`` belongs to the model's positions
+    (``create_vit``), not to one layer. Raises ValueError naming the key, the value and what is allowed.
     """
-    if name not in ROTARY_NAMES:
-        raise ValueError(f"pe={name!r} is not a rotary encoding; allowed values: {', '.join(ROTARY_NAMES)}")
-    unknown = sorted(set(options) - set(OPTION_KEYS))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for pe={name!r}; allowed keys: {', '.join(OPTION_KEYS)}"
-        )
-    _allowed("dims", dims, DIMS)
-    if not isinstance(head_dim, int) or head_dim < 2 or not isinstance(num_heads, int) or num_heads < 1:
+    if not _is_int(head_dim) or head_dim < 2 or not _is_int(num_heads) or num_heads < 1:
         raise ValueError(f"head_dim={head_dim!r} and num_heads={num_heads!r} must be positive integers")
-    block = options.pop("block", 2 if name.startswith("axial2") else 3)
-    if name.startswith("axial2") and block != 2:
+    if "augment" in options:
         raise ValueError(
-            f"block={block!r} is not allowed for pe={name!r}; allowed values: 2 (use axial_block)"
+            "augment is not an option of one rotary layer: pass it in create_vit's pe_options "
+            "(positions are augmented once per forward for all layers)"
         )
-    if not isinstance(block, int) or isinstance(block, bool) or block not in BLOCKS:
-        raise ValueError(f"block={block!r} is not allowed; allowed values: 2..6")
-    if block > head_dim:
-        raise ValueError(
-            f"block={block} is larger than head_dim={head_dim}; allowed values: 2..{min(6, head_dim)}"
-        )
-    init = options.pop("init", "axial")
-    _allowed("init", init, INITS)
-    theta = options.pop("theta", None)
-    if theta is not None and (isinstance(theta, bool) or not isinstance(theta, int | float) or theta <= 0):
-        raise ValueError(f"theta={theta!r} is not allowed; allowed values: a positive number or None")
-    common = dict(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block, theta=theta, init=init)
+    opts = validate_options(name, {"dims": dims, **options}, head_dim=head_dim)
+    common = dict(
+        head_dim=head_dim,
+        num_heads=num_heads,
+        dims=opts["dims"],
+        block=opts["block"],
+        theta=opts["theta"],
+        init=opts["init"],
+        coords=opts["coords"],
+    )
     if name == "lie_block":
-        impl = options.pop("impl", "matrix")
-        _allowed("impl", impl, ("matrix",))
-        # Free per-axis generators already let every block respond to every axis: `mixed` changes
-        # nothing, and the generators are always learned.
-        _allowed("mixed", options.pop("mixed", False), (False, True))
-        if options.pop("learnable", None) is False:
-            raise ValueError("learnable=False is not allowed for pe='lie_block'; allowed values: True, None")
-        return LieBlockRotary(impl=impl, **common)
-    default_impl = {"axial2_matrix": "matrix", "axial2_complex": "fast"}.get(name, "fast")
-    impl = options.pop("impl", default_impl)
-    _allowed("impl", impl, IMPLS)
-    if name != "axial_block" and impl != default_impl:
-        raise ValueError(f"impl={impl!r} is not allowed for pe={name!r}; allowed values: {default_impl!r}")
-    mixed = options.pop("mixed", False)
-    _allowed("mixed", mixed, (False, True))
-    if mixed and name != "axial_block":
-        raise ValueError(
-            f"mixed=True is not allowed for pe={name!r}; allowed values: False (use axial_block)"
-        )
-    learnable = options.pop("learnable", None)
-    if learnable is not None:
-        _allowed("learnable", learnable, (False, True))
-        if init == "identity" and not learnable:
-            raise ValueError("learnable=False is not allowed with init='identity' (frequencies would stay 0)")
-    return BlockRotary(impl=impl, mixed=mixed, learnable=learnable, variant=name, **common)
+        return LieBlockRotary(impl=opts["impl"], **common)
+    return BlockRotary(
+        impl=opts["impl"],
+        mixed=opts["mixed"],
+        learnable=opts["learnable"],
+        variant=name,
+        layout_of=opts["layout_of"],
+        **common,
+    )

@@ -34,6 +34,8 @@ from rope_ext.config import ConfigError, eval_sizes, pe_options, select, timm_kw
 from rope_ext.data import build_datasets
 from rope_ext.loader import Batches, BatchTransform
 from rope_ext.preemption import Interrupted, SignalGuard
+from rope_ext.relativity import shift_metrics
+from rope_ext.rotary import OPTION_KEYS
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
 
@@ -359,6 +361,9 @@ def train(
         if str(input_size) in test_acc_at
         else evaluate(raw_model, test_batches, device, amp_dtype)
     )
+    shift = shift_metrics(
+        raw_model, test_batches, lambda: evaluate(raw_model, test_batches, device, amp_dtype), test_acc
+    )
     speed = distributed.all_reduce_sum([state["speed"]["images"]], device)[0]
     seconds = distributed.all_reduce_max([state["speed"]["seconds"]], device)[0]
     infer = {"infer_img_per_s": None, "infer_latency_ms": None}
@@ -379,6 +384,7 @@ def train(
         "params": sum(p.numel() for p in raw_model.parameters()),
         "epochs_done": state["epoch"],
         "relative_error": rope_ext.relative_property_error(raw_model),
+        **shift,  # shift_error, test_acc_shifted: the whole model's relativity (rope_ext.relativity)
         "pe": resolved_pe(cfg.pe, raw_model),
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,
@@ -688,12 +694,14 @@ def _fingerprint(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
 
 def resolved_pe(pe: DictConfig, model: nn.Module) -> dict[str, Any]:
     """The ``pe`` settings as the model uses them (package defaults filled in)."""
-    out = {k: pe.get(k) for k in ("name", "block", "impl", "mixed", "dims", "theta", "learnable", "init")}
+    out = {k: pe.get(k) for k in ("name", *OPTION_KEYS)}
+    if isinstance(out.get("augment"), DictConfig):
+        out["augment"] = OmegaConf.to_container(out["augment"])
     rope = next(
         (m.rope for m in model.modules() if hasattr(m, "rope") and isinstance(m.rope, nn.Module)), None
     )
     if rope is not None:
-        for key in ("block", "impl", "mixed", "dims", "theta", "learnable", "init"):
+        for key in ("block", "impl", "mixed", "dims", "theta", "learnable", "init", "coords", "layout_of"):
             value = getattr(rope, key, None)
             if value is not None:
                 out[key] = value

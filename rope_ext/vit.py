@@ -13,6 +13,7 @@ import os
 import socket
 import warnings
 from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
@@ -24,46 +25,77 @@ from timm.models import load_state_dict as timm_load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 
-from rope_ext.rotary import PE_NAMES, LieBlockRotary, Rotary, make_rope
+from rope_ext.rotary import (
+    PE_NAMES,
+    LieBlockRotary,
+    Rotary,
+    augment_positions,
+    grid_positions,
+    make_rope,
+    validate_options,
+)
 
 log = logging.getLogger(__name__)
 POS_EMBEDS = ("learn", "none")
+POOLS = ("cls", "avg")
 
 
 class PatchGrid:
     """The patch grid of the current input and its token positions ([T, dims], float32).
 
     Token t of a ``gh × gw`` grid (timm flattens row-major) sits at x = t mod gw, y = t div gw, as
-    in Heo et al.; 1-D positions are the flattened index t.
+    in Heo et al. (``coords="patch"``), or at its centre mapped into [-1, 1] per axis
+    (``"normalized"``, DINOv3); 1-D positions are the flattened index t. The positions are computed
+    once per forward, in the pre-hook, and shared by every layer: in train mode with ``augment``
+    on they get one random affine draw (``rotary.augment_positions``); ``offset`` (set by
+    ``shifted_positions``) moves them all, pixels unchanged.
     """
 
-    def __init__(self, dims: int) -> None:
-        self.dims = dims
+    def __init__(self, dims: int, coords: str = "patch", augment: dict | None = None) -> None:
+        self.dims, self.coords = dims, coords
+        self.augment = {k: float(v) for k, v in (augment or {}).items() if v}
+        self.offset: tuple[float, ...] | None = None
         self.size: tuple[int, int] | None = None
+        self._augmented = False
+        self._current: Tensor | None = None
         self._positions: dict[tuple, Tensor] = {}
 
     def __call__(self, patch_embed: nn.Module, args: tuple) -> None:
-        """Forward pre-hook on ``patch_embed``: read the grid off the input image."""
-        height, width = args[0].shape[-2:]
-        self.size = tuple(patch_embed.dynamic_feat_size((height, width)))
+        """Forward pre-hook on ``patch_embed``: read the grid off the input image, fix the positions."""
+        image = args[0]
+        self.size = tuple(patch_embed.dynamic_feat_size(tuple(image.shape[-2:])))
+        pos = self._base(image.device)
+        if self.offset is not None:
+            pos = pos + pos.new_tensor(self.offset[: self.dims])
+        self._augmented = bool(self.augment) and patch_embed.training
+        if self._augmented:
+            pos = augment_positions(pos, **self.augment)
+        self._current = pos
 
-    def key(self, device: torch.device) -> Hashable:
-        return (self.size, self.dims, device)
-
-    def positions(self, device: torch.device) -> Tensor:
-        if self.size is None:
-            raise RuntimeError("PatchGrid has no size: the model's patch_embed has not run on an input yet")
-        key = self.key(device)
+    def _base(self, device: torch.device) -> Tensor:
+        key = (self.size, device)
         pos = self._positions.get(key)
         if pos is None:
-            gh, gw = self.size
-            t = torch.arange(gh * gw, device=device)
-            if self.dims == 1:
-                pos = t[:, None].float()
-            else:
-                pos = torch.stack((t % gw, t // gw), dim=-1).float()
+            pos = grid_positions(*self.size, self.dims, self.coords, device)
             self._positions[key] = pos
         return pos
+
+    def key(self, device: torch.device) -> Hashable | None:
+        """What the rotation tables depend on; None (no table reuse) for augmented positions."""
+        if self._augmented:
+            return None
+        return (self.size, self.dims, self.coords, self.offset, device)
+
+    def positions(self, device: torch.device) -> Tensor:
+        if self._current is None:
+            raise RuntimeError("PatchGrid has no size: the model's patch_embed has not run on an input yet")
+        return self._current.to(device)
+
+    def __getstate__(self) -> dict:
+        # Deep copies (fold_for_inference) and pickles carry the settings, not this forward's state.
+        state = self.__dict__.copy()
+        state.update(_current=None, _positions={}, _augmented=False)
+        return state
 
 
 class RopeAttention(Attention):
@@ -212,6 +244,7 @@ def create_vit(
     pe_options: dict | None = None,
     pretrained: bool = False,
     checkpoint: str | os.PathLike | None = None,
+    pool: str = "cls",
     **timm_kwargs: object,
 ) -> VisionTransformer:
     """A timm ViT (``timm.create_model``) whose attention applies the rotary encoding ``pe``.
@@ -220,6 +253,9 @@ def create_vit(
     ``timm_kwargs`` go to timm (``patch_size``, ``depth``, ...); ``pos_embed="learn"|"none"`` keeps
     or removes the absolute position embedding (default: kept for ``pe="none"``, removed for rotary
     encodings as in Heo et al.'s RoPE-only models). Models are built with ``dynamic_img_size=True``.
+    ``pool``: ``"cls"`` (timm's class token, unrotated as in Heo et al.) or ``"avg"`` (no class
+    token, global average pooling: with a rotary encoding and no absolute embedding the whole model
+    is then invariant to a shift of all positions, see ``shift_error``).
     """
     if pe not in PE_NAMES:
         raise ValueError(f"pe={pe!r} is not allowed; allowed values: {', '.join(PE_NAMES)}")
@@ -231,6 +267,19 @@ def create_vit(
         pos_embed = "learn" if pe == "none" else "none"
     if pos_embed not in POS_EMBEDS:
         raise ValueError(f"pos_embed={pos_embed!r} is not allowed; allowed values: {', '.join(POS_EMBEDS)}")
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is not allowed; allowed values: {', '.join(POOLS)}")
+    if pool == "avg":
+        for key, value in (("class_token", False), ("global_pool", "avg")):
+            if timm_kwargs.get(key, value) != value:
+                raise ValueError(
+                    f"{key}={timm_kwargs[key]!r} contradicts pool='avg' (which sets {key}={value!r})"
+                )
+            timm_kwargs[key] = value
+    if pe != "none":
+        # Checked before timm builds anything; make_rope checks block against the real head_dim.
+        options = validate_options(pe, options)
+        options = {k: v for k, v in options.items() if v is not None}
     if pretrained:
         _check_hub_reachable(model_name)
     timm_kwargs.setdefault("dynamic_img_size", True)
@@ -250,8 +299,8 @@ def create_vit(
     if pos_embed == "none":
         model.pos_embed = None
     if pe != "none":
-        dims = options.pop("dims", 2)
-        grid = PatchGrid(dims)
+        dims = options.pop("dims")
+        grid = PatchGrid(dims, options["coords"], options.pop("augment"))
         # A callable object, not a lambda, so deepcopy/pickle carry the hook along with its grid.
         model.patch_embed.register_forward_pre_hook(grid)
         for blk in model.blocks:
@@ -306,3 +355,72 @@ def relative_property_error(model: nn.Module, grid: int = 4, shift: tuple[float,
         g1 = torch.einsum("hiab,hjac->hijbc", r1, r1)
         worst = max(worst, (g1 - g0).abs().max().item())
     return worst
+
+
+def patch_grids(model: nn.Module) -> list[PatchGrid]:
+    """The ``PatchGrid`` objects of a model's rotary attention layers (one per model from create_vit)."""
+    grids: list[PatchGrid] = []
+    for attn in rotary_attentions(model):
+        if not any(g is attn.grid for g in grids):
+            grids.append(attn.grid)
+    return grids
+
+
+@contextmanager
+def shifted_positions(model: nn.Module, offset: float | tuple[float, ...]) -> Iterator[None]:
+    """Inside the block every token position of ``model`` is moved by ``offset`` (a number for all
+    axes, or one per axis; in the units of the coordinates in use), pixels unchanged."""
+    grids = patch_grids(model)
+    saved = [g.offset for g in grids]
+    try:
+        for g in grids:
+            off = (float(offset),) * g.dims if isinstance(offset, int | float) else tuple(map(float, offset))
+            if len(off) != g.dims:
+                raise ValueError(f"offset={offset!r} must have one entry per position axis ({g.dims})")
+            g.offset = off
+        yield
+    finally:
+        for g, off in zip(grids, saved):
+            g.offset = off
+
+
+def grid_offset(
+    model: nn.Module, image_size: tuple[int, int], patches: float | None = None
+) -> tuple[float, ...]:
+    """An offset of ``patches`` grid steps per axis (None: half the grid, rounded down) for inputs
+    of ``image_size`` (H, W), in the model's coordinate units: patches for ``coords="patch"``,
+    2·patches/g for ``"normalized"`` (where one step is 2/g). () for a model without rotary layers."""
+    grids = patch_grids(model)
+    if not grids:
+        return ()
+    grid = grids[0]
+    gh, gw = model.patch_embed.dynamic_feat_size(tuple(image_size))
+    extent = (gw, gh) if grid.dims == 2 else (gh * gw,)
+    steps = [float(e // 2) if patches is None else float(patches) for e in extent]
+    if grid.coords == "normalized":
+        return tuple(2 * s / e for s, e in zip(steps, extent))
+    return tuple(steps)
+
+
+@torch.no_grad()
+def shift_error(model: nn.Module, images: Tensor, offset: float | tuple[float, ...]) -> float:
+    """Largest relative change of the logits, max|Δlogit| / max|logit|, when every token position is
+    moved by ``offset`` (coordinate units, see ``shifted_positions``) with the pixels unchanged.
+
+    Eval mode, float32 logits. ~1e-7 for a commuting rotary encoding with ``pool="avg"`` and no
+    absolute embedding (the model is then relative end to end); large with a class token, which is
+    unrotated and so reads absolute positions through qᵀR(p_j)k_j. A model without rotary layers
+    (``pe="none"``, APE) has no position input to move: 0.0, trivially (its absolute embedding is a
+    fixed table indexed by token slot; how it copes with new positions shows in ``test_acc_at``).
+    """
+    if not patch_grids(model):
+        return 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        base = model(images).float()
+        with shifted_positions(model, offset):
+            moved = model(images).float()
+    finally:
+        model.train(was_training)
+    return ((moved - base).abs().max() / base.abs().max().clamp_min(1e-30)).item()

@@ -101,11 +101,17 @@ def test_eval_sizes_default_to_patch_multiples_of_the_scales():
 
 
 BAD = [
-    (["pe.block=7"], "pe.block=7", "2..6"),
-    (["pe.block=1"], "pe.block=1", "2..6"),
-    (["model.embed_dim=8", "model.num_heads=2", "pe.block=5"], "pe.block=5", "head dimension 4"),
+    (["pe.block=65"], "pe.block=65", "2..64 for head_dim 64"),
+    (["pe.block=1"], "pe.block=1", "2..64 for head_dim 64"),
+    (["model.embed_dim=8", "model.num_heads=2", "pe.block=5"], "pe.block=5", "2..4 for head_dim 4"),
+    (["pe.coords=pixels"], "pe.coords='pixels'", "'patch', 'normalized'"),
+    (["pe.augment.jitter=0.5"], "pe.augment.jitter=0.5", "0 (off) or a number >= 1"),
+    (["pe.augment.shift=-1"], "pe.augment.shift=-1", "0 (off) or a positive number"),
+    (["pe.layout_of=3"], "pe.layout_of=3", "null"),
+    (["pe.block=2", "pe.layout_of=65"], "pe.layout_of=65", "2..64 for head_dim 64"),
+    (["model.pool=mean"], "model.pool='mean'", "cls, avg"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
-    (["pe.impl=slow"], "pe.impl='slow'", "matrix, fast"),
+    (["pe.impl=slow"], "pe.impl='slow'", "'fast', 'matrix'"),
     (["train.epochs=-1"], "train.epochs=-1", ">= 0"),
     (["train.batch_size=0"], "train.batch_size=0", ">= 1"),
     (["train.lr=0"], "train.lr=0", "> 0"),

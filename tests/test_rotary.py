@@ -228,21 +228,45 @@ def test_tables_are_cached_while_frozen_and_refreshed_after_an_update():
     "kwargs,match",
     [
         (dict(name="rope2d"), "allowed values: axial2_matrix, axial2_complex, axial_block, lie_block"),
-        (dict(name="axial_block", block=1), "block=1 is not allowed; allowed values: 2..6"),
-        (dict(name="axial_block", block=7), "block=7 is not allowed; allowed values: 2..6"),
-        (dict(name="axial_block", block=5, head_dim=4), "block=5 is larger than head_dim=4"),
-        (dict(name="axial_block", dims=3), "dims=3 is not allowed; allowed values: 1, 2"),
+        (
+            dict(name="axial_block", block=1),
+            "block=1 is not allowed for pe='axial_block'; allowed values: an integer in 2..16 for head_dim 16",
+        ),
+        (
+            dict(name="axial_block", block=17),
+            "block=17 is not allowed for pe='axial_block'; allowed values: an integer in 2..16 for head_dim 16",
+        ),
+        (
+            dict(name="lie_block", block=5, head_dim=4),
+            "block=5 is not allowed for pe='lie_block'; allowed values: an integer in 2..4 for head_dim 4",
+        ),
+        (dict(name="axial_block", block=2.5), "block=2.5 is not allowed"),
+        (
+            dict(name="axial_block", dims=3),
+            "dims=3 is not allowed for pe='axial_block'; allowed values: 1, 2",
+        ),
         (
             dict(name="axial_block", impl="sparse"),
-            "impl='sparse' is not allowed; allowed values: 'matrix', 'fast'",
+            "impl='sparse' is not allowed for pe='axial_block'; allowed values: 'fast', 'matrix'",
         ),
         (dict(name="axial_block", init="random"), "init='random' is not allowed"),
         (dict(name="axial_block", theta=-1.0), "theta=-1.0 is not allowed"),
         (dict(name="axial_block", colour="red"), "unknown option"),
         (dict(name="axial2_complex", block=4), "block=4 is not allowed for pe='axial2_complex'"),
-        (dict(name="axial2_matrix", mixed=True), "mixed=True is not allowed for pe='axial2_matrix'"),
-        (dict(name="lie_block", impl="fast"), "impl='fast' is not allowed; allowed values: 'matrix'"),
+        (
+            dict(name="axial2_matrix", mixed=True),
+            "mixed=True is not allowed for pe='axial2_matrix'; allowed values: False",
+        ),
+        (
+            dict(name="lie_block", impl="fast"),
+            "impl='fast' is not allowed for pe='lie_block'; allowed values: 'matrix'",
+        ),
         (dict(name="axial_block", init="identity", learnable=False), "learnable=False is not allowed"),
+        (dict(name="axial_block", coords="pixel"), "coords='pixel' is not allowed for pe='axial_block'"),
+        (dict(name="axial_block", layout_of=3), "layout_of=3 is not allowed for pe='axial_block'"),
+        (dict(name="axial_block", block=2, layout_of=17), "allowed values: null or an integer in 2..16"),
+        (dict(name="axial2_complex", layout_of=3), "layout_of=3 is not allowed for pe='axial2_complex'"),
+        (dict(name="axial_block", augment={"shift": 1}), "augment is not an option of one rotary layer"),
     ],
 )
 def test_bad_options_raise_value_error_naming_allowed_values(kwargs, match):

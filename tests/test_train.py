@@ -127,22 +127,22 @@ def test_bad_input_in_the_app_exits_non_zero_with_one_paragraph(tmp_path):
     proc = run_train(["pe=rope9"], tmp_path, timeout=120)
     assert proc.returncode != 0
     assert "pe/rope9" in proc.stderr and "Available options" in proc.stderr and "axial_block" in proc.stderr
-    proc = run_train([*TINY, "pe.block=7", "run_id=bad"], tmp_path, timeout=120)
+    proc = run_train([*TINY, "pe.block=13", "run_id=bad"], tmp_path, timeout=120)
     text = output(proc)
     assert proc.returncode == 2, text
-    assert "Invalid configuration: pe.block=7 is not allowed" in text and "2..6" in text
+    assert "Invalid configuration: pe.block=13 is not allowed" in text and "2..12 for head_dim 12" in text
     assert "Traceback" not in text and "epoch 1" not in text
     assert not list(tmp_path.rglob("checkpoint.pt*")) and not list(tmp_path.rglob("checkpoint.json"))
     failed = metrics(tmp_path / "outputs" / "bad")
-    assert failed["status"] == "failed" and "pe.block=7" in failed["error"]
+    assert failed["status"] == "failed" and "pe.block=13" in failed["error"]
 
 
 SMALL = ["model.depth=1", "model.embed_dim=24", "model.num_heads=2", "wandb.mode=disabled"]
 BAD_INPUTS = {
-    "block out of range": (["pe.block=7"], ["pe.block=7", "allowed", "2..6"]),
+    "block out of range": (["pe.block=1"], ["pe.block=1", "allowed", "2..12 for head_dim 12"]),
     "block above head dim": (
         ["model.embed_dim=8", "model.num_heads=2", "pe.block=5"],
-        ["pe.block=5", "head dimension 4"],
+        ["pe.block=5", "2..4 for head_dim 4"],
     ),
     "negative epochs": (["train.epochs=-1"], ["train.epochs=-1", "allowed", ">= 0"]),
     "cifar missing offline": (

@@ -226,10 +226,10 @@ def test_pretrained_offline_fails_fast_and_names_checkpoint(monkeypatch):
     "kwargs,match",
     [
         (dict(pe="rope"), "pe='rope' is not allowed; allowed values: none, axial2_matrix"),
-        (dict(pe="axial_block", pe_options={"block": 9}), "block=9 is not allowed"),
+        (dict(pe="axial_block", pe_options={"block": 65}), "block=65 is not allowed"),
         (
             dict(pe="axial_block", pe_options={"block": 6}, embed_dim=8, num_heads=2),
-            "block=6 is larger than head_dim=4",
+            "block=6 is not allowed for pe='axial_block'; allowed values: an integer in 2..4 for head_dim 4",
         ),
         (dict(pe="axial_block", pe_options={"dims": 3}), "dims=3 is not allowed"),
         (dict(pe="none", pe_options={"block": 3}), "pe='none' takes no options"),

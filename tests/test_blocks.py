@@ -1,0 +1,160 @@
+"""Blocks of any size 2..head_dim: the relative property, matrix ≡ fast ≡ folded, the layout_of control."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rope_ext import create_vit, fold_for_inference, make_rope
+from rope_ext.rotary import axial_layout
+
+torch.set_default_dtype(torch.float32)
+
+
+def perturbed(name: str, seed: int = 0, scale: float = 0.5, **kw) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    rope = make_rope(name, **kw).double()
+    with torch.no_grad():
+        for p in rope.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return rope
+
+
+def relative_deviation(rope: torch.nn.Module, pos: torch.Tensor, shift: torch.Tensor) -> float:
+    r0, r1 = rope.rotation(pos), rope.rotation(pos + shift)
+    g0 = torch.einsum("hiab,hjac->hijbc", r0, r0)
+    g1 = torch.einsum("hiab,hjac->hijbc", r1, r1)
+    return (g1 - g0).abs().max().item()
+
+
+def blocks_for(head_dim: int) -> list[int]:
+    return sorted({*range(2, 9), 16, head_dim} & set(range(2, head_dim + 1)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    head_dim=st.sampled_from([16, 17, 21]),
+    pick=st.integers(0, 100),
+    impl=st.sampled_from(["matrix", "fast"]),
+    mixed=st.booleans(),
+    dims=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_relative_property_for_every_block_size(head_dim, pick, impl, mixed, dims, seed):
+    block = blocks_for(head_dim)[pick % len(blocks_for(head_dim))]
+    rope = perturbed(
+        "axial_block",
+        seed=seed,
+        head_dim=head_dim,
+        num_heads=1,
+        dims=dims,
+        block=block,
+        impl=impl,
+        mixed=mixed,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.rand(5, dims, generator=gen, dtype=torch.float64) * 20 - 10
+    shift = torch.rand(dims, generator=gen, dtype=torch.float64) * 40 - 20
+    assert relative_deviation(rope, pos, shift) < 1e-6
+    r = rope.rotation(pos)
+    eye = torch.eye(head_dim, dtype=torch.float64)
+    torch.testing.assert_close(r.transpose(-1, -2) @ r, eye.expand_as(r), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("block", [16, 17])
+def test_the_check_still_fails_for_large_non_commuting_blocks(block):
+    rope = perturbed("lie_block", head_dim=17, num_heads=1, dims=2, block=block)
+    pos = torch.rand(5, 2, dtype=torch.float64) * 10
+    assert relative_deviation(rope, pos, torch.tensor([3.0, -5.0], dtype=torch.float64)) > 1e-3
+
+
+@pytest.mark.parametrize("head_dim,block", [(hd, n) for hd in (16, 17) for n in blocks_for(hd)])
+def test_matrix_fast_and_folded_compute_the_same_model(head_dim, block):
+    """One ViT per N: the fast impl (basis moved into the qkv weight), the matrix impl (explicit
+    N×N blocks) with the same state dict, and fold_for_inference of the fast model give the same logits."""
+    kw = dict(num_classes=5, img_size=16, patch_size=4, embed_dim=2 * head_dim, depth=1, num_heads=2)
+    torch.manual_seed(0)
+    fast = create_vit("vit_tiny_patch16_224", pe="axial_block", pe_options={"block": block}, **kw).double()
+    with torch.no_grad():
+        for name, p in fast.named_parameters():
+            if ".rope." in name:
+                p.add_(0.5 * torch.randn_like(p))
+    matrix = create_vit(
+        "vit_tiny_patch16_224", pe="axial_block", pe_options={"block": block, "impl": "matrix"}, **kw
+    ).double()
+    matrix.load_state_dict(fast.state_dict())
+    folded = fold_for_inference(fast)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        expected = matrix.eval()(x)
+        torch.testing.assert_close(fast.eval()(x), expected, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(folded.eval()(x), expected, rtol=1e-9, atol=1e-9)
+    assert all(m.rope.basis_skew is None for m in folded.modules() if hasattr(m, "rope"))
+
+
+def test_block_equal_to_head_dim_is_one_dense_block_per_head_seeing_both_axes():
+    rope = make_rope("axial_block", head_dim=64, num_heads=2, block=64)
+    assert rope.num_blocks == 1 and rope.basis().shape == (2, 1, 64, 64)
+    onehot = rope.axis_onehot
+    assert onehot[:, 0].sum() == 16 and onehot[:, 1].sum() == 16  # both axes rotate, 16 planes each
+
+
+def test_fast_path_gradients_flow_for_n_64():
+    rope = make_rope("axial_block", head_dim=64, num_heads=2, block=64, learnable=True)
+    w = torch.randn(3 * 2 * 64, 32, requires_grad=True)
+    wq, _ = rope.project_qkv(w, None)
+    pos = torch.randn(6, 2)
+    qkv = (torch.randn(3, 6, 32) @ wq.T).view(3, 6, 3, 2, 64).permute(2, 0, 3, 1, 4)
+    q, k = rope.rotate_qk(qkv[0], qkv[1], pos, in_basis=True)
+    (q @ k.transpose(-1, -2)).square().mean().backward()
+    assert rope.basis_skew.grad.abs().sum() > 0 and rope.freqs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("n,planes", [(3, 21), (4, 32), (5, 24), (6, 30), (16, 32), (64, 32)])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_layout_of_rotates_the_planes_of_the_n_by_n_layout(n, planes, dims):
+    """2×2 blocks carrying exactly N's planes: same count, axes and frequencies; the rest unrotated."""
+    control = make_rope("axial_block", head_dim=64, num_heads=2, dims=dims, block=2, layout_of=n)
+    reference = make_rope("axial_block", head_dim=64, num_heads=2, dims=dims, block=n)
+    assert control.num_planes == reference.num_planes == planes
+    torch.testing.assert_close(control.omega(), reference.omega())
+    freqs, axis = axial_layout(64 // n, n // 2, dims, 100.0)
+    torch.testing.assert_close(control.omega()[0], freqs[:, None] * torch.nn.functional.one_hot(axis, dims))
+    r = control.rotation(torch.tensor([[1.3, -2.1]][:1], dtype=torch.float32)[:, :dims] * 7)[0, 0]
+    rotated = 2 * planes
+    torch.testing.assert_close(r[rotated:, rotated:], torch.eye(64 - rotated))
+    assert (r.diagonal()[:rotated] - 1).abs().max() > 1e-3
+    x = torch.randn(2, 2, 5, 64)
+    pos = torch.randn(5, dims) * 3
+    matrix = make_rope(
+        "axial_block", head_dim=64, num_heads=2, dims=dims, block=2, layout_of=n, impl="matrix"
+    )
+    torch.testing.assert_close(matrix(x, pos), control(x, pos), rtol=1e-5, atol=1e-5)
+
+
+def test_layout_of_differs_from_plain_two_by_two():
+    plain = make_rope("axial_block", head_dim=64, num_heads=1, block=2)
+    control = make_rope("axial_block", head_dim=64, num_heads=1, block=2, layout_of=3)
+    assert plain.num_planes == 32 and control.num_planes == 21
+    assert not torch.equal(plain.omega()[:, :21], control.omega())
+
+
+@pytest.mark.parametrize("n", [2, 4, 8, 16, 32, 64])
+def test_axial_init_equals_two_by_two_rope_axial_for_even_n_dividing_head_dim(n):
+    """README's claim: with Q = I, N even and N | head_dim, init=axial is exactly 2×2 RoPE-Axial."""
+    two = make_rope("axial2_complex", head_dim=64, num_heads=1)
+    big = make_rope("axial_block", head_dim=64, num_heads=1, block=n)
+    pos = torch.randn(7, 2) * 5
+    x = torch.randn(1, 1, 7, 64)
+    torch.testing.assert_close(big(x, pos), two(x, pos), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [3, 5, 6])
+def test_axial_init_differs_from_rope_axial_otherwise(n):
+    two = make_rope("axial2_complex", head_dim=64, num_heads=1)
+    big = make_rope("axial_block", head_dim=64, num_heads=1, block=n)
+    pos = torch.randn(7, 2) * 5
+    x = torch.randn(1, 1, 7, 64)
+    assert (big(x, pos) - two(x, pos)).abs().max() > 1e-2
