@@ -20,6 +20,10 @@ from torch import nn
 
 from rope_ext.vit import create_vit, fold_for_inference
 
+DEFAULT_MODEL = "vit_tiny_patch16_224"
+# The default model is shaped as the harness's CIFAR ViT (conf/model/vit_cifar.yaml).
+CIFAR_SHAPE = {"embed_dim": 192, "depth": 6, "num_heads": 3}
+
 
 @dataclass
 class Variant:
@@ -175,12 +179,13 @@ def format_table(rows: list[dict], header: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rope_ext.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="vit_tiny_patch16_224", help="timm model name")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="timm model name")
     p.add_argument("--img-size", type=int, default=32)
     p.add_argument("--patch-size", type=int, default=4)
-    p.add_argument("--embed-dim", type=int, default=192, help="0: the model's own")
-    p.add_argument("--depth", type=int, default=6, help="0: the model's own")
-    p.add_argument("--num-heads", type=int, default=3, help="0: the model's own")
+    shape = "default: the CIFAR ViT's {} with the default --model, else (and with 0) the model's own"
+    p.add_argument("--embed-dim", type=int, default=None, help=shape.format(192))
+    p.add_argument("--depth", type=int, default=None, help=shape.format(6))
+    p.add_argument("--num-heads", type=int, default=None, help=shape.format(3))
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--infer-batch", type=int, default=256)
@@ -194,9 +199,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
-    bad = [b for b in args.blocks if b not in range(2, 7)]
+    for key, cifar in CIFAR_SHAPE.items():
+        if getattr(args, key) is None:
+            setattr(args, key, cifar if args.model == DEFAULT_MODEL else 0)
+    bad = [b for b in args.blocks if b < 2]
     if bad:
-        p.error(f"--blocks {bad} not allowed; allowed values: 2..6")
+        # The upper bound is the model's head_dim: make_rope names it when the model is built.
+        p.error(f"--blocks {bad} not allowed; allowed values: 2..head_dim")
     return args
 
 

@@ -704,7 +704,7 @@ class LieBlockRotary(RotaryBase):
     independent free skew generator S_a per axis. Exact only along one axis; it exists to measure
     what the relative property is worth. Matrix impl only (no plane decomposition exists).
 
-    Parameters: ``generator_skew`` [A, H, nb, N(N-1)/2], initialised to the axial layout (each block
+    Parameters: ``generator_skew`` [A, H, nb, N(N-1)/2], initialised to the axial layout (each plane
     follows one axis, Q = I), so a fresh model equals ``axial_block`` and training breaks commutation.
     """
 
