@@ -120,6 +120,9 @@ def validate(cfg: DictConfig) -> None:
 
     pe = cfg.pe
     _choice(cfg, "pe.name", PE_NAMES)
+    if pe.name == "none" and pe_options(pe):
+        keys = ", ".join(f"pe.{k}" for k in pe_options(pe))
+        raise ConfigError(f"{keys} set with pe=none, which takes no options; allowed: null (or a rotary pe).")
     if pe.name != "none":
         try:
             validate_options(pe.name, pe_options(pe), head_dim=head_dim(cfg.model), prefix="pe.")

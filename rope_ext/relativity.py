@@ -57,7 +57,7 @@ def _table(seed: int = 0) -> str:
     """shift_error (one grid step) of every variant with both pools, on the CIFAR ViT shape
     (embed 192, depth 6, 3 heads, 32 px, patch 4), for two sets of random weights: timm's init as
     built, and 'perturbed' (rotary parameters + N(0, 0.3²), class token N(0, 1), qkv weights
-    N(0, 0.5²): attention far from uniform, as after training)."""
+    N(0, 0.1²): attention far from uniform, as after training)."""
     from rope_ext.vit import create_vit
 
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
@@ -90,7 +90,7 @@ def _table(seed: int = 0) -> str:
                         if model.cls_token is not None:
                             model.cls_token.normal_()
                         for blk in model.blocks:
-                            blk.attn.qkv.weight.normal_(0, 0.5)
+                            blk.attn.qkv.weight.normal_(0, 0.1)
                 offset = grid_offset(model, (32, 32), SHIFT_PATCHES) or (1.0, 1.0)
                 cells[(pool, weights)] = shift_error(model, images, offset)
         row = [

@@ -158,3 +158,23 @@ def test_axial_init_differs_from_rope_axial_otherwise(n):
     pos = torch.randn(7, 2) * 5
     x = torch.randn(1, 1, 7, 64)
     assert (big(x, pos) - two(x, pos)).abs().max() > 1e-2
+
+
+def test_bench_takes_any_block_size_and_reports_every_impl():
+    from rope_ext import bench
+
+    args = bench.parse_args(
+        "--embed-dim 32 --depth 1 --num-heads 2 --img-size 16 --blocks 2,16 --steps 1 --warmup 0 "
+        "--train-batch 2 --infer-batch 2 --device cpu".split()
+    )
+    rows = {r["variant"]: r for r in bench.run(args)}
+    for impl in ("matrix", "fast", "folded"):
+        assert rows[f"axial_block N=16 {impl}"]["infer_ms"] > 0
+    assert (
+        rows["axial_block N=16 fast"]["train_ms"] > 0 and rows["axial_block N=16 folded"]["train_ms"] is None
+    )
+    with pytest.raises(ValueError, match="block=17 is not allowed .*2..16 for head_dim 16"):
+        bench.run(
+            bench.parse_args("--embed-dim 32 --depth 1 --num-heads 2 --img-size 16 --blocks 17".split())
+        )
+    assert bench.parse_args(["--model", "vit_small_patch16_224"]).embed_dim == 0  # the model's own shape

@@ -110,6 +110,7 @@ BAD = [
     (["pe.layout_of=3"], "pe.layout_of=3", "null"),
     (["pe.block=2", "pe.layout_of=65"], "pe.layout_of=65", "2..64 for head_dim 64"),
     (["model.pool=mean"], "model.pool='mean'", "cls, avg"),
+    (["pe=none", "pe.coords=normalized"], "pe.coords set with pe=none", "null"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
     (["pe.impl=slow"], "pe.impl='slow'", "'fast', 'matrix'"),
     (["train.epochs=-1"], "train.epochs=-1", ">= 0"),
