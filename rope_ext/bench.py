@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rope_ext.rotary import make_rope
 from rope_ext.vit import create_vit, fold_for_inference
 
 DEFAULT_MODEL = "vit_tiny_patch16_224"
@@ -159,6 +160,35 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def basis_cost(args: argparse.Namespace, repeats: int = 30) -> str:
+    """What the fast path adds per layer and training step: the Cayley basis of every block plus
+    moving the q/k rows of one qkv weight into it (``project_qkv``), forward + backward, median ms."""
+    probe = build(args, Variant("axial2_complex", "axial2_complex", {}), torch.device("cpu"))
+    attn = probe.blocks[0].attn
+    heads, head_dim, dim = attn.num_heads, attn.head_dim, attn.qkv.in_features
+    weight = torch.randn(3 * heads * head_dim, dim, requires_grad=True)
+    lines = [
+        f"{args.model}: {heads} heads, head_dim {head_dim}, qkv weight {tuple(weight.shape)}; CPU, "
+        f"{torch.get_num_threads()} threads; median of {repeats} after 5 warm-up calls",
+        "",
+        "| N | blocks per head | basis + q/k weight move, fwd+bwd ms |",
+        "|---:|---:|---:|",
+    ]
+    for n in args.blocks:
+        if n == 2:
+            continue  # no basis: nothing to move
+        rope = make_rope("axial_block", head_dim=head_dim, num_heads=heads, block=n)
+        times = []
+        for i in range(5 + repeats):
+            start = time.perf_counter()
+            moved, _ = rope.project_qkv(weight, None)
+            moved.sum().backward()
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+        lines.append(f"| {n} | {head_dim // n} | {statistics.median(times) * 1e3:.2f} |")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict], header: str) -> str:
     def f(v: float | None, fmt: str) -> str:
         return "—" if v is None else format(v, fmt)
@@ -198,6 +228,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--basis-cost", action="store_true", help="only time the fast path's per-layer basis work for each N"
+    )
     args = p.parse_args(argv)
     for key, cifar in CIFAR_SHAPE.items():
         if getattr(args, key) is None:
@@ -213,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.basis_cost:
+        print(basis_cost(args))
+        return
     rows = run(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"

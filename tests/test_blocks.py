@@ -178,3 +178,5 @@ def test_bench_takes_any_block_size_and_reports_every_impl():
             bench.parse_args("--embed-dim 32 --depth 1 --num-heads 2 --img-size 16 --blocks 17".split())
         )
     assert bench.parse_args(["--model", "vit_small_patch16_224"]).embed_dim == 0  # the model's own shape
+    table = bench.basis_cost(args, repeats=1)
+    assert "| 16 | 1 |" in table and "| 2 |" not in table
