@@ -51,7 +51,11 @@ def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_p
         "theta": 100.0,
         "learnable": False,
         "init": "axial",
+        "coords": "patch",
+        "augment": {"shift": 0, "jitter": 0, "rescale": 0},
+        "layout_of": None,
     }
+    assert m["shift_error"] > 0 and 0 <= m["test_acc_shifted"] <= 100  # class token: not relative
     assert (m["model"], m["dataset"], m["input_size"], m["seed"]) == ("vit_cifar", "fake", 32, 0)
     assert set(m["test_acc_at"]) == {"32", "40", "48", "64"} and m["test_acc_at"]["32"] == m["test_acc"]
     assert 0 <= m["test_acc"] <= 100 and m["best_test_acc"] >= m["test_acc"] - 1e-9
