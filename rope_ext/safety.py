@@ -52,19 +52,13 @@ def check_argv(argv: list[str]) -> None:
         check_component("run_id", value)
 
 
-def check_run_dir(run_dir: Path, run_id: Any, *, multirun: bool, user_dir: bool) -> None:
-    """The job directory's own name is safe, and (unless the user chose hydra.*.dir) it lies in
-    ``outputs/`` (single run) or ``multirun/`` (sweep) under the working directory."""
+def check_run_dir(run_dir: Path, run_id: Any, *, multirun: bool) -> None:
+    """``run_id`` and the job directory's own name are single safe components: with the run directory
+    templates of ``conf/config.yaml`` (``outputs/${run_id}``, ``multirun/<sweep>/<job>``) that keeps
+    every run inside ``outputs/`` or ``multirun/``."""
     check_component("run_id", run_id)
     if multirun:
-        check_component("hydra.sweep.subdir", run_dir.name)
-    if user_dir:
-        return
-    base = (Path.cwd() / ("multirun" if multirun else "outputs")).resolve()
-    if base not in Path(run_dir).resolve().parents:
-        raise ConfigError.bad_value(
-            "run_id", run_id, COMPONENT_ALLOWED, f"the run directory {run_dir} is not inside {base}"
-        )
+        check_component("hydra.sweep.subdir", Path(run_dir).name)
 
 
 class RunLock:

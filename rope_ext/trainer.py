@@ -65,11 +65,7 @@ def run_job(cfg: DictConfig) -> float | None:
     tracker = Tracker()
     progress: dict[str, Any] = {}
     try:
-        user_dir = any(
-            o.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "++hydra.sweep.dir="))
-            for o in hydra_cfg.overrides.hydra
-        )
-        safety.check_run_dir(run_dir, cfg.get("run_id"), multirun=multirun, user_dir=user_dir)
+        safety.check_run_dir(run_dir, cfg.get("run_id"), multirun=multirun)
         metrics = train(cfg, run_dir, env, tracker, progress)
         return metrics["test_acc"]
     except (ConfigError, CheckpointError) as err:
