@@ -250,7 +250,7 @@ def test_refused_commands_keep_the_finished_result(tmp_path):
     ):
         proc = run_train([*args, *extra], tmp_path)
         assert proc.returncode == 2, output(proc)
-        assert fragment in proc.stderr and "Traceback" not in proc.stderr
+        assert fragment in output(proc) and "Traceback" not in output(proc)
         assert {name: (run_dir / name).read_bytes() for name in kept} == kept
         assert fragment in failure(run_dir)["error"]
         result = job_result(run_dir)
@@ -496,7 +496,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
             time.sleep(0.1)
         second = run_train(args, tmp_path, timeout=120)
         assert second.returncode == 2, output(second)
-        assert f"in use by process {first.pid}" in second.stderr
+        assert f"in use by process {first.pid}" in output(second)
         assert not (run_dir / "failure.json").exists()  # the running job is not marked failed
         assert first.poll() is None
     finally:
@@ -584,3 +584,25 @@ def test_our_checkpoint_loads_without_code(tmp_path):
     checkpoint.save(tmp_path, _state(1), _record(1))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     checkpoint.set_rng_state(state["rng"])
+
+
+@pytest.mark.slow
+def test_a_refused_sweep_rerun_keeps_every_jobs_result(tmp_path):
+    """The issue's sweep case: rerun a finished sweep with train.lr=-1 -> every job refused, every
+    metrics.json kept byte for byte, the summary says the previous results are kept; bad launcher
+    values stop the sweep before any job (exit 2)."""
+    sweep = ["-m", *TINY, "run_id=sw", "pe.block=2,3"]
+    assert run_train(sweep, tmp_path).returncode == 0
+    jobs = sorted((tmp_path / "multirun" / "sw").glob("*/metrics.json"))
+    assert len(jobs) == 2
+    kept = [p.read_bytes() for p in jobs]
+    proc = run_train([*sweep, "train.lr=-1"], tmp_path)
+    assert proc.returncode == 1, output(proc)
+    assert [p.read_bytes() for p in jobs] == kept
+    assert "2 of 2 jobs FAILED" in proc.stderr and proc.stderr.count("previous ok result") == 2
+    assert all("train.lr=-1" in failure(p.parent)["error"] for p in jobs)
+    proc = run_train(
+        ["-m", *TINY, "launcher=submitit_local", "launcher.timeout_min=abc", "pe.block=2,3"], tmp_path
+    )
+    assert proc.returncode == 2 and "launcher.timeout_min='abc'" in output(proc), output(proc)
+    assert "Traceback" not in output(proc)
