@@ -106,7 +106,7 @@ def _is_num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _int(cfg: DictConfig, key: str, minimum: int, *, nullable: bool = False, also: tuple = ()) -> None:
+def check_int(cfg: DictConfig, key: str, minimum: int, *, nullable: bool = False, also: tuple = ()) -> None:
     value = select(cfg, key)
     if (value is None and nullable) or value in also:
         return
@@ -138,7 +138,7 @@ def validate_values(cfg: DictConfig, *, multirun: bool = False) -> None:
             )
     for key in ("patch_size", "embed_dim", "depth", "num_heads"):
         if key in model and model[key] is not None:
-            _int(cfg, f"model.{key}", 1)
+            check_int(cfg, f"model.{key}", 1)
     embed, heads = select(model, "embed_dim"), select(model, "num_heads")
     if embed is not None and heads is not None and embed % heads:
         raise ConfigError.bad_value(
@@ -152,7 +152,7 @@ def validate_values(cfg: DictConfig, *, multirun: bool = False) -> None:
     for key in ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate"):
         _in_range(cfg, f"model.{key}", 0, 1)
 
-    _int(cfg, "train.epochs", 1)
+    check_int(cfg, "train.epochs", 1)
     lr, min_lr = select(cfg, "train.lr"), select(cfg, "train.min_lr")
     if _is_num(lr) and _is_num(min_lr) and min_lr > lr:
         raise ConfigError.bad_value("train.min_lr", min_lr, f"a number in [0, train.lr={lr}]")
@@ -172,8 +172,8 @@ def validate_values(cfg: DictConfig, *, multirun: bool = False) -> None:
         ):
             raise ConfigError.bad_value("optimizer.betas", plain, "two numbers in [0, 1), e.g. [0.9, 0.999]")
 
-    _int(cfg, "hardware.threads", 1, nullable=True)
-    _int(cfg, "dataset.num_workers", 0, also=("auto",))
+    check_int(cfg, "hardware.threads", 1, nullable=True)
+    check_int(cfg, "dataset.num_workers", 0, also=("auto",))
 
     launcher = select(cfg, "launcher")
     if launcher is not None:
@@ -185,9 +185,9 @@ def validate_values(cfg: DictConfig, *, multirun: bool = False) -> None:
             ("array_parallelism", 1),
         ):
             if key in launcher:
-                _int(cfg, f"launcher.{key}", minimum, nullable=True)
+                check_int(cfg, f"launcher.{key}", minimum, nullable=True)
         if "cpus_per_task" in launcher:
-            _int(cfg, "launcher.cpus_per_task", 1, nullable=True)
+            check_int(cfg, "launcher.cpus_per_task", 1, nullable=True)
         name = select(launcher, "name")
         if name not in (None, "local") and not multirun:
             log.warning(

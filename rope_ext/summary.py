@@ -132,13 +132,13 @@ def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, s
 def _check_launcher(config: DictConfig) -> None:
     """The launcher's values, before Hydra's launcher reads them (exit 2 with one paragraph)."""
     from rope_ext.config import ConfigError
-    from rope_ext.safety import _int
+    from rope_ext.safety import check_int
 
     launcher = config.get("launcher")
     try:
         for key, minimum in (("timeout_min", 1), ("mem_gb", 1), ("cpus_per_task", 1), ("max_num_timeout", 0)):
             if launcher is not None and key in launcher:
-                _int(config, f"launcher.{key}", minimum, nullable=True)
+                check_int(config, f"launcher.{key}", minimum, nullable=True)
         run_id = next(
             (o.split("=", 1)[1] for o in config.hydra.overrides.task if o.lstrip("+").startswith("run_id=")),
             None,

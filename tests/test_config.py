@@ -106,7 +106,7 @@ BAD = [
     (["model.embed_dim=8", "model.num_heads=2", "pe.block=5"], "pe.block=5", "head dimension 4"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
     (["pe.impl=slow"], "pe.impl='slow'", "matrix, fast"),
-    (["train.epochs=-1"], "train.epochs=-1", ">= 0"),
+    (["train.epochs=-1"], "train.epochs=-1", ">= 1"),
     (["train.batch_size=0"], "train.batch_size=0", ">= 1"),
     (["train.lr=0"], "train.lr=0", "> 0"),
     (["wandb.mode=sometimes"], "wandb.mode='sometimes'", "offline, online, disabled"),
