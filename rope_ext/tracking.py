@@ -13,6 +13,7 @@ off: W&B never stops training. Tested with wandb 0.31.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class Tracker:
             self.run.define_metric("epoch/*", step_metric="trainer/epoch")
             log.info(
                 "W&B %s run %s (group %s, name %s)%s in %s",
-                mode,
+                "offline" if getattr(self.run, "offline", False) else mode,
                 self.run.id,
                 group,
                 name,
@@ -95,10 +96,22 @@ class Tracker:
     @staticmethod
     def _offline_fallback(wandb: Any, args: dict[str, Any], run_id: str | None, err: BaseException) -> Any:
         """The online start failed: the same run (same id) offline in the run directory."""
-        wandb.teardown()  # the service still holds the failed run's id
-        run = wandb.init(
-            **args, id=run_id, mode="offline", settings=wandb.Settings(console="off", silent=True)
-        )
+        run = None
+        for attempt in range(4):
+            wandb.teardown()  # the service still holds the failed run's id; it may take a moment to go
+            # the last attempt takes a fresh id: then `wandb sync` uploads a new run, but nothing is lost
+            try:
+                run = wandb.init(
+                    **args,
+                    id=run_id if attempt < 3 else uuid.uuid4().hex[:12],
+                    mode="offline",
+                    settings=wandb.Settings(console="off", silent=True),
+                )
+                break
+            except Exception:  # noqa: BLE001
+                if attempt == 3:
+                    raise
+                time.sleep(1.0 + attempt)
         where = Path(getattr(run, "dir", args["dir"])).parent
         log.warning(
             "W&B online start failed (%s: %s); logging to the offline run %s instead. Upload it when "

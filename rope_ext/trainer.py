@@ -81,13 +81,13 @@ def run_job(cfg: DictConfig) -> float | None:
             str(err)
             if isinstance(err, CheckpointWriteError)
             else (
-                f"could not write {err.filename or run_dir} (errno {err.errno} "
+                f"could not access {err.filename or run_dir} (errno {err.errno} "
                 f"{errno.errorcode.get(err.errno or 0, '?')}: {err.strerror})"
             )
         )
         log.error(
-            "Cannot write the run's output: %s. Free space or fix the permissions of %s, then rerun the "
-            "same command: it resumes from the last checkpoint.",
+            "I/O error: %s. Free space or fix the permissions (output: %s), then rerun the same command: "
+            "it resumes from the last checkpoint.",
             what,
             run_dir,
         )
