@@ -606,3 +606,47 @@ def test_a_refused_sweep_rerun_keeps_every_jobs_result(tmp_path):
     )
     assert proc.returncode == 2 and "launcher.timeout_min='abc'" in output(proc), output(proc)
     assert "Traceback" not in output(proc)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_rank_0_cannot_lock(tmp_path):
+    """torchrun, 2 ranks: rank 0 finds the directory locked by another process; both ranks exit 2."""
+    run_dir = tmp_path / "outputs" / "ddp"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from rope_ext.safety import RunLock; "
+            f"RunLock({str(run_dir)!r}).acquire(); print('locked', flush=True); time.sleep(120)",
+        ],
+        env=env(PYTHONPATH=os.environ.get("PYTHONPATH", "")),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                TRAIN,
+                *TINY,
+                "hardware=cpu",
+                "run_id=ddp",
+            ],
+            cwd=tmp_path,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode != 0 and f"in use by process {holder.pid}" in output(proc), output(proc)
+        assert "epoch 1" not in output(proc) and not (run_dir / "checkpoint.pt").exists()
+        assert not (run_dir / "failure.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
