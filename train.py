@@ -21,4 +21,16 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import logging
+    import sys
+
+    from rope_ext.config import ConfigError
+    from rope_ext.safety import check_argv
+
+    try:  # before Hydra creates the run directory from it
+        check_argv(sys.argv[1:])
+    except ConfigError as err:
+        logging.basicConfig(format="[%(levelname)s] %(message)s")
+        logging.getLogger("rope_ext").error("Invalid configuration: %s Nothing was written.", err)
+        sys.exit(2)
     main()

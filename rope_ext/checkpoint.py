@@ -1,16 +1,21 @@
 """Training checkpoints: atomic writes, integrity and compatibility checks, RNG state.
 
-``<run dir>/checkpoint.pt`` is an ordinary ``torch.save`` file (model, optimizer, scheduler, scaler, RNG
-states of every rank, epoch, step, best accuracy, speed counters). ``<run dir>/checkpoint.json`` records
-its sha256, what it resumes and the fingerprint of the model it holds. Both are written to temporary
-files first and renamed into place (``os.replace``), the checkpoint first: a crash leaves either the
-previous pair or a new checkpoint with its record still in ``checkpoint.json.tmp``, which ``load``
-completes. A checkpoint whose bytes do not match its record, that torch cannot read, or whose
-fingerprint differs from the run's (another model, pe, dataset) is refused with ``CheckpointError``.
+``<run dir>/checkpoint.pt`` is an ordinary ``torch.save`` file of tensors and plain values only (model,
+optimizer, scheduler, scaler, RNG states of every rank, epoch, step, best accuracy, speed counters): it
+loads with ``weights_only=True``, so reading it never runs code. ``<run dir>/checkpoint.json`` records its
+sha256, what it resumes and the run's fingerprint (``fingerprint``: every config key that changes the
+training trajectory). Both are written to temporary files first (fsynced), then renamed into place
+(``os.replace``), the checkpoint first, then the directory is fsynced. ``recover`` (called by ``load``)
+turns whatever a crash at any point of ``save`` left into a consistent pair: a complete new pair still in
+``*.tmp`` is moved into place, anything incomplete is discarded and the previous pair is kept. A failed
+write (disk full, read-only) removes its ``*.tmp`` files and raises ``CheckpointWriteError`` naming path
+and errno; the previous checkpoint is untouched. A checkpoint whose bytes do not match its record, that
+torch cannot read, or whose fingerprint differs from the run's is refused with ``CheckpointError``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -29,8 +34,59 @@ RECORD_NAME = "checkpoint.json"
 FORMAT = "rope-ext-checkpoint/1"
 
 
+# Config keys that may change between a checkpoint and its resumption: they do not change what the
+# next step computes (tracking, launcher, hardware placement, evaluation, logging), or the trainer
+# adapts to them on purpose (train.epochs extends the schedule, train.lr restarts it at a new peak).
+RESUMABLE_KEYS = (
+    "run_id",
+    "train.epochs",
+    "train.lr",
+    "train.resume",
+    "train.log_every",
+    "train.speed_warmup_steps",
+    "model.pretrained",
+    "model.checkpoint",
+    "dataset.root",
+    "dataset.download",
+    "dataset.in_memory",
+    "dataset.num_workers",
+    "optimizer.lr",
+    "eval.*",
+    "wandb.*",
+    "launcher.*",
+    "hardware.*",
+)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that must not be loaded (corrupt, unreadable, or from another experiment)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only output); the previous one is intact."""
+
+
+def fingerprint_of(config: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """The resolved config flattened to ``{"a.b": value}`` minus ``RESUMABLE_KEYS``, plus ``num_classes``.
+
+    Everything else (seed, data selection and size, augmentation, schedule, optimizer, model and pe
+    options, ...) changes the trajectory, so a checkpoint is only resumed when all of it is equal.
+    """
+    flat: dict[str, Any] = {"num_classes": num_classes}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = list(node) if isinstance(node, tuple) else node
+
+    walk(config, "")
+    return {k: v for k, v in flat.items() if not _resumable(k)}
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE_KEYS)
 
 
 class _HashingWriter:
@@ -75,12 +131,43 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
         torch.save({"format": FORMAT, **state}, writer)
         return writer.sha.hexdigest()
 
-    sha = _fsync_write(ckpt_tmp, write_ckpt)
-    full_record = {"format": FORMAT, "sha256": sha, "file": CKPT_NAME, **record}
-    _fsync_write(rec_tmp, lambda f: f.write(json.dumps(full_record, indent=1, default=str).encode()))
-    os.replace(ckpt_tmp, ckpt)
-    os.replace(rec_tmp, rec)
+    try:
+        sha = _fsync_write(ckpt_tmp, write_ckpt)
+        full_record = {"format": FORMAT, "sha256": sha, "file": CKPT_NAME, **record}
+        _fsync_write(rec_tmp, lambda f: f.write(json.dumps(full_record, indent=1, default=str).encode()))
+        os.replace(ckpt_tmp, ckpt)
+        os.replace(rec_tmp, rec)
+        _fsync_dir(run_dir)
+    except OSError as err:
+        # Before the first rename the previous pair is untouched and the temporary files are clutter.
+        # After it, checkpoint.json.tmp is the record of the new checkpoint.pt: kept, recover() uses it.
+        if ckpt_tmp.exists():
+            for tmp in (ckpt_tmp, rec_tmp):
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+        raise CheckpointWriteError(
+            err.errno,
+            f"could not write the checkpoint to {err.filename or run_dir} "
+            f"(errno {err.errno} {errno.errorcode.get(err.errno or 0, '?')}: {err.strerror}); "
+            f"its temporary files were removed and the previous checkpoint in {run_dir} still resumes",
+        ) from None
     return ckpt
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -90,17 +177,45 @@ def _read_record(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def recover(run_dir: Path) -> None:
+    """Complete or discard a save that a crash interrupted, so that ``run_dir`` holds a consistent pair.
+
+    ``save`` writes checkpoint.pt.tmp, then checkpoint.json.tmp (with the sha256 of the former), then
+    renames the first, then the second. Whatever point it died at: both temporary files complete and
+    matching -> both renamed into place (the newer checkpoint wins); checkpoint.pt already renamed and
+    checkpoint.json.tmp matching it -> the record is renamed; anything else in ``*.tmp`` is incomplete
+    and removed, which leaves the previous pair (or, before the first save, nothing).
+    """
+    run_dir = Path(run_dir)
+    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
+    ckpt_tmp, rec_tmp = ckpt.with_name(ckpt.name + ".tmp"), rec.with_name(rec.name + ".tmp")
+    pending = _read_record(rec_tmp) if rec_tmp.exists() else None
+    if ckpt_tmp.exists():
+        if pending is not None and pending.get("sha256") == _sha256(ckpt_tmp):
+            log.warning("completing the checkpoint save that was interrupted before its renames")
+            os.replace(ckpt_tmp, ckpt)
+            os.replace(rec_tmp, rec)
+            _fsync_dir(run_dir)
+            return
+        log.warning("removing %s, left incomplete by a save that was interrupted", ckpt_tmp)
+        ckpt_tmp.unlink()
+    if rec_tmp.exists():
+        if pending is not None and ckpt.exists() and pending.get("sha256") == _sha256(ckpt):
+            log.warning("completing the checkpoint save that was interrupted between its renames")
+            os.replace(rec_tmp, rec)
+            _fsync_dir(run_dir)
+            return
+        log.warning("removing %s, left incomplete by a save that was interrupted", rec_tmp)
+        rec_tmp.unlink()
+
+
 def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint of ``run_dir`` (None when there is none), verified; raises CheckpointError."""
     run_dir = Path(run_dir)
     ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    rec_tmp = rec.with_name(rec.name + ".tmp")
-    stale = ckpt.with_name(ckpt.name + ".tmp")
-    if stale.exists():
-        log.warning("removing %s, left by a save that was interrupted", stale)
-        stale.unlink()
+    recover(run_dir)
     if not ckpt.exists():
-        if rec.exists() or rec_tmp.exists():
+        if rec.exists():
             raise CheckpointError(
                 f"{rec} exists but {ckpt} does not: the checkpoint was removed or lost. Refusing to start "
                 "over in a directory that claims progress; delete the run directory or pick another run_id."
@@ -108,11 +223,6 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
         return None
     sha = _sha256(ckpt)
     record = _read_record(rec)
-    if (record is None or record.get("sha256") != sha) and rec_tmp.exists():
-        pending = _read_record(rec_tmp)
-        if pending is not None and pending.get("sha256") == sha:  # crash between the two renames
-            os.replace(rec_tmp, rec)
-            record = pending
     how = (
         "Delete it (and checkpoint.json) to start over, set train.resume=false to train from scratch in "
         "this directory, or pick another run_id."
@@ -124,14 +234,22 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
             f"checkpoint {ckpt} is corrupt: its sha256 {sha[:12]}… differs from the {record.get('sha256', '?')[:12]}… "
             f"recorded when it was written. {how}"
         )
-    mismatch = {
-        k: (record.get("fingerprint", {}).get(k), v)
-        for k, v in fingerprint.items()
-        if record.get("fingerprint", {}).get(k) != v
-    }
+    saved = record.get("fingerprint") or {}
+    if not isinstance(saved, dict) or record.get("fingerprint_format") != 2:
+        # written before the fingerprint covered the whole config: rebuild it from the config it recorded
+        config = record.get("config")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"checkpoint {ckpt}: its record {rec} holds no config to compare. {how}")
+        log.warning("checkpoint %s predates full fingerprints: compared with the config it recorded", ckpt)
+        saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
+    keys = sorted(set(saved) | set(fingerprint))
+    mismatch = {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
     if mismatch:
         detail = "; ".join(f"{k}: checkpoint {old!r}, this run {new!r}" for k, (old, new) in mismatch.items())
-        raise CheckpointError(f"checkpoint {ckpt} belongs to another experiment ({detail}). {how}")
+        raise CheckpointError(
+            f"checkpoint {ckpt} was trained with other settings that change the run ({detail}); "
+            f"only {', '.join(RESUMABLE_KEYS)} may change on resume. {how}"
+        )
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:

@@ -97,7 +97,7 @@ def head_dim(model: DictConfig) -> int | None:
 
 def validate(cfg: DictConfig) -> None:
     """Static checks of a composed config (no files, no network); raises ConfigError."""
-    _number(cfg, "train.epochs", minimum=0, integer=True)
+    _number(cfg, "train.epochs", minimum=1, integer=True)  # 0 would write a result of no training
     _number(cfg, "train.batch_size", minimum=1, integer=True)
     _number(cfg, "train.lr", minimum=0, strict=True)
     _number(cfg, "train.warmup_epochs", minimum=0)

@@ -147,10 +147,20 @@ def _cifar(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
                 splits.append(cls(str(root), train=train, transform=torchvision.transforms.PILToTensor()))
         except Exception as err:  # unreadable pickles: say which files, never train on half a dataset
             raise ConfigError(
-                f"dataset={dataset.name}: the files under {root / folder} could not be read ({err!r}); "
-                "replace them with the official release"
+                f"dataset={dataset.name}: {_failing_file(err) or 'the files under ' + str(root / folder)} "
+                f"could not be read ({err!r}); replace it with the official release"
             ) from None
     return splits[0], splits[1], 100 if dataset.name == "cifar100" else 10
+
+
+def _failing_file(err: BaseException) -> str | None:
+    """The file torchvision's CIFAR loader was reading when it failed (its ``file_path`` local)."""
+    tb, found = err.__traceback__, None
+    while tb is not None:
+        local = "path" if tb.tb_frame.f_code.co_name == "_load_meta" else "file_path"
+        found = tb.tb_frame.f_locals.get(local, found)
+        tb = tb.tb_next
+    return str(found) if found is not None else None
 
 
 def _existence_checked(cls: Any) -> Any:

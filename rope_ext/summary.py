@@ -7,8 +7,13 @@
   that vary across the sweep, so rerunning the same sweep command lands in the same directories and
   resumes; the names are fixed by adding Hydra overrides that every job (also in submitit's workers)
   composes with.
-* ``on_multirun_end``: prints one table of every job's metrics.json, lists the jobs that failed with
-  their error, and exits with status 1 when any did (the others' results stay where they are).
+* ``on_multirun_end``: prints one table of every job's result, lists the jobs that failed with their
+  error, and exits with status 1 when any did.
+
+A job's state (``job_result``): ``ok`` when its ``metrics.json`` (written only by a finished run) is
+newer than its ``failure.json``; ``failed`` when the failure is newer or there is no result, saying when
+an earlier ``ok`` result is kept beside the failure. ``on_multirun_start`` also refuses launcher values
+that Hydra's launcher would otherwise turn into a traceback (exit 2, nothing written).
 """
 
 from __future__ import annotations
@@ -78,20 +83,73 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def job_result(job_dir: Path) -> dict[str, Any]:
+    """A job's metrics: its ok ``metrics.json``, or its ``failure.json`` when that is newer (or alone).
+
+    A failure that follows an ok result carries ``kept_result`` (the ok metrics, still on disk) and an
+    error that says so; a directory with neither file is a failure "no result".
+    """
+    metrics_path, failure_path = job_dir / "metrics.json", job_dir / "failure.json"
+    metrics, failure = _read(metrics_path), _read(failure_path)
+    ok = metrics if metrics is not None and metrics.get("status") == "ok" else None
+    if failure is not None and (ok is None or failure_path.stat().st_mtime >= metrics_path.stat().st_mtime):
+        failure = dict(failure, status="failed")
+        if ok is not None:
+            failure["error"] = (
+                f"{failure.get('error')} (the latest attempt failed; the previous ok result in "
+                f"{metrics_path} is kept)"
+            )
+            failure["kept_result"] = ok
+        return failure
+    if ok is not None:
+        return ok
+    return {
+        "status": "failed",
+        "error": f"no result: neither an ok {metrics_path.name} nor {failure_path.name}",
+    }
+
+
 def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Rows of every job under ``sweep_dir`` and (job, error) of the jobs that failed or left nothing."""
     rows, failures = [], []
     for cfg_path in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
         job_dir = cfg_path.parent.parent
-        metrics_path = job_dir / "metrics.json"
-        try:
-            metrics = json.loads(metrics_path.read_text())
-        except (OSError, ValueError) as err:
-            metrics = {"status": "failed", "error": f"no readable metrics.json ({type(err).__name__})"}
+        metrics = job_result(job_dir)
         rows.append(row_of(job_dir.name, metrics))
         if metrics.get("status") != "ok":
             failures.append((job_dir.name, str(metrics.get("error") or metrics.get("status"))))
     return rows, failures
+
+
+def _check_launcher(config: DictConfig) -> None:
+    """The launcher's values, before Hydra's launcher reads them (exit 2 with one paragraph)."""
+    from rope_ext.config import ConfigError
+    from rope_ext.safety import check_int
+
+    launcher = config.get("launcher")
+    try:
+        for key, minimum in (("timeout_min", 1), ("mem_gb", 1), ("cpus_per_task", 1), ("max_num_timeout", 0)):
+            if launcher is not None and key in launcher:
+                check_int(config, f"launcher.{key}", minimum, nullable=True)
+        run_id = next(
+            (o.split("=", 1)[1] for o in config.hydra.overrides.task if o.lstrip("+").startswith("run_id=")),
+            None,
+        )
+        if run_id is not None:
+            from rope_ext.safety import check_argv
+
+            check_argv([f"run_id={run_id}"])
+    except ConfigError as err:
+        log.error("Invalid configuration: %s Nothing was run.", err)
+        raise SystemExit(2) from None
 
 
 class SweepCallback(Callback):
@@ -100,6 +158,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        _check_launcher(config)
         hydra_cfg = config.hydra
         parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
         constant = [o.get_key_element() for o in parsed if not o.is_sweep_override()]
@@ -125,7 +184,8 @@ class SweepCallback(Callback):
         print(f"\nSweep {sweep_dir} ({len(rows)} jobs):\n{format_table(rows)}", flush=True)
         if failures:
             print(
-                f"\n{len(failures)} of {len(rows)} jobs FAILED (the others' results are kept):",
+                f"\n{len(failures)} of {len(rows)} jobs FAILED (a failure never replaces a job's earlier "
+                "ok metrics.json: it is written to failure.json beside it):",
                 file=sys.stderr,
             )
             for job, error in failures:

@@ -4,12 +4,14 @@
 trains with warm-up + cosine LR, evaluates every epoch, checkpoints atomically at every epoch end (and
 on SIGTERM/SIGUSR), then evaluates at several input sizes, measures inference speed and writes
 ``metrics.json``. Bad input stops it before any work with one paragraph naming key, value and what is
-allowed. In a multirun a failing job writes ``metrics.json`` with ``status: failed`` and returns, so
-the sweep goes on; a single run exits non-zero.
+allowed. A failing job writes ``failure.json`` beside its results (``metrics.json`` is only written by a
+finished run and never replaced by a failure); in a multirun it returns, so the sweep goes on; a single
+run exits non-zero. The run directory is locked (``rope_ext.safety.RunLock``) while a job uses it.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -28,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import rope_ext
-from rope_ext import checkpoint, distributed
-from rope_ext.checkpoint import CheckpointError
+from rope_ext import checkpoint, distributed, safety
+from rope_ext.checkpoint import CheckpointError, CheckpointWriteError
 from rope_ext.config import ConfigError, eval_sizes, pe_options, select, timm_kwargs, validate
 from rope_ext.data import build_datasets
 from rope_ext.loader import Batches, BatchTransform
@@ -38,10 +40,12 @@ from rope_ext.relativity import shift_metrics
 from rope_ext.rotary import OPTION_KEYS
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
+from rope_ext.vit import CheckpointFileError
 
 log = logging.getLogger(__name__)
 
-EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+EXIT_CONFIG, EXIT_NONFINITE, EXIT_IO = 2, 3, 4
+FAILURE_NAME = "failure.json"
 
 
 # The loop's progress, saved with every checkpoint and restored on resume.
@@ -63,15 +67,37 @@ def run_job(cfg: DictConfig) -> float | None:
     tracker = Tracker()
     progress: dict[str, Any] = {}
     try:
+        safety.check_run_dir(run_dir, cfg.get("run_id"), multirun=multirun)
         metrics = train(cfg, run_dir, env, tracker, progress)
         return metrics["test_acc"]
     except (ConfigError, CheckpointError) as err:
         kind = "Invalid configuration" if isinstance(err, ConfigError) else "Refusing the checkpoint"
         log.error("%s: %s Nothing was trained.", kind, err)
-        _write_failure(run_dir, cfg, env, f"{kind}: {err}", progress)
+        if not isinstance(err, safety.RunDirBusy):  # the directory is another live process's
+            _write_failure(run_dir, cfg, env, f"{kind}: {err}", progress)
         if multirun:
             return None
         raise SystemExit(EXIT_CONFIG) from None
+    except OSError as err:  # disk full, read-only output: one paragraph, no traceback
+        what = (
+            str(err)
+            if isinstance(err, CheckpointWriteError)
+            else (
+                f"could not access {err.filename or run_dir} (errno {err.errno} "
+                f"{errno.errorcode.get(err.errno or 0, '?')}: {err.strerror})"
+            )
+        )
+        log.error(
+            "I/O error: %s. Free space or fix the permissions (output: %s), then rerun the same command: "
+            "it resumes from the last checkpoint.",
+            what,
+            run_dir,
+        )
+        _write_failure(run_dir, cfg, env, f"{type(err).__name__}: {err}", progress)
+        tracker.finish(exit_code=EXIT_IO)
+        if multirun:
+            return None
+        raise SystemExit(EXIT_IO) from None
     except NonFiniteLoss as err:
         log.error("%s", err)
         _write_failure(run_dir, cfg, env, str(err), progress)
@@ -95,6 +121,8 @@ def run_job(cfg: DictConfig) -> float | None:
     finally:
         tracker.finish()
         distributed.shutdown()
+        if "lock" in progress:
+            progress["lock"].release()
 
 
 def train(
@@ -103,6 +131,7 @@ def train(
     started = time.time()
     # 1. check everything that can be checked before doing any work
     validate(cfg)
+    safety.validate_values(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
     device = _pick_device(cfg.hardware, env)
     amp_dtype = _amp_dtype(cfg.hardware.precision, device)
     if cfg.hardware.devices * cfg.hardware.nodes > 1 and not env.enabled:
@@ -118,6 +147,7 @@ def train(
 
     # 2. data and model (still nothing written)
     splits = build_datasets(cfg.dataset)
+    _warn_small_subset(cfg, splits)
     _seed(cfg.seed)  # the same initial weights on every rank
     model = _build_model(cfg, splits.num_classes)
     patch = int(model.patch_embed.patch_size[0])
@@ -167,7 +197,17 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
-    # 3. resume from the run directory's checkpoint (refused when corrupt or from another experiment)
+    # 3. lock the run directory (rank 0; all ranks stop when it is taken), then resume from its
+    # checkpoint (refused when corrupt or trained with other settings)
+    lock = progress["lock"] = safety.RunLock(run_dir)
+    busy = None
+    if env.is_main:
+        try:
+            lock.acquire()
+        except safety.RunDirBusy as err:
+            busy = err
+    if distributed.all_reduce_max([float(busy is not None)], device)[0]:
+        raise busy or safety.RunDirBusy(f"the run directory {run_dir} is in use by another process")
     fingerprint = _fingerprint(cfg, splits.num_classes)
     state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_test_acc": None}
     state.update(history=[], speed={"images": 0.0, "seconds": 0.0}, partial_loss=[0.0, 0.0])
@@ -338,6 +378,12 @@ def train(
                 state["best_test_acc"],
             )
 
+        # a signal after the last step's sync point: the final checkpoint is saved, stop like any other
+        # interruption (exit 128+signal); the rerun resumes with every epoch done and only evaluates
+        late = int(distributed.all_reduce_max([float(guard.signum or 0)], device)[0])
+        if late:
+            raise Interrupted(late, "after the last epoch (before the final evaluation)")
+
     # 7. final evaluation: resolution extrapolation, inference speed, the relative property
     test_acc_at = {}
     for size in sizes:
@@ -403,6 +449,7 @@ def train(
     }
     if env.is_main:
         _write_json(run_dir / "metrics.json", metrics)
+        (run_dir / FAILURE_NAME).unlink(missing_ok=True)  # superseded by this result
         summary = {k: v for k, v in metrics.items() if k not in ("history", "pe", "test_acc_at")}
         summary |= {f"test_acc_at/{k}": v for k, v in test_acc_at.items()}
         tracker.summary(summary)
@@ -544,6 +591,7 @@ def _save(
         "global_step": state["global_step"],
         "best_test_acc": state["best_test_acc"],
         "fingerprint": fingerprint,
+        "fingerprint_format": 2,
         "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -624,6 +672,8 @@ def _build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
             checkpoint=checkpoint_path,
             **kwargs,
         )
+    except CheckpointFileError as err:
+        raise ConfigError(f"model.checkpoint={str(checkpoint_path)!r} is refused: {err}") from None
     except RuntimeError as err:
         if cfg.model.pretrained:
             raise ConfigError(
@@ -678,18 +728,20 @@ def _eval_transform(cfg: DictConfig, size: int) -> BatchTransform:
 
 
 def _fingerprint(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the model, its pe and the data it was trained on."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model = {k: v for k, v in model.items() if k not in ("pretrained", "checkpoint")}
-    return {
-        "model": model,
-        "pe": OmegaConf.to_container(cfg.pe, resolve=True),
-        "dataset": cfg.dataset.name,
-        "input_size": int(cfg.dataset.input_size),
-        "num_classes": num_classes,
-        "optimizer": cfg.optimizer.name,
-        "batch_size": cfg.train.batch_size,
-    }
+    """What a checkpoint must match to be resumed: every key that changes the trajectory."""
+    return checkpoint.fingerprint_of(OmegaConf.to_container(cfg, resolve=True), num_classes)
+
+
+def _warn_small_subset(cfg: DictConfig, splits: Any) -> None:
+    subset = select(cfg.dataset, "subset")
+    if subset is not None and (len(splits.train) < subset or len(splits.test) < subset):
+        log.warning(
+            "dataset.subset=%d is larger than dataset=%s (%d train, %d test images): all of them are used",
+            subset,
+            cfg.dataset.name,
+            len(splits.train),
+            len(splits.test),
+        )
 
 
 def resolved_pe(pe: DictConfig, model: nn.Module) -> dict[str, Any]:
@@ -740,14 +792,19 @@ def _fmt(value: float | None) -> str:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_failure(
     run_dir: Path, cfg: DictConfig, env: distributed.DistEnv, error: str, progress: dict[str, Any]
 ) -> None:
-    """metrics.json with status "failed" (rank 0; best effort: the config itself may be what failed)."""
+    """failure.json with status "failed" beside the run's results (rank 0; best effort: the config or
+    the disk itself may be what failed). A finished run's metrics.json is never touched."""
     if not env.is_main:
         return
     try:
@@ -770,9 +827,10 @@ def _write_failure(
     data["seed"] = select(cfg, "seed")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "metrics.json", data)
+        data["failed_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        _write_json(run_dir / FAILURE_NAME, data)
     except OSError as err:
-        log.warning("could not write metrics.json: %s", err)
+        log.warning("could not write %s: %s", FAILURE_NAME, err)
 
 
 class _Bars:

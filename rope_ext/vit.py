@@ -10,18 +10,20 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import socket
 import warnings
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 import torch.nn.functional as F
 from huggingface_hub import try_to_load_from_cache
 from timm.layers import Attention
-from timm.models import load_state_dict as timm_load_state_dict
+from timm.models import clean_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 
@@ -200,18 +202,72 @@ def _check_hub_reachable(model_name: str) -> None:
         raise RuntimeError(hint.format(why=f"hub unreachable: {err}")) from None
 
 
+class CheckpointFileError(ValueError):
+    """A weights file that is refused: unreadable, not a state dict, or loadable only by running code."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The state dict in a ``.safetensors`` or ``.pth`` file, read without ever executing code.
+
+    ``.pth`` files are unpickled with ``weights_only=True`` (tensors and plain containers only);
+    ``{"state_dict"|"model": ...}`` wrappers and ``module.`` prefixes are removed as timm's loader does.
+    A pickle that needs arbitrary classes or functions is refused: unpickling it could run any code.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            import safetensors.torch
+
+            state: Any = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - text, random bytes, truncated files, bad safetensors headers
+        named = re.search(r"unsupported global:? *(?:GLOBAL )?([\w.]+)", str(err), flags=re.I)
+        if named is None:
+            raise CheckpointFileError(f"{path} is not a readable weights file ({_first_line(err)})") from None
+        raise CheckpointFileError(
+            f"{path} is refused: it is a pickle that can only be loaded by executing code it names "
+            f"({named.group(1)}), and loading such a file can run anything on this machine. Use a "
+            ".safetensors file, or a .pth that holds only tensors (a state dict). To convert a file you "
+            "trust, in a separate Python session: obj = torch.load(path, weights_only=False), then "
+            "safetensors.torch.save_file(obj['model'] (or obj['state_dict'], or model.state_dict() after "
+            "loading it into a model), 'weights.safetensors')."
+        ) from None
+    if isinstance(state, dict):  # training checkpoints wrap the weights (timm's loader does the same)
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+        state = clean_state_dict(state)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        kind = type(state).__name__ if not isinstance(state, dict) else "a dict that is not a state dict"
+        raise CheckpointFileError(
+            f"{path} holds {kind}, not a state dict (a mapping of parameter names to tensors)"
+        )
+    return state
+
+
+def _first_line(err: BaseException) -> str:
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+    if unpickler is not None:  # torch's first line advises weights_only=False: never the advice here
+        return f"not a tensors-only pickle: {unpickler.group(1)}"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
 def load_checkpoint(model: VisionTransformer, path: str | os.PathLike) -> None:
     """Load a local ``.pth``/``.safetensors`` state dict into ``model``.
 
     Accepts timm-format weights (absolute position embedding resampled to the model's grid by timm's
     own filter; a classifier head of another size is left freshly initialised) and this project's
     checkpoints (``{"model": state_dict, ...}``). Missing rotary parameters keep their
-    initialisation; unexpected keys are reported; any other missing key is an error.
+    initialisation; unexpected keys are reported; any other missing key is an error. Files are read
+    by ``read_state_dict``: never by running code (``CheckpointFileError`` otherwise).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint={str(path)!r}: no such file")
-    state = timm_load_state_dict(str(path), use_ema=False, weights_only=False)
+    state = read_state_dict(path)
     ignored = []
     if model.pos_embed is None and "pos_embed" in state:  # timm's filter would resample it: drop it first
         state = {k: v for k, v in state.items() if k != "pos_embed"}

@@ -67,6 +67,11 @@ def metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def failure(run_dir: Path) -> dict[str, Any]:
+    """The failure record a failed or refused run writes beside its results."""
+    return json.loads((run_dir / "failure.json").read_text())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

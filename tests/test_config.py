@@ -113,7 +113,7 @@ BAD = [
     (["pe=none", "pe.coords=normalized"], "pe.coords set with pe=none", "null"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
     (["pe.impl=slow"], "pe.impl='slow'", "'fast', 'matrix'"),
-    (["train.epochs=-1"], "train.epochs=-1", ">= 0"),
+    (["train.epochs=-1"], "train.epochs=-1", ">= 1"),
     (["train.batch_size=0"], "train.batch_size=0", ">= 1"),
     (["train.lr=0"], "train.lr=0", "> 0"),
     (["wandb.mode=sometimes"], "wandb.mode='sometimes'", "offline, online, disabled"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_helpers import TINY, TRAIN, env, metrics, output, run_train
+from harness_helpers import TINY, TRAIN, env, failure, metrics, output, run_train
 
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError
@@ -81,7 +81,7 @@ def test_killed_run_resumes_at_the_right_epoch_with_the_same_result(tmp_path, re
     else:  # SIGTERM: checkpoint at the next step boundary, then exit 128 + 15
         assert proc.returncode == 143, text
         assert "interrupted by SIGTERM" in text
-        assert metrics(run_dir)["status"] == "failed"
+        assert failure(run_dir)["status"] == "failed"
     resumed = run_train(args, tmp_path)
     assert resumed.returncode == 0, output(resumed)
     log = (run_dir / "train.log").read_text()
@@ -96,15 +96,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert good.returncode == 0, output(good)
     run_dir = tmp_path / "outputs" / "nan"
     before = sha(run_dir / "checkpoint.pt")
-    # same run, one more epoch, on data that overflows: the loss turns NaN during epoch 2
-    bad = run_train([*TINY, "run_id=nan", "train.epochs=2", "dataset.noise=1e38"], tmp_path)
+    # same run, one more epoch at an absurd peak lr (a key allowed to change on resume; the data may
+    # not change: the fingerprint refuses it): the loss turns NaN during epoch 2
+    bad = run_train([*TINY, "run_id=nan", "train.epochs=2", "train.lr=1e30"], tmp_path)
     text = output(bad)
     assert bad.returncode == 3, text
     assert "loss is not finite" in text and "at epoch 2" in text and "last good checkpoint" in text
     assert sha(run_dir / "checkpoint.pt") == before
     assert json.loads((run_dir / "checkpoint.json").read_text())["epoch"] == 1
-    m = metrics(run_dir)
+    m = failure(run_dir)
     assert m["status"] == "failed" and "not finite" in m["error"] and m["epochs_done"] == 1
+    assert metrics(run_dir)["status"] == "ok"  # the finished 1-epoch result is kept beside the failure
 
 
 @pytest.mark.slow
@@ -115,7 +117,7 @@ def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path):
     # another pe in the same directory
     foreign = run_train([*args, "pe=none"], tmp_path)
     assert foreign.returncode == 2, output(foreign)
-    assert "belongs to another experiment" in output(foreign) and "pe" in output(foreign)
+    assert "trained with other settings" in output(foreign) and "pe.name" in output(foreign)
     # flipped bytes
     data = bytearray(ckpt.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -133,7 +135,7 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path):
     assert proc.returncode == 1, text
     [sweep] = list((tmp_path / "multirun").iterdir())
     [bad_dir] = list(sweep.glob("dataset.noise=1e*38"))  # Hydra writes the swept float as 1e+38
-    failed, ok = metrics(bad_dir), metrics(sweep / "dataset.noise=1.0")
+    failed, ok = failure(bad_dir), metrics(sweep / "dataset.noise=1.0")
     assert failed["status"] == "failed" and "not finite" in failed["error"]
     assert ok["status"] == "ok" and ok["epochs_done"] == 1
     assert "1 of 2 jobs FAILED" in proc.stderr and bad_dir.name in proc.stderr
@@ -144,14 +146,16 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path):
 
 def _save(run_dir: Path, epoch: int = 1) -> None:
     checkpoint.save(
-        run_dir, {"model": {"w": torch.ones(3) * epoch}, "epoch": epoch}, {"fingerprint": {"pe": "a"}}
+        run_dir,
+        {"model": {"w": torch.ones(3) * epoch}, "epoch": epoch},
+        {"fingerprint": {"pe": "a"}, "fingerprint_format": 2},
     )
 
 
 def test_checkpoint_roundtrip_and_fingerprint(tmp_path):
     _save(tmp_path)
     assert checkpoint.load(tmp_path, {"pe": "a"})["epoch"] == 1
-    with pytest.raises(CheckpointError, match="another experiment"):
+    with pytest.raises(CheckpointError, match="other settings"):
         checkpoint.load(tmp_path, {"pe": "b"})
     assert checkpoint.load(tmp_path / "empty", {"pe": "a"}) is None
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import yaml
-from harness_helpers import TINY, compose_job, metrics, output, run_train, wandb_history
+from harness_helpers import TINY, compose_job, failure, metrics, output, run_train, wandb_history
 
 CONTRACT = {
     "test_acc",
@@ -137,7 +137,8 @@ def test_bad_input_in_the_app_exits_non_zero_with_one_paragraph(tmp_path):
     assert "Invalid configuration: pe.block=13 is not allowed" in text and "2..12 for head_dim 12" in text
     assert "Traceback" not in text and "epoch 1" not in text
     assert not list(tmp_path.rglob("checkpoint.pt*")) and not list(tmp_path.rglob("checkpoint.json"))
-    failed = metrics(tmp_path / "outputs" / "bad")
+    failed = failure(tmp_path / "outputs" / "bad")
+    assert not (tmp_path / "outputs" / "bad" / "metrics.json").exists()
     assert failed["status"] == "failed" and "pe.block=13" in failed["error"]
 
 
@@ -148,7 +149,7 @@ BAD_INPUTS = {
         ["model.embed_dim=8", "model.num_heads=2", "pe.block=5"],
         ["pe.block=5", "2..4 for head_dim 4"],
     ),
-    "negative epochs": (["train.epochs=-1"], ["train.epochs=-1", "allowed", ">= 0"]),
+    "negative epochs": (["train.epochs=-1"], ["train.epochs=-1", "allowed", ">= 1"]),
     "cifar missing offline": (
         ["dataset=cifar10", "dataset.download=false"],
         ["dataset=cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz", "dataset.root"],
@@ -182,7 +183,7 @@ def test_bad_input_stops_before_any_work(tmp_path, monkeypatch, caplog, case):
         assert fragment in text, (fragment, text[-3000:])
     assert "epoch 1" not in text
     assert not list(tmp_path.rglob("checkpoint.pt*")) and not list(tmp_path.rglob("checkpoint.json"))
-    assert metrics(run_dir)["status"] == "failed"
+    assert failure(run_dir)["status"] == "failed" and not (run_dir / "metrics.json").exists()
 
 
 def test_a_wandb_failure_warns_and_training_goes_on(tmp_path, caplog):
