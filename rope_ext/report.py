@@ -124,7 +124,7 @@ class Run:
         """The ``experiment/arm`` the job ran (from its overrides), else the pe variant's name."""
         for override in self.overrides:
             key, _, value = override.lstrip("+~").partition("=")
-            if key == "experiment/arm":
+            if key == "experiment/arm" or key.startswith("experiment/tuned/"):
                 return value
         return self.variant
 
