@@ -129,6 +129,9 @@ def min_detectable_diff(std: float, n: int, alpha: float = 0.05, power: float = 
 
     def shortfall(delta: float) -> float:
         ncp = delta / scale
-        return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)) - power
+        # the far tail (rejecting with the wrong sign) is ~0 and turns NaN in nct for large ncp
+        wrong_sign = float(np.nan_to_num(stats.nct.cdf(-crit, df, ncp)))
+        return float(stats.nct.sf(crit, df, ncp)) + wrong_sign - power
 
-    return float(optimize.brentq(shortfall, 1e-9 * scale, 100 * scale))
+    # power is ~1 long before ncp = 30 for any df >= 2
+    return float(optimize.brentq(shortfall, 1e-9 * scale, 30 * scale))

@@ -304,5 +304,7 @@ def test_welch_when_seeds_differ_and_holm_and_mdd() -> None:
     assert st.nct.sf(crit, df, ncp) + st.nct.cdf(-crit, df, ncp) == pytest.approx(0.8, abs=1e-6)
     assert 2.5 < mdd < 3.5  # about 2.8 sigma sqrt(2/n) for n=8
     assert stats.min_detectable_diff(2.0, 1) is None
+    for n in (2, 3, 20):  # small and large n solve (n = 3 once hit nct's NaN tail)
+        assert stats.min_detectable_diff(1.0, n) > 0
     m = stats.mean_ci([1.0, 2.0, 3.0])
     assert (m.low, m.high) == pytest.approx(st.t.interval(0.95, 2, loc=2.0, scale=st.sem([1, 2, 3])))
