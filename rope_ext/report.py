@@ -7,10 +7,16 @@ directory or each job directory of a multirun), reads its ``metrics.json`` and c
 * ``report.csv``: one row per run, failed and missing runs included (``status``), each speed figure also as
   a ratio to the mean of the ``pe=none`` runs of the same sweep, model, input size and batch size (columns
   ``*_ratio_vs_none``);
-* ``report.md``: the runs that differ only in seed grouped as mean ± std (sample std over seeds), the
-  ``lie_block`` control's measured relative-property error beside its accuracy, and a list of the missing
-  or failed runs;
-* ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png``;
+* ``stats.csv``: one row per arm (the runs that differ only in seed) of each table (a sweep on a dataset):
+  final-model test accuracy as mean, 95 % t-CI and n, the difference to ``--baseline`` with 95 % CI,
+  p-value (paired over common seeds, else Welch) and Holm-adjusted p, the same per evaluation size
+  (``acc@S_*``), the minimal detectable difference at 80 % power and the ``command`` rerunning one seed
+  (statistics from ``rope_ext.stats``, i.e. scipy.stats);
+* ``report.md``: those tables (``n.s.`` where a difference's CI includes 0), every group as mean ± std
+  (sample std over seeds) with the ``lie_block`` control's measured relative-property error beside its
+  accuracy, and a list of the failed (``failure.json`` or a non-ok ``metrics.json``) and missing runs;
+* ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the
+  chance level and the baseline marked;
 * a ``wandb.Table`` of the rows (and the plots) logged to each sweep's W&B group, in ``WANDB_MODE``
   (``offline`` when unset; ``disabled`` skips it). A W&B failure only warns.
 
@@ -837,15 +843,16 @@ def _legend(ax: Any) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
-def _context(runs: Sequence[Run], groups: Sequence[Group]) -> str:
-    """Title suffix: dataset(s), epochs, seeds per arm, what the bars are."""
+def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str = "") -> str:
+    """Title suffix: the run set, dataset(s), epochs, seeds per arm, what the bars are."""
     ok = [r for r in runs if r.status == "ok"]
     datasets = ", ".join(sorted({str(r.field_value("dataset")) for r in ok})) or "?"
     epochs = sorted({int(r.cfg("train.epochs")) for r in ok if isinstance(r.cfg("train.epochs"), int)})
     ns = sorted({len(g.runs) for g in groups})
     ep = "/".join(map(str, epochs)) or "?"
     seeds = "/".join(map(str, ns)) or "0"
-    return f"{datasets}, {ep} epochs, {seeds} seeds per arm; bars: 95 % t-CI of the mean"
+    where = f"{run_set}: " if run_set else ""
+    return f"{where}{datasets}, {ep} epochs, {seeds} seeds per arm; bars: 95 % t-CI of the mean"
 
 
 def write_plots(
@@ -854,12 +861,13 @@ def write_plots(
     out: Path,
     stat_rows: Sequence[dict[str, Any]] = (),
     baseline: str | None = None,
+    run_set: str = "",
 ) -> list[Path]:
     """The three PNG plots; a plot with nothing to show is not written. Returns the written paths."""
     from matplotlib.figure import Figure
 
     base = baseline or next((r["baseline"] for r in stat_rows if r.get("baseline")), None)
-    context = _context(runs, groups)
+    context = _context(runs, groups, run_set)
     chance = _chance(runs)
     written = []
     fig = Figure(figsize=(8, 5), layout="constrained")
@@ -1018,7 +1026,7 @@ def write_report(
     sizes = _eval_sizes(runs)
     stat_rows, info = arm_statistics(groups, baseline, sizes)
     write_stats_csv(stat_rows, out_dir / "stats.csv", sizes)
-    plots = write_plots(runs, groups, out_dir, stat_rows, baseline)
+    plots = write_plots(runs, groups, out_dir, stat_rows, baseline, root.resolve().name)
     write_markdown(runs, groups, out_dir / "report.md", root, statistics_markdown(stat_rows, info, sizes))
     logged = log_to_wandb(runs, columns, out_dir, root, plots) if wandb_log else []
     return {
