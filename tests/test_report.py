@@ -308,3 +308,36 @@ def test_welch_when_seeds_differ_and_holm_and_mdd() -> None:
         assert stats.min_detectable_diff(1.0, n) > 0
     m = stats.mean_ci([1.0, 2.0, 3.0])
     assert (m.low, m.high) == pytest.approx(st.t.interval(0.95, 2, loc=2.0, scale=st.sem([1, 2, 3])))
+
+
+def test_plot_error_bars_are_the_ci_and_stop_at_zero() -> None:
+    from scipy import stats as st
+
+    mean, lower, upper, n = report._ci_bars([0.0, 0.0, 30.0], nonneg=True)
+    low, high = st.t.interval(0.95, 2, loc=10.0, scale=st.sem([0.0, 0.0, 30.0]))
+    assert low < 0 and n == 3 and mean == pytest.approx(10.0)
+    assert lower == pytest.approx(10.0) and upper == pytest.approx(high - 10.0)  # clipped at 0, upper intact
+    assert report._ci_bars([1.0, 3.0], nonneg=False)[1] == pytest.approx(
+        2.0 - st.t.interval(0.95, 1, 2.0, 1.0)[0]
+    )
+
+
+def test_a_panel_without_training_speed_says_so(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    for path in sweep.glob("*/metrics.json"):
+        data = json.loads(path.read_text())
+        data.pop("train_img_per_s", None)
+        path.write_text(json.dumps(data))
+    drawn: list[str] = []
+    original = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        drawn.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    report.write_report(sweep)
+    assert any("no run recorded train_img_per_s" in t for t in drawn)
+    assert (sweep / "throughput_vs_block.png").is_file()  # the inference panel is still drawn
