@@ -52,7 +52,9 @@ class NonFiniteLoss(RuntimeError):
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """Train one job and return its final test accuracy (None when a multirun job failed)."""
+    """Train one job and return its final validation accuracy, else (val_fraction=0) its test accuracy;
+    None when a multirun job failed. The return value is what a Hydra sweeper would optimise: never test
+    when a validation split exists."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -63,7 +65,7 @@ def run_job(cfg: DictConfig) -> float | None:
     progress: dict[str, Any] = {}
     try:
         metrics = train(cfg, run_dir, env, tracker, progress)
-        return metrics["test_acc"]
+        return metrics["val_acc"] if metrics.get("val_acc") is not None else metrics["test_acc"]
     except (ConfigError, CheckpointError) as err:
         kind = "Invalid configuration" if isinstance(err, ConfigError) else "Refusing the checkpoint"
         log.error("%s: %s Nothing was trained.", kind, err)
