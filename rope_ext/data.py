@@ -3,6 +3,14 @@
 Every builder returns raw images at their native size (uint8 CHW for real images, float for synthetic
 ones) and leaves resizing, augmentation and normalisation to ``rope_ext.loader``, which does them on the
 training device batch by batch. ``dataset.subset=N`` keeps the first N train and the first N test images.
+
+Validation: ``dataset.val_fraction`` (default 0.1) holds out that fraction of the training images
+(``digits``, CIFAR, ``fake``; after ``subset``) as the validation split that model and learning-rate selection
+use; the test split is only ever evaluated, never selected on. The held-out images are a fixed permutation
+(generator seed 0), independent of the run's ``seed``: every arm and every seed trains and validates on the
+same images, so the seed changes only the initialisation and the data order. ``relpos`` instead generates a
+validation set of ``val_fraction × train_size`` images from its own stream of ``dataset.seed`` and keeps all
+``train_size`` training images. ``val_fraction=0`` disables validation (no ``val_acc``).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from rope_ext.config import ConfigError, select
+from rope_ext.relpos import relpos_validation
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +40,14 @@ _CIFAR = {
 
 @dataclass
 class DataSplits:
-    """Train and test sets, the number of classes, and how to draw the test set at another size."""
+    """Train, validation (None when ``val_fraction=0``) and test sets, the number of classes, and how to
+    draw the test set at another size."""
 
     train: Dataset
     test: Dataset
     num_classes: int
     name: str
+    val: Dataset | None = None
 
     def test_at(self, input_size: int) -> Dataset | None:
         """The test set drawn natively at ``input_size`` (synthetic sets that support it), else None:
@@ -52,6 +63,15 @@ class DataSplits:
 def build_datasets(dataset: DictConfig) -> DataSplits:
     """Build the ``dataset`` config group node's train and test sets (raises ConfigError on bad input)."""
     name = dataset.name
+    val_fraction = select(dataset, "val_fraction", 0.0)
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0 <= float(val_fraction) < 1
+    ):
+        raise ConfigError.bad_value("dataset.val_fraction", val_fraction, "a number in [0, 1)")
+    val_fraction = float(val_fraction)
+    val: Dataset | None = None
     if name == "digits":
         train, test, num_classes = _digits()
     elif name in _CIFAR:
@@ -68,6 +88,9 @@ def build_datasets(dataset: DictConfig) -> DataSplits:
                 test_size=int(dataset.test_size),
                 seed=int(dataset.seed),
             )
+            n_val = round(val_fraction * int(dataset.train_size))
+            if n_val:
+                val = relpos_validation(train, n_val)
         except ValueError as err:
             raise ConfigError(f"dataset=relpos rejected its settings: {err}") from None
     else:
@@ -76,7 +99,23 @@ def build_datasets(dataset: DictConfig) -> DataSplits:
     if subset is not None:
         train = Subset(train, range(min(int(subset), len(train))))
         test = Subset(test, range(min(int(subset), len(test))))
-    return DataSplits(train, test, num_classes, name)
+    if name != "relpos" and val_fraction > 0:
+        train, val = split_validation(train, val_fraction)
+    return DataSplits(train, test, num_classes, name, val)
+
+
+def split_validation(train: Dataset, fraction: float, seed: int = 0) -> tuple[Subset, Subset]:
+    """``(train minus validation, validation)``: ``round(fraction × len(train))`` images (at least one,
+    at most all but one) drawn by a fixed permutation of ``seed``, independent of the run's seed."""
+    n = len(train)  # type: ignore[arg-type]
+    n_val = min(max(round(fraction * n), 1), n - 1)
+    if n < 2:
+        raise ConfigError(
+            f"dataset.val_fraction={fraction}: the train set has {n} image(s), too few to split"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    return Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
 
 
 def _digits() -> tuple[Dataset, Dataset, int]:

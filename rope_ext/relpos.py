@@ -21,8 +21,9 @@ default ``min_sep`` exceeds ``object_size`` by one 4-pixel patch, so no 4×4 pat
 both squares along the dominant axis: a ViT without position information (``pe=none
 model.pos_embed=none``) sees the same bag of patches whatever the direction and stays near chance.
 
-Sets are generated once, deterministically from ``seed`` (train and test from independent streams), and
-kept in memory: ``RelPosDataset`` is a ``TensorDataset`` of uint8 CHW images and int64 labels, like the
+Sets are generated once, deterministically from ``seed`` (train, test and validation from independent
+streams: seeds ``3·seed``, ``3·seed + 1``, ``3·seed + 2``), vectorised (5000 images in well under a second),
+and kept in memory: ``RelPosDataset`` is a ``TensorDataset`` of uint8 CHW images and int64 labels, like the
 harness's real image sets, whose loader converts and normalises them (``conf/dataset/relpos.yaml``:
 mean = std = 0.5, no augmentation: a flip or crop would change or cut the label's geometry).
 """
@@ -39,6 +40,7 @@ __all__ = [
     "RelPosDataset",
     "label_from_offset",
     "relpos_datasets",
+    "relpos_validation",
 ]
 
 DIRECTIONS = ("right", "left", "below", "above")
@@ -64,6 +66,15 @@ def label_from_offset(dx: int, dy: int, near_max: int = NEAR_MAX) -> int:
     else:
         direction = 2 if dy > 0 else 3
     distance = 0 if max(abs(dx), abs(dy)) <= near_max else 1
+    return 2 * direction + distance
+
+
+def _labels(offsets: torch.Tensor, near_max: int) -> torch.Tensor:
+    """``label_from_offset`` for a batch of offsets ``[n, 2]`` (no ties by construction) -> ``[n]``."""
+    dx, dy = offsets[:, 0], offsets[:, 1]
+    horizontal = dx.abs() > dy.abs()
+    direction = torch.where(horizontal, (dx < 0).long(), 2 + (dy < 0).long())
+    distance = (torch.maximum(dx.abs(), dy.abs()) > near_max).long()
     return 2 * direction + distance
 
 
@@ -111,10 +122,7 @@ class RelPosDataset(TensorDataset):
         self.noise = float(noise)
         g = torch.Generator().manual_seed(int(seed))
         self.anchors, self.targets = self._draw_positions(g)
-        labels = torch.tensor(
-            [label_from_offset(int(dx), int(dy), near_max) for dx, dy in (self.targets - self.anchors)],
-            dtype=torch.long,
-        )
+        labels = _labels(self.targets - self.anchors, near_max)
         super().__init__(self._render(g), labels)
 
     @property
@@ -146,13 +154,19 @@ class RelPosDataset(TensorDataset):
     def _render(self, g: torch.Generator) -> torch.Tensor:
         n, s, k = self.size, self.input_size, self.object_size
         images = (torch.rand(n, 3, s, s, generator=g) * self.noise).to(torch.uint8)
-        anchor = torch.tensor(_ANCHOR_RGB, dtype=torch.uint8).view(3, 1, 1)
-        target = torch.tensor(_TARGET_RGB, dtype=torch.uint8).view(3, 1, 1)
-        for i in range(n):
-            ax, ay = self.anchors[i].tolist()
-            tx, ty = self.targets[i].tolist()
-            images[i, :, ay : ay + k, ax : ax + k] = anchor
-            images[i, :, ty : ty + k, tx : tx + k] = target
+        anchor = torch.tensor(_ANCHOR_RGB, dtype=torch.uint8).view(1, 3, 1, 1)
+        target = torch.tensor(_TARGET_RGB, dtype=torch.uint8).view(1, 3, 1, 1)
+        # one broadcast mask per square ([n, 1, s, s]) instead of a loop over the images
+        pix = torch.arange(s)
+
+        def square(corner: torch.Tensor) -> torch.Tensor:
+            x, y = corner[:, :1], corner[:, 1:]
+            in_x = (pix >= x) & (pix < x + k)  # [n, s]
+            in_y = (pix >= y) & (pix < y + k)
+            return (in_y[:, :, None] & in_x[:, None, :])[:, None]
+
+        images = torch.where(square(self.anchors), anchor, images)
+        images = torch.where(square(self.targets), target, images)
         return images
 
     def at_input_size(self, input_size: int) -> RelPosDataset:
@@ -195,10 +209,26 @@ def relpos_datasets(
     """
     _check_int("seed", seed, 0)
     geometry = dict(object_size=object_size, min_sep=min_sep, max_sep=max_sep, near_max=near_max)
-    # independent streams: spread the two split seeds far apart
-    train = RelPosDataset(train_size, input_size=input_size, seed=2 * seed, **geometry)
-    test = RelPosDataset(test_size, input_size=input_size, seed=2 * seed + 1, **geometry)
+    # independent streams for train, test and validation (relpos_validation): no two data seeds share one
+    train = RelPosDataset(train_size, input_size=input_size, seed=3 * seed, **geometry)
+    test = RelPosDataset(test_size, input_size=input_size, seed=3 * seed + 1, **geometry)
     return train, test, NUM_CLASSES
+
+
+def relpos_validation(train: RelPosDataset, size: int) -> RelPosDataset:
+    """A validation set of ``size`` images for ``train`` (from ``relpos_datasets``): the same task and canvas,
+    drawn from the third stream of the data seed (``train.seed + 2``), disjoint in randomness from both
+    train and test."""
+    return RelPosDataset(
+        size,
+        input_size=train.input_size,
+        seed=train.seed + 2,
+        object_size=train.object_size,
+        min_sep=train.min_sep,
+        max_sep=train.max_sep,
+        near_max=train.near_max,
+        noise=train.noise,
+    )
 
 
 def chance_accuracy() -> float:

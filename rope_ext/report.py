@@ -7,10 +7,16 @@ directory or each job directory of a multirun), reads its ``metrics.json`` and c
 * ``report.csv``: one row per run, failed and missing runs included (``status``), each speed figure also as
   a ratio to the mean of the ``pe=none`` runs of the same sweep, model, input size and batch size (columns
   ``*_ratio_vs_none``);
-* ``report.md``: the runs that differ only in seed grouped as mean ± std (sample std over seeds), the
-  ``lie_block`` control's measured relative-property error beside its accuracy, and a list of the missing
-  or failed runs;
-* ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png``;
+* ``stats.csv``: one row per arm (the runs that differ only in seed) of each table (a sweep on a dataset):
+  final-model test accuracy as mean, 95 % t-CI and n, the difference to ``--baseline`` with 95 % CI,
+  p-value (paired over common seeds, else Welch) and Holm-adjusted p, the same per evaluation size
+  (``acc@S_*``), the minimal detectable difference at 80 % power and the ``command`` rerunning one seed
+  (statistics from ``rope_ext.stats``, i.e. scipy.stats);
+* ``report.md``: those tables (``n.s.`` where a difference's CI includes 0), every group as mean ± std
+  (sample std over seeds) with the ``lie_block`` control's measured relative-property error beside its
+  accuracy, and a list of the failed (``failure.json`` or a non-ok ``metrics.json``) and missing runs;
+* ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the
+  chance level and the baseline marked;
 * a ``wandb.Table`` of the rows (and the plots) logged to each sweep's W&B group, in ``WANDB_MODE``
   (``offline`` when unset; ``disabled`` skips it). A W&B failure only warns.
 
@@ -25,6 +31,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import warnings
@@ -34,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from rope_ext import stats
 
 __all__ = ["Run", "find_runs", "main", "write_report"]
 
@@ -66,7 +75,9 @@ CSV_COLUMNS = [
     "batch_size",
     "seed",
     "test_acc",
-    "best_test_acc",
+    "val_acc",
+    "best_val_acc",
+    "best_epoch",
     "relative_error",
     "train_img_per_s",
     "train_img_per_s" + RATIO_SUFFIX,
@@ -92,17 +103,41 @@ class Run:
     overrides: list[str] = field(default_factory=list)
     ratios: dict[str, float | None] = field(default_factory=dict)
 
+    failure: dict[str, Any] = field(default_factory=dict)
+
     @property
     def status(self) -> str:
+        """ok (a finished metrics.json), failed (failure.json or a non-ok metrics.json), or missing."""
+        if self.metrics and self.metrics.get("status", "ok") == "ok":
+            return "ok"
+        if self.failure:
+            return str(self.failure.get("status") or "failed")
         if not self.metrics:
             return "missing"
-        return "ok" if self.metrics.get("status", "ok") == "ok" else str(self.metrics.get("status"))
+        return str(self.metrics.get("status"))
 
     @property
     def error(self) -> str:
-        if not self.metrics:
-            return "no metrics.json (the job did not finish)"
-        return str(self.metrics.get("error") or "")
+        if self.status == "ok":
+            return ""
+        record = self.failure or self.metrics
+        if not record:
+            return "neither metrics.json nor failure.json (the job did not finish or never started)"
+        return str(record.get("error") or record.get("reason") or "")
+
+    @property
+    def arm(self) -> str:
+        """The ``experiment/arm`` the job ran (from its overrides), else the pe variant's name."""
+        for override in self.overrides:
+            key, _, value = override.lstrip("+~").partition("=")
+            if key == "experiment/arm" or key.startswith("experiment/tuned/"):
+                return value
+        return self.variant
+
+    def command(self) -> str:
+        """The command that reruns exactly this job as a single run (its Hydra task overrides)."""
+        kept = [o for o in self.overrides if not o.lstrip("+~").startswith(("launcher", "hydra."))]
+        return " ".join(["python train.py", *(shlex.quote(o) for o in kept)])
 
     def cfg(self, dotted: str, default: Any = None) -> Any:
         node: Any = self.config
@@ -169,7 +204,9 @@ class Run:
             row[key] = self.field_value(key)
         for key in (
             "test_acc",
-            "best_test_acc",
+            "val_acc",
+            "best_val_acc",
+            "best_epoch",
             "relative_error",
             *SPEEDS,
             "peak_mem_mb",
@@ -213,21 +250,26 @@ def find_runs(root: str | os.PathLike[str]) -> list[Run]:
         run_dir = config_path.parent.parent
         if any(part == "wandb" for part in run_dir.relative_to(root).parts):
             continue
-        metrics: dict[str, Any] = {}
-        metrics_path = run_dir / "metrics.json"
-        if metrics_path.is_file():
-            try:
-                metrics = json.loads(metrics_path.read_text())
-            except json.JSONDecodeError as exc:
-                metrics = {"status": "failed", "error": f"unreadable metrics.json: {exc}"}
+        metrics = _read_json(run_dir / "metrics.json")
+        failure = _read_json(run_dir / "failure.json")
         overrides: list[str] = []
         overrides_path = run_dir / ".hydra" / "overrides.yaml"
         if overrides_path.is_file():
             loaded = OmegaConf.to_container(OmegaConf.load(overrides_path))
             overrides = [str(o) for o in loaded] if isinstance(loaded, list) else []
         sweep = run_dir.parent.relative_to(root).as_posix() if run_dir != root else "."
-        runs.append(Run(run_dir, sweep, _load_config(config_path), metrics, overrides))
+        runs.append(Run(run_dir, sweep, _load_config(config_path), metrics, overrides, failure=failure))
     return runs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        return {"status": "failed", "error": f"unreadable {path.name}: {exc}"}
+    return data if isinstance(data, dict) else {"status": "failed", "error": f"{path.name} is not an object"}
 
 
 def _mean(values: Iterable[Any]) -> float | None:
@@ -397,7 +439,9 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(runs: Sequence[Run], groups: Sequence[Group], path: Path, root: Path) -> None:
+def write_markdown(
+    runs: Sequence[Run], groups: Sequence[Group], path: Path, root: Path, stat_lines: Sequence[str] = ()
+) -> None:
     sizes = _eval_sizes(runs)
     sweeps = sorted({g.first.sweep for g in groups})
     show_sweep = len(sweeps) > 1
@@ -405,7 +449,7 @@ def write_markdown(runs: Sequence[Run], groups: Sequence[Group], path: Path, roo
     header = ["sweep"] if show_sweep else []
     header += ["variant", "N", "impl", "mixed", "dims", "model", "dataset", "input"]
     header += ["other"] if show_other else []
-    header += ["seeds", "test acc %", "best acc %", "rel. error"]
+    header += ["seeds", "test acc %", "val acc %", "rel. error"]
     header += [f"acc@{s} %" for s in sizes]
     header += ["train img/s", "train ×none", "infer img/s", "infer ×none", "latency ms", "peak MB", "params"]
     rows = []
@@ -427,7 +471,7 @@ def write_markdown(runs: Sequence[Run], groups: Sequence[Group], path: Path, roo
         row += [
             seeds,
             _fmt_stats(g.values("test_acc")),
-            _fmt_stats(g.values("best_test_acc")),
+            _fmt_stats(g.values("val_acc")),
             _fmt_stats(g.values("relative_error"), 3),
         ]
         for size in sizes:
@@ -453,6 +497,9 @@ def write_markdown(runs: Sequence[Run], groups: Sequence[Group], path: Path, roo
         "measured relative-property error (0 for exact encodings; the `lie_block` control breaks it). "
         "`acc@S` evaluates at an S-pixel input.",
         "",
+        *stat_lines,
+        "## All groups (mean ± sample std)",
+        "",
         _md_table(header, rows) if rows else "No finished runs.",
         "",
         "## Missing or failed runs",
@@ -470,6 +517,195 @@ def write_markdown(runs: Sequence[Run], groups: Sequence[Group], path: Path, roo
     if plots:
         text += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     path.write_text("\n".join(text))
+
+
+STAT_COLUMNS = ["acc_mean", "acc_ci_low", "acc_ci_high", "n", "diff", "diff_ci_low", "diff_ci_high"]
+STAT_COLUMNS += ["p_value", "p_holm"]
+
+
+def _arm_name(group: Group) -> str:
+    name = group.first.arm
+    return f"{name} [{group.other}]" if group.other else name
+
+
+def _table_key(group: Group) -> tuple[str, str]:
+    """The runs one statistics table compares: one sweep on one dataset."""
+    return (group.first.sweep, str(group.first.field_value("dataset")))
+
+
+def _seed_values(group: Group, get: Any) -> dict[int, Any]:
+    return {int(r.field_value("seed") or 0): get(r) for r in group.runs}
+
+
+def _stat_block(prefix: str, group: Group, base: Group | None, get: Any) -> dict[str, Any]:
+    """``<prefix>_mean, _ci_low, _ci_high, n`` and the difference to ``base`` (``diff``, CI, p-value)."""
+    m = stats.mean_ci([get(r) for r in group.runs])
+    out: dict[str, Any] = {f"{prefix}_mean": m.mean, f"{prefix}_ci_low": m.low, f"{prefix}_ci_high": m.high}
+    out[f"{prefix}_n"] = m.n
+    d = (
+        stats.compare(_seed_values(group, get), _seed_values(base, get))
+        if base and base is not group
+        else None
+    )
+    pre = "" if prefix == "acc" else f"{prefix}_"
+    out[f"{pre}diff"] = d.diff if d else None
+    out[f"{pre}diff_ci_low"] = d.low if d else None
+    out[f"{pre}diff_ci_high"] = d.high if d else None
+    out[f"{pre}p_value"] = d.p_value if d else None
+    out[f"{pre}paired"] = d.paired if d else None
+    out[f"{pre}significant"] = d.significant if d else None
+    return out
+
+
+def arm_statistics(
+    groups: Sequence[Group], baseline: str | None, sizes: Sequence[int]
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+    """One row per arm (group of seeds): test accuracy of the final model as mean, 95 % t-CI, n; its
+    difference to the ``baseline`` arm of the same table (paired over seeds when both ran the same seeds,
+    Welch otherwise) with 95 % CI, p-value and Holm-adjusted p over the table's arms; the same for each
+    evaluation size (``acc@S``); the command that reruns the arm's first seed. Also, per table, the
+    pooled seed std and the minimal difference detectable at 80 % power with the table's median n."""
+    tables: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        tables.setdefault(_table_key(g), []).append(g)
+    rows: list[dict[str, Any]] = []
+    info: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, members in tables.items():
+        names = {id(g): _arm_name(g) for g in members}
+        wanted = baseline if baseline is not None else "none"
+        base = next((g for g in members if wanted in (names[id(g)], g.first.arm, g.label())), None)
+        metrics: list[tuple[str, Any]] = [("acc", lambda r: r.metrics.get("test_acc"))]
+        metrics += [
+            (f"acc@{s}", lambda r, s=s: (r.metrics.get("test_acc_at") or {}).get(str(s))) for s in sizes
+        ]
+        table_rows = []
+        for g in members:
+            row: dict[str, Any] = {"table": f"{key[0]} / {key[1]}", "arm": names[id(g)]}
+            row["baseline"] = names[id(base)] if base else ""
+            row["seeds"] = ",".join(str(r.field_value("seed")) for r in g.runs)
+            for prefix, get in metrics:
+                row.update(_stat_block(prefix, g, base, get))
+            row["n"] = row.pop("acc_n")
+            for extra in ("val_acc", "test_acc_shifted", "shift_error"):
+                row[f"{extra}_mean"] = stats.mean_ci(g.values(extra)).mean
+            row["command"] = g.first.command()
+            table_rows.append(row)
+        for prefix in ["acc"] + [f"acc@{s}" for s in sizes]:
+            pre = "" if prefix == "acc" else f"{prefix}_"
+            adjusted = stats.holm([r[f"{pre}p_value"] for r in table_rows])
+            for r, p in zip(table_rows, adjusted):
+                r[f"{pre}p_holm"] = p
+        std, df = stats.pooled_std([g.values("test_acc") for g in members])
+        ns = sorted(r["n"] for r in table_rows)
+        n = ns[len(ns) // 2] if ns else 0
+        mdd = stats.min_detectable_diff(std, n) if std else None
+        info[key] = {
+            "pooled_std": std,
+            "df": df,
+            "n": n,
+            "mdd": mdd,
+            "baseline": names[id(base)] if base else "",
+        }
+        for r in table_rows:
+            r["mdd_80"] = mdd
+        rows += table_rows
+    return rows, info
+
+
+def _stat_columns(sizes: Sequence[int]) -> list[str]:
+    cols = ["table", "arm", "baseline", "seeds", *STAT_COLUMNS, "paired"]
+    for s in sizes:
+        p = f"acc@{s}"
+        cols += [f"{p}_mean", f"{p}_ci_low", f"{p}_ci_high", f"{p}_n", f"{p}_diff", f"{p}_diff_ci_low"]
+        cols += [f"{p}_diff_ci_high", f"{p}_p_value", f"{p}_p_holm"]
+    return cols + ["val_acc_mean", "test_acc_shifted_mean", "shift_error_mean", "mdd_80", "command"]
+
+
+def write_stats_csv(rows: Sequence[dict[str, Any]], path: Path, sizes: Sequence[int]) -> None:
+    columns = _stat_columns(sizes)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+
+
+def _ci(mean: Any, low: Any, high: Any, digits: int = 2) -> str:
+    if mean is None:
+        return ""
+    if low is None:
+        return _fmt(mean, digits)
+    return f"{_fmt(mean, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
+def _diff_cell(row: dict[str, Any], pre: str = "") -> str:
+    diff = row.get(f"{pre}diff")
+    if diff is None or row["arm"] == row["baseline"]:
+        return "baseline" if row["arm"] == row["baseline"] else ""
+    cell = f"{diff:+.2f}"
+    low, high = row.get(f"{pre}diff_ci_low"), row.get(f"{pre}diff_ci_high")
+    if low is not None:
+        cell += f" [{low:+.2f}, {high:+.2f}]"
+    p, ph = row.get(f"{pre}p_value"), row.get(f"{pre}p_holm")
+    if p is not None:
+        cell += f" p={_fmt_p(p)} (Holm {_fmt_p(ph)})"
+    if not row.get(f"{pre}significant"):
+        cell += " n.s."
+    return cell
+
+
+def _fmt_p(p: Any) -> str:
+    return "" if p is None else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+
+
+def statistics_markdown(
+    rows: Sequence[dict[str, Any]], info: dict[Any, Any], sizes: Sequence[int]
+) -> list[str]:
+    """The per-table statistics section of report.md."""
+    text = [
+        "## Arms: mean, 95 % CI, difference to the baseline",
+        "",
+        "Accuracy is the test accuracy (%) of the final model (after the last epoch; validation selects the "
+        "learning rate, nothing selects on test). `mean [95 % t-CI]` over the n seeds; `diff` is arm − "
+        "baseline with its 95 % CI, p-value of a paired t-test over the seeds when both arms ran the same "
+        "seeds (Welch's t-test otherwise) and the Holm-adjusted p over the arms of the table; `n.s.`: the "
+        "CI includes 0. Computed with scipy.stats (rope_ext/stats.py).",
+        "",
+    ]
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_table.setdefault(row["table"], []).append(row)
+    for key, meta in info.items():
+        name = f"{key[0]} / {key[1]}"
+        table = by_table.get(name, [])
+        header = ["arm", "n", "test acc %", "diff to " + (meta["baseline"] or "(no baseline)")]
+        header += (
+            [f"acc@{s} %" for s in sizes] + [f"diff@{s}" for s in sizes] + ["val acc %", "command (one seed)"]
+        )
+        body = []
+        for r in table:
+            cells = [
+                r["arm"],
+                str(r["n"]),
+                _ci(r["acc_mean"], r["acc_ci_low"], r["acc_ci_high"]),
+                _diff_cell(r),
+            ]
+            cells += [_ci(r[f"acc@{s}_mean"], r[f"acc@{s}_ci_low"], r[f"acc@{s}_ci_high"]) for s in sizes]
+            cells += [_diff_cell(r, f"acc@{s}_") for s in sizes]
+            cells += [_fmt(r["val_acc_mean"]), f"`{r['command']}`"]
+            body.append(cells)
+        mdd = meta["mdd"]
+        text += [f"### {name}", "", _md_table(header, body), ""]
+        if mdd is not None:
+            text += [
+                f"Pooled seed std {meta['pooled_std']:.2f} points ({meta['df']} df): with n = {meta['n']} seeds "
+                f"per arm a two-sided t-test at 5 % detects a true difference of {mdd:.2f} points with 80 % "
+                "power; smaller differences can go undetected.",
+                "",
+            ]
+        else:
+            text += ["Fewer than two seeds per arm: no CI, no minimal detectable difference.", ""]
+    return text
 
 
 PLOT_FILES = ("acc_vs_block.png", "throughput_vs_block.png", "acc_vs_resolution.png")
@@ -506,39 +742,99 @@ def _x_block(group: Group) -> float | None:
     return float(block) if isinstance(block, (int, float)) else None
 
 
-def _plot_metric_vs_block(ax: Any, groups: Sequence[Group], key: Any, ylabel: str, title: str) -> bool:
-    """One line per series; variants without a block size drawn as a horizontal band. True if drawn."""
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+_LINESTYLES = ("-", "--", "-.", ":")
+_CHANCE = {"relpos": 12.5, "digits": 10.0, "cifar10": 10.0, "cifar100": 1.0}
+
+
+def _chance(runs: Sequence[Run]) -> float | None:
+    """Top-1 chance level (%) when all runs share one dataset with a known class count."""
+    names = {str(r.field_value("dataset")) for r in runs}
+    if len(names) != 1:
+        return None
+    name = names.pop()
+    if name == "fake":
+        classes = runs[0].cfg("dataset.num_classes")
+        return 100.0 / classes if classes else None
+    return _CHANCE.get(name)
+
+
+def _ci_bars(values: Sequence[Any], nonneg: bool) -> tuple[float, float, float, int] | None:
+    """(mean, lower error, upper error, n) of the 95 % t-CI; the lower bar stops at 0 for a quantity that
+    cannot be negative. None without values."""
+    m = stats.mean_ci(values)
+    if m.mean is None:
+        return None
+    if m.low is None:
+        return m.mean, 0.0, 0.0, m.n
+    low = max(m.low, 0.0) if nonneg else m.low
+    return m.mean, m.mean - low, m.high - m.mean, m.n
+
+
+def _plot_metric_vs_block(
+    ax: Any, groups: Sequence[Group], key: Any, ylabel: str, title: str, baseline: str | None = None
+) -> bool:
+    """One line per series with 95 % t-CI bars (markers, line styles and a small x offset keep overlapping
+    series apart); variants without a block size as horizontal lines with a CI band. True if drawn."""
     drawn = False
-    colors = iter(f"C{i}" for i in range(1000))
-    for label, gs in _series(groups).items():
-        color = next(colors)
-        xs, means, stds = [], [], []
+    blocks: set[float] = set()
+    for i, (label, gs) in enumerate(_series(groups).items()):
+        color, marker, style = f"C{i % 10}", _MARKERS[i % len(_MARKERS)], _LINESTYLES[i % len(_LINESTYLES)]
+        is_base = baseline is not None and any(baseline in (g.first.arm, _arm_name(g)) for g in gs)
+        xs, means, lows, highs = [], [], [], []
         for g in gs:
-            vals = [key(run) for run in g.runs]
-            mean, std, n = _stats(vals)
-            if mean is None:
+            bars = _ci_bars([key(run) for run in g.runs], nonneg=True)
+            if bars is None:
                 continue
+            mean, lo, hi, n = bars
             x = _x_block(g)
             if x is None:
-                ax.axhline(mean, color=color, linestyle="--", label=f"{label} (n={n})")
-                if std:
-                    ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
+                name = f"{label} (n={n})" + (" — baseline" if is_base else "")
+                ax.axhline(
+                    mean,
+                    color="k" if is_base else color,
+                    linestyle=style,
+                    lw=2.2 if is_base else 1.4,
+                    label=name,
+                )
+                if lo or hi:
+                    ax.axhspan(mean - lo, mean + hi, color="k" if is_base else color, alpha=0.12)
                 drawn = True
                 continue
-            xs.append(x)
+            xs.append(x * (1 + 0.03 * (i % 5 - 2)))  # a few % apart: coincident points stay visible
+            blocks.add(x)
             means.append(mean)
-            stds.append(std or 0.0)
-            pts = [float(v) for v in vals if isinstance(v, (int, float))]
-            ax.scatter([x] * len(pts), pts, color=color, s=10, alpha=0.5)
+            lows.append(lo)
+            highs.append(hi)
         if xs:
-            ax.errorbar(xs, means, yerr=stds, color=color, marker="o", capsize=3, label=label)
+            ax.errorbar(
+                xs,
+                means,
+                yerr=[lows, highs],
+                color=color,
+                marker=marker,
+                linestyle=style,
+                capsize=3,
+                label=label + (" — baseline" if is_base else ""),
+            )
             drawn = True
     ax.set_xlabel("block size N")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.set_xticks(range(2, 7))
+    ax.set_title(title, fontsize=9)
+    if blocks and max(blocks) > 8:
+        ax.set_xscale("log", base=2)
+    if blocks:
+        ax.set_xticks(sorted(blocks), [str(int(b)) for b in sorted(blocks)])
     ax.grid(alpha=0.3)
     return drawn
+
+
+def _no_data(ax: Any, title: str, why: str) -> None:
+    """A panel that says in words why it has nothing to show (never a blank axis)."""
+    ax.set_title(title, fontsize=9)
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _legend(ax: Any) -> None:
@@ -547,56 +843,106 @@ def _legend(ax: Any) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
-def write_plots(runs: Sequence[Run], groups: Sequence[Group], out: Path) -> list[Path]:
+def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str = "") -> str:
+    """Title suffix: the run set, dataset(s), epochs, seeds per arm, what the bars are."""
+    ok = [r for r in runs if r.status == "ok"]
+    datasets = ", ".join(sorted({str(r.field_value("dataset")) for r in ok})) or "?"
+    epochs = sorted({int(r.cfg("train.epochs")) for r in ok if isinstance(r.cfg("train.epochs"), int)})
+    ns = sorted({len(g.runs) for g in groups})
+    ep = "/".join(map(str, epochs)) or "?"
+    seeds = "/".join(map(str, ns)) or "0"
+    where = f"{run_set}: " if run_set else ""
+    return f"{where}{datasets}, {ep} epochs, {seeds} seeds per arm; bars: 95 % t-CI of the mean"
+
+
+def write_plots(
+    runs: Sequence[Run],
+    groups: Sequence[Group],
+    out: Path,
+    stat_rows: Sequence[dict[str, Any]] = (),
+    baseline: str | None = None,
+    run_set: str = "",
+) -> list[Path]:
     """The three PNG plots; a plot with nothing to show is not written. Returns the written paths."""
     from matplotlib.figure import Figure
 
+    base = baseline or next((r["baseline"] for r in stat_rows if r.get("baseline")), None)
+    context = _context(runs, groups, run_set)
+    chance = _chance(runs)
     written = []
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.add_subplot()
     if _plot_metric_vs_block(
-        ax, groups, lambda r: r.metrics.get("test_acc"), "test accuracy (%)", "Accuracy vs block size"
+        ax,
+        groups,
+        lambda r: r.metrics.get("test_acc"),
+        "test accuracy (%)",
+        f"Test accuracy vs block size\n{context}",
+        base,
     ):
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", lw=1, label=f"chance ({chance:g} %)")
         _legend(ax)
         fig.savefig(out / "acc_vs_block.png", dpi=110)
         written.append(out / "acc_vs_block.png")
 
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    fig = Figure(figsize=(12, 5), layout="constrained")
     axes = fig.subplots(1, 2)
-    drawn = _plot_metric_vs_block(
-        axes[0], groups, lambda r: r.metrics.get("train_img_per_s"), "images/s", "Training throughput"
-    )
-    drawn |= _plot_metric_vs_block(
-        axes[1], groups, lambda r: r.metrics.get("infer_img_per_s"), "images/s", "Inference throughput"
-    )
+    drawn = False
+    for ax, key, name in (
+        (axes[0], "train_img_per_s", "Training throughput"),
+        (axes[1], "infer_img_per_s", "Inference throughput"),
+    ):
+        has = any(isinstance(r.metrics.get(key), (int, float)) for g in groups for r in g.runs)
+        if has:
+            drawn |= _plot_metric_vs_block(
+                ax, groups, lambda r, k=key: r.metrics.get(k), "images/s", f"{name}\n{context}", base
+            )
+            _legend(ax)
+        else:
+            _no_data(ax, name, f"no run recorded {key}\n(e.g. too few steps per epoch to time)")
     if drawn:
-        _legend(axes[1])
         fig.savefig(out / "throughput_vs_block.png", dpi=110)
         written.append(out / "throughput_vs_block.png")
 
     sizes = _eval_sizes(runs)
     if sizes:
-        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        fig = Figure(figsize=(8, 5), layout="constrained")
         ax = fig.add_subplot()
         labels = {}
-        for g in groups:
-            xs, means, stds = [], [], []
+        span = max(sizes) - min(sizes) or 1
+        for i, g in enumerate(groups):
+            xs, means, lows, highs = [], [], [], []
             for size in sizes:
-                mean, std, _ = _stats((r.metrics.get("test_acc_at") or {}).get(str(size)) for r in g.runs)
-                if mean is not None:
-                    xs.append(size)
-                    means.append(mean)
-                    stds.append(std or 0.0)
+                bars = _ci_bars([(r.metrics.get("test_acc_at") or {}).get(str(size)) for r in g.runs], True)
+                if bars is not None:
+                    xs.append(size + span * 0.006 * (i % 7 - 3))
+                    means.append(bars[0])
+                    lows.append(bars[1])
+                    highs.append(bars[2])
             if xs:
-                label = g.label() + (f" [{g.other}]" if g.other else "")
-                label += f" @{g.first.field_value('input_size')}"
+                label = _arm_name(g) + f" @{g.first.field_value('input_size')}"
+                is_base = base is not None and base in (g.first.arm, _arm_name(g))
+                label += " — baseline" if is_base else ""
                 while label in labels:
                     label += "'"
                 labels[label] = True
-                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+                ax.errorbar(
+                    xs,
+                    means,
+                    yerr=[lows, highs],
+                    marker=_MARKERS[i % len(_MARKERS)],
+                    capsize=3,
+                    linestyle=_LINESTYLES[i % len(_LINESTYLES)],
+                    color="k" if is_base else f"C{i % 10}",
+                    lw=2.2 if is_base else 1.2,
+                    label=label,
+                )
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", lw=1, label=f"chance ({chance:g} %)")
         ax.set_xlabel("evaluation input size (px)")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Accuracy vs evaluation resolution")
+        ax.set_title(f"Accuracy vs evaluation resolution\n{context}", fontsize=9)
         ax.set_xticks(sizes)
         ax.grid(alpha=0.3)
         _legend(ax)
@@ -659,7 +1005,11 @@ def log_to_wandb(
 
 
 def write_report(
-    root: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, wandb_log: bool = True
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    wandb_log: bool = True,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """Write ``report.csv``, ``report.md`` and the plots for the runs under ``root``; return a summary."""
     root = Path(root)
@@ -673,8 +1023,11 @@ def write_report(
     compute_ratios(runs)
     groups = group_runs(runs)
     columns = write_csv(runs, out_dir / "report.csv", root)
-    plots = write_plots(runs, groups, out_dir)
-    write_markdown(runs, groups, out_dir / "report.md", root)
+    sizes = _eval_sizes(runs)
+    stat_rows, info = arm_statistics(groups, baseline, sizes)
+    write_stats_csv(stat_rows, out_dir / "stats.csv", sizes)
+    plots = write_plots(runs, groups, out_dir, stat_rows, baseline, root.resolve().name)
+    write_markdown(runs, groups, out_dir / "report.md", root, statistics_markdown(stat_rows, info, sizes))
     logged = log_to_wandb(runs, columns, out_dir, root, plots) if wandb_log else []
     return {
         "runs": len(runs),
@@ -682,6 +1035,8 @@ def write_report(
         "bad": [str(r.path) for r in runs if r.status != "ok"],
         "groups": len(groups),
         "csv": out_dir / "report.csv",
+        "stats_csv": out_dir / "stats.csv",
+        "stats": stat_rows,
         "md": out_dir / "report.md",
         "plots": plots,
         "wandb_groups": logged,
@@ -696,9 +1051,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dir", help="a multirun sweep directory, a run directory, or outputs/")
     parser.add_argument("--out", default=None, help="where to write the report (default: DIR)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="the arm every other arm is compared with (an experiment/arm name such as axial2_complex, or a "
+        "variant label); default: none (APE) when present",
+    )
     args = parser.parse_args(argv)
     try:
-        summary = write_report(args.dir, args.out, wandb_log=not args.no_wandb)
+        summary = write_report(args.dir, args.out, wandb_log=not args.no_wandb, baseline=args.baseline)
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 2

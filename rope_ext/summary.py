@@ -37,7 +37,7 @@ COLUMNS = (
     ("block", "block"),
     ("status", "status"),
     ("test_acc", "test_acc"),
-    ("best", "best_test_acc"),
+    ("best val", "best_val_acc"),
     ("epochs", "epochs_done"),
     ("train img/s", "train_img_per_s"),
     ("infer img/s", "infer_img_per_s"),

@@ -49,7 +49,8 @@ FAILURE_NAME = "failure.json"
 
 
 # The loop's progress, saved with every checkpoint and restored on resume.
-PROGRESS_KEYS = ("epoch", "step_in_epoch", "global_step", "best_test_acc", "history", "speed", "partial_loss")
+PROGRESS_KEYS = ("epoch", "step_in_epoch", "global_step", "best_val_acc", "best_epoch", "history", "speed")
+PROGRESS_KEYS += ("partial_loss",)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -57,7 +58,9 @@ class NonFiniteLoss(RuntimeError):
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """Train one job and return its final test accuracy (None when a multirun job failed)."""
+    """Train one job and return its final validation accuracy, else (val_fraction=0) its test accuracy;
+    None when a multirun job failed. The return value is what a Hydra sweeper would optimise: never test
+    when a validation split exists."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -69,7 +72,7 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         safety.check_run_dir(run_dir, cfg.get("run_id"), multirun=multirun)
         metrics = train(cfg, run_dir, env, tracker, progress)
-        return metrics["test_acc"]
+        return metrics["val_acc"] if metrics.get("val_acc") is not None else metrics["test_acc"]
     except (ConfigError, CheckpointError) as err:
         kind = "Invalid configuration" if isinstance(err, ConfigError) else "Refusing the checkpoint"
         log.error("%s: %s Nothing was trained.", kind, err)
@@ -188,6 +191,20 @@ def train(
         num_workers=workers,
         **loader_args,
     )
+    # validation: what model and learning-rate selection read (every epoch); the test split is evaluated
+    # once, at the end, and selects nothing
+    val_batches = (
+        Batches(
+            splits.val,
+            batch_size=cfg.eval.batch_size,
+            transform=_eval_transform(cfg, input_size),
+            train=False,
+            num_workers=workers,
+            **loader_args,
+        )
+        if splits.val is not None
+        else None
+    )
     steps_per_epoch = train_batches.num_batches
     if steps_per_epoch == 0:
         raise ConfigError(f"the train set of dataset={cfg.dataset.name} is empty on rank {env.rank}")
@@ -209,7 +226,8 @@ def train(
     if distributed.all_reduce_max([float(busy is not None)], device)[0]:
         raise busy or safety.RunDirBusy(f"the run directory {run_dir} is in use by another process")
     fingerprint = _fingerprint(cfg, splits.num_classes)
-    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_test_acc": None}
+    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
+    state.update(best_val_acc=None, best_epoch=None)
     state.update(history=[], speed={"images": 0.0, "seconds": 0.0}, partial_loss=[0.0, 0.0])
     ckpt = checkpoint.load(run_dir, fingerprint) if cfg.train.resume else None
     if ckpt is None and not cfg.train.resume and (run_dir / checkpoint.CKPT_NAME).exists():
@@ -241,12 +259,12 @@ def train(
                 "checkpoint from %d processes, now %d: RNG streams reseeded", len(rngs), env.world_size
             )
         log.info(
-            "Resuming from %s: %d of %d epochs done%s, best test_acc %s",
+            "Resuming from %s: %d of %d epochs done%s, best val_acc %s",
             run_dir / checkpoint.CKPT_NAME,
             state["epoch"],
             cfg.train.epochs,
             f" + {state['step_in_epoch']} steps" if state["step_in_epoch"] else "",
-            _fmt(state["best_test_acc"]),
+            _fmt(state["best_val_acc"]),
         )
         del ckpt
     progress.update(epochs_done=state["epoch"], resumed=state["epoch"] > 0 or state["step_in_epoch"] > 0)
@@ -347,35 +365,35 @@ def train(
             first_epoch_here = False
 
             # end of epoch: evaluate, remember, checkpoint
-            test_acc = evaluate(raw_model, test_batches, device, amp_dtype)
+            val_acc = evaluate(raw_model, val_batches, device, amp_dtype) if val_batches else None
             total, count = _loss_sums(losses, device, state["partial_loss"], env)
             train_loss = total / count if count else float("nan")
             state["partial_loss"] = [0.0, 0.0]
-            best = state["best_test_acc"]
-            state["best_test_acc"] = test_acc if best is None else max(best, test_acc)
+            if val_acc is not None and (state["best_val_acc"] is None or val_acc > state["best_val_acc"]):
+                state["best_val_acc"], state["best_epoch"] = val_acc, epoch + 1
             state["epoch"], state["step_in_epoch"] = epoch + 1, 0
             state["history"].append(
                 {
                     "epoch": epoch + 1,
                     "train_loss": train_loss,
-                    "test_acc": test_acc,
+                    "val_acc": val_acc,
                     "lr": scheduler.get_last_lr()[0],
                 }
             )
             _save(run_dir, state, raw_model, optimizer, scheduler, scaler, fingerprint, cfg, env)
             progress["epochs_done"] = state["epoch"]
             tracker.log(
-                {"trainer/epoch": epoch + 1, "epoch/train_loss": train_loss, "epoch/test_acc": test_acc}
-                | {"epoch/best_test_acc": state["best_test_acc"]}
+                {"trainer/epoch": epoch + 1, "epoch/train_loss": train_loss, "epoch/val_acc": val_acc}
+                | {"epoch/best_val_acc": state["best_val_acc"]}
             )
             bars.epoch_done()
             log.info(
-                "epoch %d/%d | train_loss %.4f | test_acc %.2f (best %.2f) | checkpoint saved",
+                "epoch %d/%d | train_loss %.4f | val_acc %s (best %s) | checkpoint saved",
                 epoch + 1,
                 cfg.train.epochs,
                 train_loss,
-                test_acc,
-                state["best_test_acc"],
+                _fmt(val_acc),
+                _fmt(state["best_val_acc"]),
             )
 
         # a signal after the last step's sync point: the final checkpoint is saved, stop like any other
@@ -422,7 +440,10 @@ def train(
     metrics: dict[str, Any] = {
         "status": "ok",
         "test_acc": test_acc,
-        "best_test_acc": state["best_test_acc"] if state["best_test_acc"] is not None else test_acc,
+        # the final model's: test_acc is of the same model (no checkpoint is chosen by validation)
+        "val_acc": state["history"][-1]["val_acc"] if state["history"] else None,
+        "best_val_acc": state["best_val_acc"],
+        "best_epoch": state["best_epoch"],
         "test_acc_at": test_acc_at,
         "train_img_per_s": speed / seconds if seconds > 0 else None,
         **infer,
@@ -589,7 +610,7 @@ def _save(
         "epoch": state["epoch"],
         "step_in_epoch": state["step_in_epoch"],
         "global_step": state["global_step"],
-        "best_test_acc": state["best_test_acc"],
+        "best_val_acc": state["best_val_acc"],
         "fingerprint": fingerprint,
         "fingerprint_format": 2,
         "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -174,3 +174,34 @@ def test_dataloader_path_with_workers_gives_the_same_batches_as_in_memory(tmp_pa
     for (xm, ym), (xl, yl) in zip(got_memory, got_loader, strict=True):
         assert xm.shape == (4, 3, 48, 48) or xm.shape == (2, 3, 48, 48)
         assert torch.allclose(xm, xl) and torch.equal(ym, yl)
+
+
+def test_validation_is_carved_from_train_fixed_and_disjoint():
+    full = build_datasets(dataset_cfg(name="digits"))
+    splits = build_datasets(dataset_cfg(name="digits", val_fraction=0.1))
+    assert splits.val is not None and len(splits.val) == 144 and len(splits.train) == 1437 - 144
+    assert len(splits.test) == len(full.test)  # the test split is untouched
+    train_idx, val_idx = set(splits.train.indices), set(splits.val.indices)
+    assert not train_idx & val_idx and train_idx | val_idx == set(range(1437))
+    again = build_datasets(dataset_cfg(name="digits", val_fraction=0.1))
+    assert again.val.indices == splits.val.indices  # fixed: not tied to the run's seed or RNG state
+    torch.manual_seed(123)
+    assert build_datasets(dataset_cfg(name="digits", val_fraction=0.1)).val.indices == splits.val.indices
+    assert full.val is None  # val_fraction absent or 0: no validation split
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "lots", True])
+def test_bad_val_fraction_names_key_value_and_allowed(bad):
+    with pytest.raises(ConfigError, match=r"dataset\.val_fraction=.*\[0, 1\)"):
+        build_datasets(dataset_cfg(name="digits", val_fraction=bad))
+
+
+def test_relpos_validation_is_generated_apart():
+    cfg = dataset_cfg(name="relpos", train_size=200, test_size=100, seed=3, val_fraction=0.25)
+    splits = build_datasets(cfg)
+    assert len(splits.train) == 200 and len(splits.val) == 50 and len(splits.test) == 100
+    x_val, y_val = as_tensors(splits.val)
+    x_train = as_tensors(splits.train)[0]
+    assert not any(torch.equal(v, t) for v in x_val[:10] for t in x_train)  # not copies of training images
+    assert splits.val.seed not in (splits.train.seed, splits.test.seed)
+    assert int(y_val.min()) >= 0 and int(y_val.max()) < splits.num_classes

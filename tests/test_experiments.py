@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -168,7 +169,8 @@ def test_every_preset_composes_and_validates(preset: str) -> None:
     validate(cfg)
     for key, values in _sweep_params(cfg).items():  # swept keys exist (or are group options added with +)
         assert key.startswith("+") or OmegaConf.select(cfg, key, default="MISSING") != "MISSING", key
-        if key == "+experiment/arm":
+        if key == "+experiment/arm" or key.startswith("+experiment/tuned/"):
+            # tuned/<study>/<arm>.yaml is written by rope_ext.tune from the tuning sweep of the same arms
             missing = [v for v in values if not (CONF / "experiment" / "arm" / f"{v}.yaml").is_file()]
             assert not missing, f"{preset}: arms without a file: {missing}"
 
@@ -206,18 +208,104 @@ def test_original_local_cifar_runs() -> None:
             assert cfg.pe.mixed is False
 
 
+STUDIES = [f"{d}_{s}" for d in ("digits", "relpos") for s in ("blocks", "controls", "extrap")]
+
+
 def test_cpu_studies_are_sized_for_a_cpu() -> None:
     for preset, dataset in (("relpos_study", "relpos"), ("digits_study", "digits")):
         cfg = _compose(f"experiment={preset}", hydra_config=True)
-        assert cfg.dataset.name == dataset and cfg.hardware.accelerator == "cpu"
+        assert cfg.dataset.name == dataset and cfg.hardware.accelerator == "cpu" and cfg.hardware.threads == 1
         assert max(cfg.eval.input_sizes) > cfg.dataset.input_size  # resolution extrapolation is measured
-        params = _sweep_params(cfg)
-        assert len(params["seed"]) >= 2 and "none" in params["+experiment/arm"]
-        assert any(a.startswith("axial_block") for a in params["+experiment/arm"])
-    arms = _sweep_params(_compose("experiment=relpos_study", hydra_config=True))["+experiment/arm"]
-    assert "none_nopos" in arms and "lie_block_n4" in arms  # the position-free and non-commuting controls
+        assert cfg.train.epochs >= 40 and cfg.dataset.val_fraction > 0  # the measured plateau; validation
+    relpos = _compose("experiment=relpos_study")
+    assert relpos.dataset.test_size >= 5000  # binomial noise of the test accuracy below 0.75 points
     nopos = _compose("experiment=relpos_study", "+experiment/arm=none_nopos")
     assert nopos.pe.name == "none" and nopos.model.pos_embed == "none"
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_each_study_is_a_tuning_sweep_and_a_final_sweep_of_the_same_arms(study: str) -> None:
+    tune = _sweep_params(_compose(f"experiment={study}_tune", hydra_config=True))
+    final = _sweep_params(_compose(f"experiment={study}", hydra_config=True))
+    assert tune["+experiment/arm"] == final[f"+experiment/tuned/{study}"]
+    lrs = sorted(float(v) for v in tune["train.lr"])
+    assert len(lrs) >= 3 and lrs[-1] / lrs[0] >= 10 - 1e-9  # a grid spanning x10
+    assert len(tune["seed"]) >= 2 and not set(tune["seed"]) & set(final["seed"])  # tuning seeds kept apart
+    assert len(final["seed"]) >= 8
+
+
+def test_study_arms_cover_the_primary_question_and_its_controls() -> None:
+    arms = {
+        s: set(_sweep_params(_compose(f"experiment={s}_tune", hydra_config=True))["+experiment/arm"])
+        for s in STUDIES
+    }
+    for d in ("digits", "relpos"):
+        assert {"axial2_complex", "none", "axial_block_n3", "axial_block_n4", "axial_block_n6"} <= arms[
+            f"{d}_blocks"
+        ]
+        assert "axial_block_n2_layout_of3" in arms[f"{d}_blocks"] and "axial_block_n16" in arms[f"{d}_blocks"]
+        assert {"axial_block_n2_mixed", "axial_block_n4_mixed", "lie_block_n4", "none_nopos"} <= arms[
+            f"{d}_controls"
+        ]
+        assert {"none", "axial2_cls_patch", "axial2_avg_patch", "axial2_avg_normalized"} <= arms[
+            f"{d}_extrap"
+        ]
+    control = _compose("experiment=relpos_blocks_tune", "+experiment/arm=axial_block_n2_layout_of3")
+    assert (control.pe.name, control.pe.block, control.pe.layout_of) == ("axial_block", 2, 3)
+    avg = _compose("experiment=digits_extrap_tune", "+experiment/arm=axial2_avg_normalized")
+    assert (avg.model.pool, avg.pe.coords) == ("avg", "normalized")
+
+
+def test_arm_files_are_generated_from_one_table() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "make_arms.py"), "--check"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: Path) -> None:
+    import yaml
+
+    from rope_ext import tune
+
+    sweep = tmp_path / "multirun" / "toy_tune"
+    # arm a is best at lr 1e-3 on validation, arm b at 3e-3; test accuracy says the opposite (never read)
+    val = {("none", 3e-4): 50, ("none", 1e-3): 80, ("none", 3e-3): 70}
+    val |= {("axial2_complex", 3e-4): 40, ("axial2_complex", 1e-3): 60, ("axial2_complex", 3e-3): 90}
+    for i, ((arm, lr), acc) in enumerate(val.items()):
+        for seed in (100, 101):
+            job = sweep / f"{i}-{seed}"
+            (job / ".hydra").mkdir(parents=True)
+            cfg = {"seed": seed, "train": {"lr": lr}, "pe": {"name": arm}, "dataset": {"name": "digits"}}
+            (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (job / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump([f"+experiment/arm={arm}", f"train.lr={lr}", f"seed={seed}"])
+            )
+            m = {"status": "ok", "val_acc": acc + seed - 100, "test_acc": 100 - acc}
+            (job / "metrics.json").write_text(json.dumps(m))
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    assert tune.main([str(sweep), "--study", "digits_blocks", "--conf", str(conf)]) == 0
+    tuned = conf / "experiment" / "tuned" / "digits_blocks"
+    assert sorted(p.name for p in tuned.iterdir()) == ["axial2_complex.yaml", "none.yaml"]
+    from hydra import compose, initialize_config_dir
+
+    from rope_ext.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(
+            "config", ["experiment=digits_blocks", "+experiment/tuned/digits_blocks=axial2_complex"]
+        )
+        assert cfg.train.lr == pytest.approx(3e-3) and cfg.pe.name == "axial2_complex"
+        cfg = compose("config", ["experiment=digits_blocks", "+experiment/tuned/digits_blocks=none"])
+        assert cfg.train.lr == pytest.approx(1e-3) and cfg.model.pos_embed == "learn"
+        assert cfg.train.epochs == 40  # the study's settings underneath
+    # an arm with no finished run is refused: the final study cannot run it untuned
+    for job in sweep.iterdir():
+        if "none" in (job / ".hydra" / "overrides.yaml").read_text():
+            (job / "metrics.json").unlink()
+    assert tune.main([str(sweep), "--study", "digits_blocks", "--conf", str(conf)]) == 2
 
 
 def test_cloud_run() -> None:

@@ -71,7 +71,7 @@ def _metrics(pe: dict, seed: int, acc: float, train: float, infer: float, rel: f
     return {
         "status": "ok",
         "test_acc": acc,
-        "best_test_acc": acc + 1.0,
+        "val_acc": acc + 1.0,
         "train_img_per_s": train,
         "infer_img_per_s": infer,
         "infer_latency_ms": 1000.0 / infer,
@@ -148,7 +148,8 @@ def test_markdown_groups_seeds_and_lists_failures(sweep: Path, monkeypatch: pyte
     monkeypatch.setenv("WANDB_MODE", "disabled")
     report.write_report(sweep)
     md = (sweep / "report.md").read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ")]
+    groups_section = md.split("## All groups")[1].split("## Missing")[0]
+    table = [line for line in groups_section.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
     body = [[c.strip() for c in line.strip("|").split("|")] for line in table[1:]]
     assert len(body) == 4  # none, axial_block N=2, N=3 (two seeds each) and lie_block N=3 (one seed)
@@ -220,3 +221,123 @@ def test_wandb_offline_table_logged_to_group(sweep: Path, monkeypatch: pytest.Mo
     assert tables, "the wandb.Table was not written"
     table = json.loads(tables[0].read_text())
     assert len(table["data"]) == 9 and "train_img_per_s_ratio_vs_none" in table["columns"]
+
+
+def test_failure_json_means_failed_and_neither_file_means_missing(
+    sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    pe = _pe("axial_block", 6)
+    job = _write_job(sweep, 50, pe, 0, None)
+    (job / "failure.json").write_text(json.dumps({"status": "failed", "error": "ConfigError: refused"}))
+    rows = {r["run_dir"]: r for r in _rows(report.write_report(sweep)["csv"])}
+    assert rows["50"]["status"] == "failed" and "refused" in rows["50"]["error"]
+    assert rows["8"]["status"] == "missing" and "failure.json" in rows["8"]["error"]
+    md = (sweep / "report.md").read_text().split("## Missing or failed runs")[1]
+    assert "`50` (failed" in md and "`8` (missing" in md
+
+
+def _stat_sweep(root: Path, seeds_b: tuple[int, ...] = tuple(range(8))) -> Path:
+    """Arms a (acc 70 + noise) and b (acc 75 + the same noise) on 8 seeds, c (70 + permuted noise)."""
+    noise = [0.3, -0.5, 0.1, 0.8, -0.2, -0.6, 0.4, -0.3]
+    n = 0
+    for arm, shift, seeds in (("a", 0.0, range(8)), ("b", 5.0, seeds_b), ("c", 0.01, range(8))):
+        for seed in seeds:
+            pe = _pe("axial_block", {"a": 2, "b": 3, "c": 4}[arm])
+            jitter = noise[7 - seed] if arm == "c" else noise[seed]  # c: same mean as a, other noise
+            job = _write_job(root, n, pe, seed, _metrics(pe, seed, 70.0 + shift + jitter, 1.0, 1.0))
+            (job / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump(["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}", "launcher=local"])
+            )
+            n += 1
+    return root
+
+
+def test_statistics_against_scipy(tmp_path: Path) -> None:
+    from scipy import stats as st
+
+    from rope_ext import stats
+
+    root = _stat_sweep(tmp_path / "multirun" / "toy")
+    summary = report.write_report(root, wandb_log=False, baseline="a")
+    rows = {r["arm"]: r for r in _rows(summary["stats_csv"])}
+    assert set(rows) == {"a", "b", "c"} and rows["b"]["baseline"] == "a"
+    for col in report.STAT_COLUMNS + ["command"]:
+        assert col in rows["b"]
+    b = [r.metrics["test_acc"] for r in report.find_runs(root) if r.arm == "b"]
+    low, high = st.t.interval(0.95, 7, loc=st.tmean(b), scale=st.sem(b))
+    assert float(rows["b"]["acc_mean"]) == pytest.approx(st.tmean(b))
+    assert (float(rows["b"]["acc_ci_low"]), float(rows["b"]["acc_ci_high"])) == pytest.approx((low, high))
+    # same seeds: paired; the differences are exactly 5 for every seed (no spread) -> CI [5, 5]
+    assert float(rows["b"]["diff"]) == pytest.approx(5.0) and rows["b"]["paired"] == "True"
+    assert float(rows["b"]["diff_ci_low"]) == pytest.approx(5.0)
+    assert rows["a"]["diff"] == "" and rows["a"]["p_value"] == ""
+    assert rows["b"]["command"] == "python train.py experiment=toy +experiment/arm=b seed=0"
+    md = summary["md"].read_text()
+    assert "80 % power" in md
+    c_line = next(line for line in md.splitlines() if line.startswith("| c |"))
+    assert "n.s." in c_line and float(rows["c"]["p_holm"]) >= float(rows["c"]["p_value"])
+    assert stats.holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None], nan_ok=True)
+
+
+def test_welch_when_seeds_differ_and_holm_and_mdd() -> None:
+    from scipy import stats as st
+
+    from rope_ext import stats
+
+    a = {0: 70.0, 1: 71.0, 2: 69.5}
+    b = {3: 74.0, 4: 76.5, 5: 75.0, 6: 73.0}
+    d = stats.compare(b, a)
+    ref = st.ttest_ind(list(b.values()), list(a.values()), equal_var=False)
+    assert d is not None and not d.paired and d.p_value == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval(0.95)
+    assert (d.low, d.high) == pytest.approx((ci.low, ci.high)) and d.significant
+    paired = stats.compare({0: 1.0, 1: 2.0, 2: 4.0}, {0: 1.5, 1: 1.0, 2: 3.0})
+    assert paired.paired and paired.p_value == pytest.approx(st.ttest_rel([1, 2, 4], [1.5, 1, 3]).pvalue)
+    assert not paired.significant  # CI includes 0
+    # Holm: sorted p (0.01, 0.03, 0.04) x (3, 2, 1) = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert stats.holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    # MDD: power of the two-sample t-test at that difference is 80 %
+    mdd = stats.min_detectable_diff(2.0, 8)
+    df, crit = 14, st.t.ppf(0.975, 14)
+    ncp = mdd / (2.0 * math.sqrt(2 / 8))
+    assert st.nct.sf(crit, df, ncp) + st.nct.cdf(-crit, df, ncp) == pytest.approx(0.8, abs=1e-6)
+    assert 2.5 < mdd < 3.5  # about 2.8 sigma sqrt(2/n) for n=8
+    assert stats.min_detectable_diff(2.0, 1) is None
+    for n in (2, 3, 20):  # small and large n solve (n = 3 once hit nct's NaN tail)
+        assert stats.min_detectable_diff(1.0, n) > 0
+    m = stats.mean_ci([1.0, 2.0, 3.0])
+    assert (m.low, m.high) == pytest.approx(st.t.interval(0.95, 2, loc=2.0, scale=st.sem([1, 2, 3])))
+
+
+def test_plot_error_bars_are_the_ci_and_stop_at_zero() -> None:
+    from scipy import stats as st
+
+    mean, lower, upper, n = report._ci_bars([0.0, 0.0, 30.0], nonneg=True)
+    low, high = st.t.interval(0.95, 2, loc=10.0, scale=st.sem([0.0, 0.0, 30.0]))
+    assert low < 0 and n == 3 and mean == pytest.approx(10.0)
+    assert lower == pytest.approx(10.0) and upper == pytest.approx(high - 10.0)  # clipped at 0, upper intact
+    assert report._ci_bars([1.0, 3.0], nonneg=False)[1] == pytest.approx(
+        2.0 - st.t.interval(0.95, 1, 2.0, 1.0)[0]
+    )
+
+
+def test_a_panel_without_training_speed_says_so(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    for path in sweep.glob("*/metrics.json"):
+        data = json.loads(path.read_text())
+        data.pop("train_img_per_s", None)
+        path.write_text(json.dumps(data))
+    drawn: list[str] = []
+    original = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        drawn.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    report.write_report(sweep)
+    assert any("no run recorded train_img_per_s" in t for t in drawn)
+    assert (sweep / "throughput_vs_block.png").is_file()  # the inference panel is still drawn

@@ -15,7 +15,9 @@ from harness_helpers import TINY, compose_job, failure, metrics, output, run_tra
 
 CONTRACT = {
     "test_acc",
-    "best_test_acc",
+    "best_val_acc",
+    "val_acc",
+    "best_epoch",
     "train_img_per_s",
     "infer_img_per_s",
     "infer_latency_ms",
@@ -58,7 +60,12 @@ def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_p
     assert m["shift_error"] > 0 and 0 <= m["test_acc_shifted"] <= 100  # class token: not relative
     assert (m["model"], m["dataset"], m["input_size"], m["seed"]) == ("vit_cifar", "fake", 32, 0)
     assert set(m["test_acc_at"]) == {"32", "40", "48", "64"} and m["test_acc_at"]["32"] == m["test_acc"]
-    assert 0 <= m["test_acc"] <= 100 and m["best_test_acc"] >= m["test_acc"] - 1e-9
+    assert 0 <= m["test_acc"] <= 100 and m["best_val_acc"] >= m["val_acc"] - 1e-9
+    # validation every epoch; the best epoch is the first one reaching the best val_acc; no test selection
+    vals = [h["val_acc"] for h in m["history"]]
+    assert m["val_acc"] == vals[-1] and m["best_val_acc"] == max(vals)
+    assert m["best_epoch"] == vals.index(max(vals)) + 1 and "best_test_acc" not in m
+    assert all("test_acc" not in h for h in m["history"])
     assert m["train_img_per_s"] > 0 and m["infer_img_per_s"] > 0 and m["infer_latency_ms"] > 0
     assert m["relative_error"] < 1e-5 and m["params"] > 0 and m["peak_mem_mb"] > 0
     # checkpoint at each epoch end, written atomically (no temporary file left), with its record
@@ -76,9 +83,10 @@ def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_p
     [wandb_file] = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     rows = wandb_history(wandb_file)
     steps = [r for r in rows if "train/loss" in r]
-    assert len(steps) == 2 * 4 and all("train/lr" in r for r in steps)  # every step of 2 epochs x 4 steps
-    epochs = [r for r in rows if "epoch/test_acc" in r]
-    assert [round(r["epoch/test_acc"], 6) for r in epochs] == [round(h["test_acc"], 6) for h in m["history"]]
+    # every step of 2 epochs x 3 steps: 64 images minus 6 held out for validation, batches of 16, full only
+    assert len(steps) == 2 * 3 and all("train/lr" in r for r in steps)
+    epochs = [r for r in rows if "epoch/val_acc" in r]
+    assert [round(r["epoch/val_acc"], 6) for r in epochs] == [round(h["val_acc"], 6) for h in m["history"]]
     assert not list(run_dir.glob("wandb/offline-run-*/files/wandb-summary.json"))
 
 

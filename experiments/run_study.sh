@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One study end to end on a 2-core CPU: the tuning sweep and the final sweep, each as two 1-thread
+# processes side by side (split by seed), the per-arm lr chosen on validation in between, then the report.
+#   experiments/run_study.sh digits_blocks [axial2_complex]      # study name, report baseline
+# Rerunning resumes (finished jobs are skipped by their checkpoints). Needs the venv and PYTHONPATH=$PWD.
+set -euo pipefail
+study=${1:?usage: experiments/run_study.sh <study> [baseline]}
+baseline=${2:-}
+export WANDB_MODE=${WANDB_MODE:-disabled}
+two() { # sweep dir, preset, seeds of process 1, seeds of process 2
+  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1" "seed=$3" > "multirun/$1.a.log" 2>&1 &
+  local first=$!
+  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1" "seed=$4" > "multirun/$1.b.log" 2>&1
+  wait "$first"
+}
+mkdir -p multirun
+time two "${study}_tune" "${study}_tune" 100 101
+python -m rope_ext.tune "multirun/${study}_tune" --study "$study"
+time two "$study" "$study" 0,2,4,6 1,3,5,7
+python -m rope_ext.report "multirun/$study" ${baseline:+--baseline "$baseline"} --out "experiments/results/$study"
