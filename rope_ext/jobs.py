@@ -8,6 +8,7 @@ by the command-line overrides, parsed by Hydra's ``OverridesParser`` and split i
 
     python -m rope_ext.jobs experiment=sweep_variants
     python -m rope_ext.jobs pe=axial_block pe.block=2,3,4,5,6 seed=0,1
+    python -m rope_ext.jobs --check pe.block=2,3,7      # also runs train.py's checks on every job
 """
 
 from __future__ import annotations
@@ -45,17 +46,46 @@ def list_jobs(overrides: list[str], conf_dir: Path = CONF) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
+def check_jobs(jobs: list[list[str]], conf_dir: Path = CONF) -> list[str | None]:
+    """Per job, the ``ConfigError`` its run would stop with (static checks and unknown keys), or None."""
+    from rope_ext.config import ConfigError, validate
+    from rope_ext.strict import check_keys
+
+    problems: list[str | None] = []
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        for job in jobs:
+            cfg = compose("config", overrides=job, return_hydra_config=True)
+            choices = cfg.hydra.runtime.choices
+            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            try:
+                validate(task)
+                check_keys(task, choices, conf_dir)
+                problems.append(None)
+            except ConfigError as err:
+                problems.append(str(err))
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m rope_ext.jobs",
         description="Print the jobs `python train.py -m <overrides>` would launch, without running them.",
     )
     ap.add_argument("overrides", nargs="*", help="the overrides you would give train.py -m")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="also compose every job and run the checks train.py runs first (exit 2 if any job would stop)",
+    )
     args = ap.parse_args(argv)
     jobs = list_jobs(args.overrides)
+    problems = check_jobs(jobs) if args.check else [None] * len(jobs)
     print(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}: python train.py -m {' '.join(args.overrides)}")
-    for i, job in enumerate(jobs):
-        print(f"#{i} {' '.join(job)}")
+    for i, (job, problem) in enumerate(zip(jobs, problems)):
+        print(f"#{i} {' '.join(job)}" + (f"\n   refused: {problem}" if problem else ""))
+    if any(problems):
+        print(f"{sum(map(bool, problems))} of {len(jobs)} jobs would stop before training.")
+        return 2
     return 0
 
 

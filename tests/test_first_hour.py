@@ -150,6 +150,14 @@ def test_job_listing_cli_prints_count_and_overrides(capsys):
     ]
 
 
+def test_job_listing_check_names_the_jobs_that_would_stop(capsys):
+    assert jobs_main(["--check", "pe.block=2,7", "+train.epoch=3"]) == 2
+    out = capsys.readouterr().out
+    assert "pe.block=7 is not allowed" in out and "did you mean train.epochs?" in out
+    assert "2 of 2 jobs would stop before training." in out
+    assert jobs_main(["--check", "pe.block=2,3"]) == 0
+
+
 @pytest.mark.slow
 def test_listed_jobs_are_the_jobs_a_real_multirun_launches_and_short_runs_have_a_speed(tmp_path):
     # 64 training images in batches of 16: 4 steps per epoch, fewer than the 5 warm-up steps configured
