@@ -38,6 +38,7 @@ from rope_ext.loader import Batches, BatchTransform
 from rope_ext.preemption import Interrupted, SignalGuard
 from rope_ext.relativity import shift_metrics
 from rope_ext.rotary import OPTION_KEYS
+from rope_ext.strict import check_keys
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
 from rope_ext.vit import CheckpointFileError
@@ -135,6 +136,7 @@ def train(
     # 1. check everything that can be checked before doing any work
     validate(cfg)
     safety.validate_values(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+    check_keys(cfg, HydraConfig.get().runtime.choices)  # typos are refused, not ignored
     device = _pick_device(cfg.hardware, env)
     amp_dtype = _amp_dtype(cfg.hardware.precision, device)
     if cfg.hardware.devices * cfg.hardware.nodes > 1 and not env.enabled:
@@ -323,7 +325,9 @@ def train(
             pending: list[tuple[int, torch.Tensor, float]] = []  # (step, loss, lr) not yet checked/logged
             images = 0
             timer_start = None if first_epoch_here else _now(device)
-            warmup = cfg.train.speed_warmup_steps if first_epoch_here else 0
+            warmup = (
+                speed_warmup(cfg.train.speed_warmup_steps, steps_per_epoch - skip) if first_epoch_here else 0
+            )
             bars.steps(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}")
             step = skip
             for i, (x, y) in enumerate(train_batches):
@@ -792,6 +796,15 @@ def _wandb_names(cfg: DictConfig, run_dir: Path) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------------
 # small utilities
+
+
+def speed_warmup(configured: int, steps: int) -> int:
+    """Steps left out of ``train_img_per_s`` at the start of a run whose first epoch here has ``steps``.
+
+    At most half of them, so that a short run (an epoch of fewer steps than configured) is still
+    measured: a speed that includes start-up costs beats no speed at all in a sweep table.
+    """
+    return max(0, min(configured, steps // 2))
 
 
 def _now(device: torch.device) -> float:

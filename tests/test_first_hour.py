@@ -1,0 +1,241 @@
+"""What a new user meets first: speed on short runs, typo'd keys, a sweep's jobs listed before it runs,
+README/docs links that stay inside the repository."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from harness_helpers import REPO, TINY, compose_job, output, run_train, wandb_records
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rope_ext.config import ConfigError
+from rope_ext.jobs import list_jobs
+from rope_ext.jobs import main as jobs_main
+from rope_ext.strict import check_keys
+from rope_ext.trainer import speed_warmup
+
+CONF = REPO / "conf"
+
+
+def refused(overrides: list[str]) -> str:
+    task, cfg = compose_job(overrides)
+    with pytest.raises(ConfigError) as err:
+        check_keys(task, cfg.hydra.runtime.choices)
+    return str(err.value)
+
+
+def accepted(overrides: list[str]) -> None:
+    task, cfg = compose_job(overrides)
+    check_keys(task, cfg.hydra.runtime.choices)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. speed on short runs
+
+
+@pytest.mark.parametrize(
+    ("configured", "steps", "expected"), [(5, 22, 5), (5, 4, 2), (5, 1, 0), (0, 10, 0), (3, 6, 3)]
+)
+def test_speed_warmup_leaves_at_least_half_the_first_epoch_measured(configured, steps, expected):
+    assert speed_warmup(configured, steps) == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. unknown keys
+
+
+def test_hydras_own_hint_plus_key_is_refused_naming_the_closest_key():
+    msg = refused(["+train.epoch=2"])
+    assert "train.epoch=2" in msg and "did you mean train.epochs?" in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "closest"),
+    [
+        ("+eval.batchsize=8", "eval.batch_size"),
+        ("+pe.blok=4", "pe.block"),
+        ("+dataset.augment.hflp=true", "dataset.augment.hflip"),
+        ("+optimizer.weight_decy=0.1", "optimizer.weight_decay"),
+        ("+hardware.thread=2", "hardware.threads"),
+        ("+wandb.projct=x", "wandb.project"),
+        ("+model.dept=3", "model.depth"),
+    ],
+)
+def test_unknown_keys_of_every_project_group_are_refused(override, closest):
+    key = override[1:].split("=")[0]
+    msg = refused([override])
+    assert key in msg and f"did you mean {closest}?" in msg
+
+
+def test_several_unknown_keys_are_named_together():
+    msg = refused(["+train.epoch=2", "+pe.blok=4"])
+    assert "train.epoch" in msg and "pe.blok" in msg
+
+
+def test_timm_kwargs_under_model_stay_open_and_are_checked_against_the_signature():
+    accepted(["+model.qkv_bias=false", "+model.class_token=false", "+model.global_pool=avg"])
+    accepted(["model.depth=2", "++model.drop_rate=0.1"])
+    assert "model.qkv_bais" in refused(["+model.qkv_bais=false"])
+
+
+def test_every_preset_and_arm_composes_without_unknown_keys():
+    presets = [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
+    arms = [[f"+experiment/arm={p.stem}"] for p in sorted((CONF / "experiment" / "arm").glob("*.yaml"))]
+    assert len(presets) >= 10 and len(arms) >= 10
+    for overrides in presets + arms:
+        accepted(overrides)
+
+
+def test_a_key_added_to_a_group_yaml_is_allowed_without_a_list_to_update(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    pe = conf / "pe" / "axial_block.yaml"
+    pe.write_text(pe.read_text() + "brand_new_option: 1\n")
+    train_yaml = conf / "config.yaml"
+    train_yaml.write_text(train_yaml.read_text().replace("train:\n", "train:\n  brand_new_key: 0\n", 1))
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["pe.brand_new_option=2", "train.brand_new_key=3"])
+        choices = {"pe": "axial_block", "dataset": "digits", "optimizer": "adamw", "hardware": "auto"}
+        check_keys(cfg, choices | {"model": "vit_cifar"}, conf_dir=conf)
+        # the same keys are unknown to the repository's own conf/
+        with pytest.raises(ConfigError, match="pe.brand_new_option"):
+            check_keys(cfg, choices | {"model": "vit_cifar"})
+
+
+def test_a_typo_key_stops_train_py_with_exit_2_before_any_work(tmp_path):
+    proc = run_train([*TINY, "run_id=typo", "+train.epoch=2"], cwd=tmp_path, timeout=120)
+    out = output(proc)
+    assert proc.returncode == 2, out
+    assert "train.epoch" in out and "did you mean train.epochs?" in out
+    run_dir = tmp_path / "outputs" / "typo"
+    assert not (run_dir / "checkpoint.pt").exists()
+    # the refusal is recorded as a failure (failure.json, or a failed metrics.json before issue 8), never "ok"
+    records = [run_dir / n for n in ("failure.json", "metrics.json") if (run_dir / n).exists()]
+    assert records and all(json.loads(r.read_text())["status"] != "ok" for r in records)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. listing a sweep's jobs
+
+
+def sweep_values(preset: str) -> int:
+    """Jobs a preset declares: the product of its hydra.sweeper.params value counts, read from the YAML."""
+    params = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    return math.prod(len(str(v).split(",")) for v in params.values())
+
+
+@pytest.mark.parametrize("preset", ["sweep_variants", "relpos_study", "sweep_impl"])
+def test_job_listing_of_a_preset_counts_its_declared_sweep(preset):
+    jobs = list_jobs([f"experiment={preset}"])
+    assert len(jobs) == sweep_values(preset)
+    assert len({tuple(j) for j in jobs}) == len(jobs)  # no job listed twice
+    assert all(f"experiment={preset}" in j for j in jobs)
+    # command-line sweeps multiply the preset's
+    assert len(list_jobs([f"experiment={preset}", "train.lr=1e-3,3e-3"])) == 2 * len(jobs)
+
+
+def test_job_listing_cli_prints_count_and_overrides(capsys):
+    assert jobs_main(["pe=axial_block", "pe.block=2,3,4", "seed=0,1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("6 jobs:")
+    assert out[1:] == [
+        f"#{i} pe=axial_block pe.block={b} seed={s}"
+        for i, (b, s) in enumerate((b, s) for b in (2, 3, 4) for s in (0, 1))
+    ]
+
+
+def test_job_listing_check_names_the_jobs_that_would_stop(capsys):
+    assert jobs_main(["--check", "pe.block=2,7", "+train.epoch=3"]) == 2
+    out = capsys.readouterr().out
+    assert "pe.block=7 is not allowed" in out and "did you mean train.epochs?" in out
+    assert "2 of 2 jobs would stop before training." in out
+    assert jobs_main(["--check", "pe.block=2,3"]) == 0
+
+
+@pytest.mark.slow
+def test_listed_jobs_are_the_jobs_a_real_multirun_launches_and_short_runs_have_a_speed(tmp_path):
+    # 64 training images in batches of 16: 4 steps per epoch, fewer than the 5 warm-up steps configured
+    sweep = [*TINY, "train.speed_warmup_steps=5", "pe.block=2,3", "seed=0,1"]
+    listed = list_jobs(sweep)
+    proc = run_train(["-m", *sweep], cwd=tmp_path, timeout=400, extra_env={"WANDB_MODE": "offline"})
+    out = output(proc)
+    assert proc.returncode == 0, out
+    runs = sorted(p.parent for p in (tmp_path / "multirun").rglob("metrics.json"))
+    assert len(runs) == len(listed) == 4
+    launched = [OmegaConf.to_container(OmegaConf.load(r / ".hydra" / "overrides.yaml")) for r in runs]
+    for job in listed:  # every listed job's overrides are among one launched job's
+        assert sum(set(job) <= set(o) for o in launched) == 1, (job, launched)
+    for run in runs:
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["train_img_per_s"] is not None and m["train_img_per_s"] > 0, run
+    # docs/wandb.md's field names are what the runs log: group = the sweep, config and summary keys
+    [sweep_dir] = list((tmp_path / "multirun").iterdir())
+    for run in runs:
+        logged = wandb_logged(run)
+        assert logged["group"] == sweep_dir.name and logged["job_type"] == "train"
+        assert {"pe.name", "pe.block", "pe.mixed", "seed", "dataset.name", "train.epochs"} <= logged["config"]
+        assert {"test_acc", "train_img_per_s", "infer_img_per_s", "relative_error"} <= logged["summary"]
+        assert any(k.startswith("test_acc_at/") for k in logged["summary"])
+    lines = out.splitlines()
+    # the end-of-sweep table: the last one printed (each job also prints its own row)
+    start = max(i for i, line in enumerate(lines) if line.startswith("| run"))
+    col = [c.strip() for c in lines[start].split("|")].index("train img/s")
+    table = [line for line in lines[start:] if line.startswith("| ") and "axial_block" in line]
+    assert len(table) == 4 and all(float(row.split("|")[col]) > 0 for row in table)
+
+
+def wandb_logged(run_dir: Path) -> dict:
+    """Group, job type, dotted config keys and summary keys of a run's offline W&B log."""
+    [path] = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    out: dict = {"config": set(), "summary": set()}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["group"], out["job_type"] = record.run.run_group, record.run.job_type
+            for item in record.run.config.update:
+                out["config"] |= dotted(item.key, json.loads(item.value_json))
+        elif kind == "config":
+            for item in record.config.update:
+                out["config"] |= dotted(item.key, json.loads(item.value_json))
+        elif kind == "summary":
+            out["summary"] |= {item.key or "/".join(item.nested_key) for item in record.summary.update}
+    return out
+
+
+def dotted(key: str, value: object) -> set[str]:
+    if isinstance(value, dict):
+        return {key} | {k for sub, v in value.items() for k in dotted(f"{key}.{sub}", v)}
+    return {key}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. links stay inside the repository
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def relative_links(path: Path) -> list[str]:
+    links = [m for m in LINK.findall(path.read_text()) if not re.match(r"[a-z]+:", m)]
+    return [m.split("#")[0] for m in links if not m.startswith("#")]
+
+
+def test_every_relative_link_in_readme_and_docs_resolves_inside_the_repository():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    assert (REPO / "docs" / "math.md") in pages
+    assert "docs/math.md" in relative_links(REPO / "README.md")
+    checked = 0
+    for page in pages:
+        text = page.read_text()
+        assert "../shared" not in text, f"{page.name} points outside the repository"
+        for link in relative_links(page):
+            target = (page.parent / link).resolve()
+            assert target.is_relative_to(REPO), f"{page.name}: {link} leaves the repository"
+            assert target.exists(), f"{page.name}: {link} does not exist"
+            checked += 1
+    assert checked >= 3
