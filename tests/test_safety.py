@@ -243,7 +243,7 @@ def test_refused_commands_keep_the_finished_result(tmp_path):
         name: (run_dir / name).read_bytes() for name in ("metrics.json", "checkpoint.pt", "checkpoint.json")
     }
     for extra, fragment in (
-        (["pe.block=7"], "pe.block=7"),
+        (["pe.block=13"], "pe.block=13"),
         (["seed=7"], "seed: checkpoint 0, this run 7"),
         (["dataset.subset=8"], "dataset.subset: checkpoint None, this run 8"),
         (["train.label_smoothing=0.2"], "train.label_smoothing"),
