@@ -368,3 +368,22 @@ def test_gpu_check_passes_arguments_its_tools_accept() -> None:
     assert (
         smoke.compile and smoke.dtype == "bf16" and smoke.steps >= 200 and len(smoke.variants.split(",")) == 2
     )
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_arm_of_every_study_validates_and_builds_its_model(study: str) -> None:
+    """Each arm (one lr, one seed) passes train.py's checks and builds a ViT that classifies a batch."""
+    import torch
+
+    from rope_ext.jobs import check_jobs
+    from rope_ext.trainer import _build_model
+
+    arms = _sweep_params(_compose(f"experiment={study}_tune", hydra_config=True))["+experiment/arm"]
+    jobs = [[f"experiment={study}_tune", f"+experiment/arm={arm}", "seed=100"] for arm in arms]
+    assert check_jobs(jobs) == [None] * len(jobs)
+    for arm in arms:
+        cfg = _compose(f"experiment={study}", f"+experiment/arm={arm}")
+        model = _build_model(cfg, num_classes=10).eval()
+        size = int(cfg.dataset.input_size)
+        with torch.no_grad():
+            assert model(torch.randn(2, 3, size, size)).shape == (2, 10), arm
