@@ -443,7 +443,7 @@ def test_wandb_online_falls_back_to_offline_when_the_server_is_down(tmp_path):
     run_dir = tmp_path / "outputs" / "wb"
     [log_file] = list((run_dir / "wandb").glob("offline-run-*/*.wandb"))
     rows = wandb_history(log_file)
-    assert any("train/loss" in r for r in rows) and any("epoch/test_acc" in r for r in rows)
+    assert any("train/loss" in r for r in rows) and any("epoch/val_acc" in r for r in rows)
     assert metrics(run_dir)["status"] == "ok"
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
     assert run_id in log_file.parent.name  # the same id: wandb sync continues the online run
