@@ -6,27 +6,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_rotary import perturbed, relative_deviation
 
 from rope_ext import create_vit, fold_for_inference, make_rope
 from rope_ext.rotary import axial_layout
 
 torch.set_default_dtype(torch.float32)
-
-
-def perturbed(name: str, seed: int = 0, scale: float = 0.5, **kw) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    rope = make_rope(name, **kw).double()
-    with torch.no_grad():
-        for p in rope.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return rope
-
-
-def relative_deviation(rope: torch.nn.Module, pos: torch.Tensor, shift: torch.Tensor) -> float:
-    r0, r1 = rope.rotation(pos), rope.rotation(pos + shift)
-    g0 = torch.einsum("hiab,hjac->hijbc", r0, r0)
-    g1 = torch.einsum("hiab,hjac->hijbc", r1, r1)
-    return (g1 - g0).abs().max().item()
 
 
 def blocks_for(head_dim: int) -> list[int]:
