@@ -7,10 +7,14 @@ set -euo pipefail
 study=${1:?usage: experiments/run_study.sh <study> [baseline]}
 baseline=${2:-}
 export WANDB_MODE=${WANDB_MODE:-disabled}
+# Each process gets its own sweep directory below multirun/<study>: a job directory is named after the
+# values that vary inside its sweep, so two processes that split the seeds must not share one (their
+# jobs would collide; the checkpoint fingerprint refuses the second seed). tune and report read every
+# job below multirun/<study>.
 two() { # sweep dir, preset, seeds of process 1, seeds of process 2
-  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1" "seed=$3" > "multirun/$1.a.log" 2>&1 &
+  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1/part1" "seed=$3" > "multirun/$1.a.log" 2>&1 &
   local first=$!
-  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1" "seed=$4" > "multirun/$1.b.log" 2>&1
+  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1/part2" "seed=$4" > "multirun/$1.b.log" 2>&1
   wait "$first"
 }
 mkdir -p multirun
