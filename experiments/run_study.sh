@@ -21,4 +21,7 @@ mkdir -p multirun
 time two "${study}_tune" "${study}_tune" 100 101
 python -m rope_ext.tune "multirun/${study}_tune" --study "$study"
 time two "$study" "$study" 0,2,4,6 1,3,5,7
+# the final jobs' names carry their seed: gather them into one sweep so the report pools all 8 seeds per arm
+mkdir -p "multirun/$study/seeds_0-7" && mv "multirun/$study"/part[12]/+* "multirun/$study/seeds_0-7/"
+rm -r "multirun/$study/part1" "multirun/$study/part2"
 python -m rope_ext.report "multirun/$study" ${baseline:+--baseline "$baseline"} --out "experiments/results/$study"
