@@ -285,6 +285,7 @@ def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: 
             (job / "metrics.json").write_text(json.dumps(m))
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
+    shutil.rmtree(conf / "experiment" / "tuned" / "digits_blocks", ignore_errors=True)  # the committed choice
     assert tune.main([str(sweep), "--study", "digits_blocks", "--conf", str(conf)]) == 0
     tuned = conf / "experiment" / "tuned" / "digits_blocks"
     assert sorted(p.name for p in tuned.iterdir()) == ["axial2_complex.yaml", "none.yaml"]
