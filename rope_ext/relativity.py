@@ -18,6 +18,20 @@ SHIFT_PATCHES = 1.0  # shift_error: one grid step per axis
 
 
 @torch.no_grad()
+def perturb(model: nn.Module, qkv_std: float) -> torch.nn.Module:
+    """Move a fresh ViT away from init (in place): rotary parameters + N(0, 0.3²), class token N(0, 1),
+    qkv weights N(0, qkv_std²). timm's init leaves attention near uniform, which hides position leaks."""
+    for name, p in model.named_parameters():
+        if ".rope." in name:
+            p.add_(0.3 * torch.randn_like(p))
+    if model.cls_token is not None:
+        model.cls_token.normal_()
+    for blk in model.blocks:
+        blk.attn.qkv.weight.normal_(0, qkv_std)
+    return model
+
+
+@torch.no_grad()
 def shift_metrics(
     model: nn.Module,
     test_batches: Iterable[tuple[Tensor, Any]],
@@ -83,14 +97,7 @@ def _table(seed: int = 0) -> str:
                     num_heads=3,
                 )
                 if weights == "perturbed":
-                    with torch.no_grad():
-                        for name, p in model.named_parameters():
-                            if ".rope." in name:
-                                p.add_(0.3 * torch.randn_like(p))
-                        if model.cls_token is not None:
-                            model.cls_token.normal_()
-                        for blk in model.blocks:
-                            blk.attn.qkv.weight.normal_(0, 0.1)
+                    perturb(model, qkv_std=0.1)
                 offset = grid_offset(model, (32, 32), SHIFT_PATCHES) or (1.0, 1.0)
                 cells[(pool, weights)] = shift_error(model, images, offset)
         row = [

@@ -10,6 +10,7 @@ from harness_helpers import TINY as TINY_RUN
 from harness_helpers import run_train
 
 from rope_ext import create_vit, grid_offset, shift_error, shifted_positions
+from rope_ext.relativity import perturb
 from rope_ext.rotary import augment_positions, grid_positions, make_rope
 
 TINY = dict(patch_size=4, embed_dim=48, depth=2, num_heads=2)  # head_dim 24
@@ -31,15 +32,7 @@ def vit(pe: str, pool: str = "cls", seed: int = 0, **options) -> torch.nn.Module
     model = create_vit(
         "vit_tiny_patch16_224", pe=pe, num_classes=10, img_size=32, pe_options=options, pool=pool, **TINY
     )
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".rope." in name:
-                p.add_(0.3 * torch.randn_like(p))
-        if model.cls_token is not None:
-            model.cls_token.normal_()
-        for blk in model.blocks:  # timm's init leaves attention near uniform: sharpen it
-            blk.attn.qkv.weight.normal_(0, 0.5)
-    return model.eval()
+    return perturb(model, qkv_std=0.5).eval()  # timm's init leaves attention near uniform: sharpen it
 
 
 IMAGES = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
