@@ -1,0 +1,140 @@
+"""A run's record on disk: the one schema of ``metrics.json`` and ``failure.json``.
+
+The trainer writes these files, the sweep summary, the report, the tuner and the tests read them, all
+through this module. ``metrics.json`` is written once, when a run finishes; ``failure.json`` is written
+beside it (never over it) when an attempt fails. ``job_result`` says which one a job directory stands for.
+
+Versions: 1 is the layout written before the schema carried a version (the same keys, no
+``schema_version``); 2 adds ``schema_version``. Readers accept both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+SCHEMA_VERSION = 2
+METRICS_NAME = "metrics.json"
+FAILURE_NAME = "failure.json"
+
+
+class EpochRecord(TypedDict):
+    """One entry of ``history``: the end of one epoch."""
+
+    epoch: int
+    train_loss: float
+    val_acc: float | None  # None when dataset.val_fraction=0
+    lr: float
+
+
+class RunMetrics(TypedDict):
+    """``metrics.json`` of a finished run (accuracies in percent)."""
+
+    schema_version: int
+    status: Literal["ok"]
+    test_acc: float  # the final model at the training size
+    val_acc: float | None  # the final model; nothing is selected on the test split
+    best_val_acc: float | None
+    best_epoch: int | None
+    test_acc_at: dict[str, float]  # str(input size) -> test accuracy, test images resized or redrawn
+    train_img_per_s: float | None  # steady-state training speed, all ranks together
+    infer_img_per_s: float | None
+    infer_latency_ms: float | None
+    peak_mem_mb: float
+    params: int
+    epochs_done: int
+    relative_error: float  # max over rotary layers of |R(p_i)^T R(p_j) - R(p_j - p_i)|
+    shift_error: float  # the whole model: logits moved by a one-patch shift of every position
+    test_acc_shifted: float | None
+    pe: dict[str, Any]  # the encoding's resolved options (rotary.OPTION_KEYS and name)
+    model: str
+    dataset: str
+    input_size: int
+    seed: int
+    run_id: str
+    world_size: int
+    device: str
+    precision: str
+    batch_size: int
+    global_batch_size: int
+    train_loss: float | None
+    history: list[EpochRecord]
+    resumed: bool
+    wall_s: float
+
+
+class FailureRecord(TypedDict, total=False):
+    """``failure.json``: the last failed attempt (best effort: the config itself may be what failed)."""
+
+    schema_version: int
+    status: Literal["failed"]
+    error: str
+    pe: dict[str, Any]
+    epochs_done: int
+    model: str | None
+    dataset: str | None
+    input_size: int | None
+    seed: int | None
+    failed_at: str
+
+
+METRICS_KEYS: tuple[str, ...] = tuple(RunMetrics.__annotations__)
+
+
+def write_record(path: Path, record: RunMetrics | FailureRecord | dict[str, Any]) -> None:
+    """Write ``record`` as JSON atomically (a ``.tmp`` beside it, then a rename); stamps the version."""
+    data = {"schema_version": SCHEMA_VERSION, **record}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when the file is missing, a failed record when it is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"status": "failed", "error": f"unreadable {path.name}: {exc}"}
+    if not isinstance(data, dict):
+        return {"status": "failed", "error": f"{path.name} is not a JSON object"}
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        return {
+            "status": "failed",
+            "error": f"{path.name} has schema_version={version!r}; this rope_ext reads 1..{SCHEMA_VERSION}",
+        }
+    return data
+
+
+def job_result(job_dir: Path) -> dict[str, Any]:
+    """A job's record: its ok ``metrics.json``, or its ``failure.json`` when that is newer (or alone).
+
+    A failure that follows an ok result carries ``kept_result`` (the ok metrics, still on disk) and an
+    error that says so; a directory with neither file is a failure "no result".
+    """
+    metrics_path, failure_path = job_dir / METRICS_NAME, job_dir / FAILURE_NAME
+    metrics, failure = read_record(metrics_path), read_record(failure_path)
+    ok = metrics if metrics is not None and metrics.get("status") == "ok" else None
+    if failure is not None and (ok is None or failure_path.stat().st_mtime >= metrics_path.stat().st_mtime):
+        failure = dict(failure, status="failed")
+        if ok is not None:
+            failure["error"] = (
+                f"{failure.get('error')} (the latest attempt failed; the previous ok result in "
+                f"{metrics_path} is kept)"
+            )
+            failure["kept_result"] = ok
+        return failure
+    if ok is not None:
+        return ok
+    return {
+        "status": "failed",
+        "error": f"no result: neither an ok {METRICS_NAME} nor {FAILURE_NAME}",
+    }
