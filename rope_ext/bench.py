@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rope_ext.report.tables import cell, markdown_table
 from rope_ext.rotary import make_rope
 from rope_ext.vit import create_vit, fold_for_inference
 
@@ -189,22 +190,25 @@ def basis_cost(args: argparse.Namespace, repeats: int = 30) -> str:
     return "\n".join(lines)
 
 
-def format_table(rows: list[dict], header: str) -> str:
-    def f(v: float | None, fmt: str) -> str:
-        return "—" if v is None else format(v, fmt)
+# (title, row key, decimals) of the table's columns after the variant
+_TABLE = (
+    ("train step ms", "train_ms", 1),
+    ("train × none", "train_ratio", 3),
+    ("train img/s", "train_img_s", 0),
+    ("infer ms", "infer_ms", 1),
+    ("infer × none", "infer_ratio", 3),
+    ("infer img/s", "infer_img_s", 0),
+)
 
-    lines = [
-        header,
-        "",
-        "| variant | train step ms | train × none | train img/s | infer ms | infer × none | infer img/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+
+def format_table(rows: list[dict], header: str) -> str:
+    """``header``, a blank line and the Markdown table of ``run``'s rows (— where a variant has no figure)."""
+    body = [
+        [r["variant"], *(cell(r[key], digits, missing="—", sci_below=0) for _, key, digits in _TABLE)]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['variant']} | {f(r['train_ms'], '.1f')} | {f(r['train_ratio'], '.3f')} | {f(r['train_img_s'], '.0f')} "
-            f"| {f(r['infer_ms'], '.1f')} | {f(r['infer_ratio'], '.3f')} | {f(r['infer_img_s'], '.0f')} |"
-        )
-    return "\n".join(lines)
+    table = markdown_table(["variant", *(title for title, _, _ in _TABLE)], body, right=[False] + [True] * 6)
+    return f"{header}\n\n{table}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,7 +10,7 @@
 * ``on_multirun_end``: prints one table of every job's result, lists the jobs that failed with their
   error, and exits with status 1 when any did.
 
-A job's state (``job_result``): ``ok`` when its ``metrics.json`` (written only by a finished run) is
+A job's state (``rope_ext.metrics.job_result``): ``ok`` when its ``metrics.json`` (written only by a finished run) is
 newer than its ``failure.json``; ``failed`` when the failure is newer or there is no result, saying when
 an earlier ``ok`` result is kept beside the failure. ``on_multirun_start`` also refuses launcher values
 that Hydra's launcher would otherwise turn into a traceback (exit 2, nothing written).
@@ -18,7 +18,6 @@ that Hydra's launcher would otherwise turn into a traceback (exit 2, nothing wri
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -28,6 +27,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from rope_ext.config import slug
+from rope_ext.metrics import job_result
+from rope_ext.report.runs import find_runs
+from rope_ext.report.tables import cell, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +50,8 @@ COLUMNS = (
 )
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10000 else str(value)
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
-            return f"{value:.1e}"
-        return f"{value:.2f}"
-    return str(value)
-
-
 def row_of(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The summary row of one run called ``name`` from its record (``metrics.json`` or ``failure.json``)."""
     pe = metrics.get("pe") or {}
     return {
         "run": name,
@@ -73,59 +62,25 @@ def row_of(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table (Markdown pipe syntax) of result rows."""
-    header = [title for title, _ in COLUMNS]
+    """A plain-text table (Markdown pipe syntax, padded to line up in a terminal) of result rows."""
     body = [[_cell(r.get(key)) for _, key in COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(b, widths)) + " |" for b in body]
-    return "\n".join(lines)
+    return markdown_table([title for title, _ in COLUMNS], body, pad=True)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def job_result(job_dir: Path) -> dict[str, Any]:
-    """A job's metrics: its ok ``metrics.json``, or its ``failure.json`` when that is newer (or alone).
-
-    A failure that follows an ok result carries ``kept_result`` (the ok metrics, still on disk) and an
-    error that says so; a directory with neither file is a failure "no result".
-    """
-    metrics_path, failure_path = job_dir / "metrics.json", job_dir / "failure.json"
-    metrics, failure = _read(metrics_path), _read(failure_path)
-    ok = metrics if metrics is not None and metrics.get("status") == "ok" else None
-    if failure is not None and (ok is None or failure_path.stat().st_mtime >= metrics_path.stat().st_mtime):
-        failure = dict(failure, status="failed")
-        if ok is not None:
-            failure["error"] = (
-                f"{failure.get('error')} (the latest attempt failed; the previous ok result in "
-                f"{metrics_path} is kept)"
-            )
-            failure["kept_result"] = ok
-        return failure
-    if ok is not None:
-        return ok
-    return {
-        "status": "failed",
-        "error": f"no result: neither an ok {metrics_path.name} nor {failure_path.name}",
-    }
+def _cell(value: Any) -> str:
+    # wide ints grouped and large floats scientific: the summary's columns are narrow
+    return cell(value, missing="-", sci_below=1e-3, sci_from=1e6, group_from=10000)
 
 
 def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Rows of every job under ``sweep_dir`` and (job, error) of the jobs that failed or left nothing."""
     rows, failures = [], []
-    for cfg_path in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
-        job_dir = cfg_path.parent.parent
-        metrics = job_result(job_dir)
-        rows.append(row_of(job_dir.name, metrics))
-        if metrics.get("status") != "ok":
-            failures.append((job_dir.name, str(metrics.get("error") or metrics.get("status"))))
+    for run in find_runs(sweep_dir, jobs_only=True) if sweep_dir.is_dir() else []:
+        # the latest attempt counts here (a failure after an ok result is reported), unlike in the report
+        result = job_result(run.path)
+        rows.append(row_of(run.path.name, result))
+        if result.get("status") != "ok":
+            failures.append((run.path.name, str(result.get("error") or result.get("status"))))
     return rows, failures
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rope_ext.report import Run, find_runs
+from rope_ext.report.runs import Run, find_runs
 
 __all__ = ["choose_lrs", "main", "write_tuned"]
 

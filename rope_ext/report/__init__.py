@@ -1,0 +1,54 @@
+"""Compare the runs of a sweep: ``python -m rope_ext.report DIR``.
+
+Finds every run under ``DIR`` (a directory holding ``.hydra/config.yaml``: a single run's Hydra output
+directory or each job directory of a multirun), reads its ``metrics.json`` and config, and writes into
+``DIR`` (or ``--out``):
+
+* ``report.csv``: one row per run, failed and missing runs included (``status``), each speed figure also as
+  a ratio to the mean of the ``pe=none`` runs of the same sweep, model, input size and batch size (columns
+  ``*_ratio_vs_none``);
+* ``stats.csv``: one row per arm (the runs that differ only in seed) of each table (a sweep on a dataset):
+  final-model test accuracy as mean, 95 % t-CI and n, the difference to ``--baseline`` with 95 % CI,
+  p-value (paired over common seeds, else Welch) and Holm-adjusted p, the same per evaluation size
+  (``acc@S_*``), the minimal detectable difference at 80 % power and the ``command`` rerunning one seed
+  (statistics from ``rope_ext.stats``, i.e. scipy.stats);
+* ``report.md``: those tables (``n.s.`` where a difference's CI includes 0), every group as mean ± std
+  (sample std over seeds) with the ``lie_block`` control's measured relative-property error beside its
+  accuracy, and a list of the failed (``failure.json`` or a non-ok ``metrics.json``) and missing runs;
+* ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the
+  chance level and the baseline marked;
+* a ``wandb.Table`` of the rows (and the plots) logged to each sweep's W&B group, in ``WANDB_MODE``
+  (``offline`` when unset; ``disabled`` skips it). A W&B failure only warns.
+
+A *sweep* is the directory holding the job directories (a multirun's sweep directory; for single runs,
+their common parent).
+
+Modules: ``runs`` (run discovery: ``Run``, ``find_runs``; also the sweep summary's and the tuner's),
+``tables`` (cell formatting, Markdown and CSV tables; also the sweep summary's and the benchmark's),
+``groups`` (seeds grouped into arms, speed ratios), ``arms`` (per-arm statistics, ``stats.csv``),
+``plots``, ``wandb_log``, ``write`` (``report.csv``, ``report.md``, ``write_report``) and ``cli``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["PLOT_FILES", "STAT_COLUMNS", "Run", "find_runs", "main", "write_report"]
+
+# Imported on first use: the trainer imports the sweep summary, which imports ``runs`` and ``tables``
+# from this package, and should not pay for scipy and the report's writers at every start.
+_EXPORTS = {
+    "PLOT_FILES": "rope_ext.report.plots",
+    "STAT_COLUMNS": "rope_ext.report.arms",
+    "Run": "rope_ext.report.runs",
+    "find_runs": "rope_ext.report.runs",
+    "main": "rope_ext.report.cli",
+    "write_report": "rope_ext.report.write",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

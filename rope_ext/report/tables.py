@@ -1,0 +1,115 @@
+"""Cells and tables: the one number formatting and Markdown table layout of the sweep summary, the
+report and ``rope_ext.bench``, and the CSV writer of the report."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["cell", "ci_cell", "csv_table", "markdown_table", "mean_std", "numbers", "p_cell"]
+
+
+def cell(
+    value: Any,
+    digits: int = 2,
+    *,
+    missing: str = "",
+    sci_below: float | None = None,
+    sci_from: float = math.inf,
+    group_from: float = math.inf,
+) -> str:
+    """One table cell: ``missing`` for None, booleans lower case, floats with ``digits`` decimals.
+
+    A nonzero float below ``sci_below`` (default ``10**-digits``: it would print as zero) or from
+    ``sci_from`` on is written ``1.2e-05``; an int from ``group_from`` on gets thousands separators.
+    """
+    if value is None:
+        return missing
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= group_from else str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        tiny = 10 ** (-digits) if sci_below is None else sci_below
+        if value != 0 and (abs(value) < tiny or abs(value) >= sci_from):
+            return f"{value:.1e}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def numbers(values: Iterable[Any]) -> list[float]:
+    """The finite numbers among ``values`` (None, NaN, strings and booleans dropped)."""
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [v for v in nums if math.isfinite(v)]
+
+
+def mean_std(values: Iterable[Any], digits: int = 2) -> str:
+    """``mean ± sample std`` over the seeds' values (the mean alone for one value, "" for none)."""
+    nums = numbers(values)
+    if not nums:
+        return ""
+    mean = statistics.fmean(nums)
+    if len(nums) < 2:
+        return cell(mean, digits)
+    std = statistics.stdev(nums)
+    if mean != 0 and abs(mean) < 10 ** (-digits):  # tiny values (relative errors): scientific for both
+        return f"{mean:.1e} ± {std:.1e}"
+    return f"{cell(mean, digits)} ± {cell(std, digits)}"
+
+
+def ci_cell(mean: Any, low: Any, high: Any, digits: int = 2) -> str:
+    """``mean [low, high]`` (the mean alone without an interval)."""
+    if mean is None:
+        return ""
+    if low is None:
+        return cell(mean, digits)
+    return f"{cell(mean, digits)} [{cell(low, digits)}, {cell(high, digits)}]"
+
+
+def p_cell(p: float | None) -> str:
+    """A p-value: three decimals, scientific below 0.001."""
+    return "" if p is None else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+
+
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[bool] = (), pad: bool = False
+) -> str:
+    """A Markdown pipe table of formatted cells (``|`` in a cell escaped).
+
+    ``right``: per column, right-aligned (``---:``); ``pad``: columns padded to a common width so the plain
+    text lines up too (for terminals).
+    """
+    body = [[c.replace("|", "\\|") for c in row] for row in rows]
+    aligned = [i < len(right) and right[i] for i in range(len(header))]
+    if pad:
+        widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(header)]
+    else:
+        widths = [0] * len(header)
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, aligned))
+            + " |"
+        )
+
+    rule = [
+        ("-" * (w + 1) if pad else "---") + (":" if r else "-" if pad else "")
+        for w, r in zip(widths, aligned)
+    ]
+    return "\n".join([line(header), "|" + "|".join(rule) + "|", *(line(r) for r in body)])
+
+
+def csv_table(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Write ``rows`` as CSV with ``columns`` (None as an empty field, other keys ignored)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})

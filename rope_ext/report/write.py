@@ -1,0 +1,151 @@
+"""``report.csv`` (one row per run) and ``report.md`` (every group of seeds, the statistics, the failed
+and missing runs), and ``write_report``, which writes everything the report consists of."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rope_ext.report.arms import arm_statistics, statistics_markdown, write_stats_csv
+from rope_ext.report.groups import Group, compute_ratios, eval_sizes, group_runs
+from rope_ext.report.plots import PLOT_FILES, write_plots
+from rope_ext.report.runs import PE_OPTIONS, RATIO_SUFFIX, SPEEDS, Run, find_runs
+from rope_ext.report.tables import cell, csv_table, markdown_table, mean_std
+from rope_ext.report.wandb_log import log_to_wandb
+
+__all__ = ["CSV_COLUMNS", "write_csv", "write_markdown", "write_report"]
+
+CSV_COLUMNS = ["run_dir", "sweep", "status", "error", "variant", *PE_OPTIONS]
+CSV_COLUMNS += ["model", "dataset", "input_size", "batch_size", "seed"]
+CSV_COLUMNS += ["test_acc", "val_acc", "best_val_acc", "best_epoch", "relative_error"]
+CSV_COLUMNS += [c for speed in SPEEDS for c in (speed, speed + RATIO_SUFFIX)]
+CSV_COLUMNS += ["peak_mem_mb", "params", "epochs_done", "overrides"]
+
+
+def write_csv(runs: Sequence[Run], path: Path, root: Path) -> list[str]:
+    """``report.csv``: one row per run, failed and missing ones included; returns its columns."""
+    sizes = eval_sizes(runs)
+    columns = CSV_COLUMNS + [f"test_acc_at_{s}" for s in sizes]
+    csv_table(path, columns, (run.row(sizes, root) for run in runs))
+    return columns
+
+
+def write_markdown(
+    runs: Sequence[Run], groups: Sequence[Group], path: Path, root: Path, stat_lines: Sequence[str] = ()
+) -> None:
+    """``report.md``: ``stat_lines``, every group as mean ± std, the failed and missing runs, the plots."""
+    sizes = eval_sizes(runs)
+    sweeps = sorted({g.first.sweep for g in groups})
+    show_sweep = len(sweeps) > 1
+    show_other = any(g.other for g in groups)
+    header = ["sweep"] if show_sweep else []
+    header += ["variant", "N", "impl", "mixed", "dims", "model", "dataset", "input"]
+    header += ["other"] if show_other else []
+    header += ["seeds", "test acc %", "val acc %", "rel. error"]
+    header += [f"acc@{s} %" for s in sizes]
+    header += ["train img/s", "train ×none", "infer img/s", "infer ×none", "latency ms", "peak MB", "params"]
+    rows = []
+    for g in groups:
+        r = g.first
+        row = [r.sweep] if show_sweep else []
+        row += [
+            r.variant,
+            cell(r.pe("block")),
+            cell(r.pe("impl")) if r.variant != "none" else "",
+            cell(r.pe("mixed")) if r.variant != "none" else "",
+            cell(r.pe("dims")) if r.variant != "none" else "",
+            cell(r.field_value("model")),
+            cell(r.field_value("dataset")),
+            cell(r.field_value("input_size")),
+        ]
+        row += [g.other] if show_other else []
+        seeds = ",".join(str(run.field_value("seed")) for run in g.runs)
+        row += [
+            seeds,
+            mean_std(g.values("test_acc")),
+            mean_std(g.values("val_acc")),
+            mean_std(g.values("relative_error"), 3),
+        ]
+        for size in sizes:
+            row.append(mean_std(run.acc_at(size) for run in g.runs))
+        row += [
+            mean_std(g.values("train_img_per_s"), 0),
+            mean_std((run.ratios.get("train_img_per_s") for run in g.runs), 3),
+            mean_std(g.values("infer_img_per_s"), 0),
+            mean_std((run.ratios.get("infer_img_per_s") for run in g.runs), 3),
+            mean_std(g.values("infer_latency_ms"), 2),
+            mean_std(g.values("peak_mem_mb"), 0),
+            cell(r.metrics.get("params")),
+        ]
+        rows.append(row)
+    bad = [run for run in runs if run.status != "ok"]
+    n_ok = sum(run.status == "ok" for run in runs)
+    text = [
+        f"# Report: {root.name or root}",
+        "",
+        f"{len(runs)} runs: {n_ok} ok, {len(bad)} missing or failed. Accuracy is top-1 % on the test split; "
+        "mean ± sample std over the seeds listed. `×none` is the speed over the mean of the `none` runs of "
+        "the same sweep, model, input size and batch size (> 1 is faster for img/s). `rel. error` is the "
+        "measured relative-property error (0 for exact encodings; the `lie_block` control breaks it). "
+        "`acc@S` evaluates at an S-pixel input.",
+        "",
+        *stat_lines,
+        "## All groups (mean ± sample std)",
+        "",
+        markdown_table(header, rows) if rows else "No finished runs.",
+        "",
+        "## Missing or failed runs",
+        "",
+    ]
+    if bad:
+        for run in bad:
+            ov = " ".join(run.overrides)
+            text.append(f"- `{run.relpath(root)}` ({run.status}{': ' + ov if ov else ''}): {run.error}")
+    else:
+        text.append("None.")
+    text.append("")
+    plots = [p for p in PLOT_FILES if (path.parent / p).is_file()]
+    if plots:
+        text += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    path.write_text("\n".join(text))
+
+
+def write_report(
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    wandb_log: bool = True,
+    baseline: str | None = None,
+) -> dict[str, Any]:
+    """Write ``report.csv``, ``report.md`` and the plots for the runs under ``root``; return a summary."""
+    root = Path(root)
+    runs = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(
+            f"report: DIR={str(root)!r} holds no run directories (none with .hydra/config.yaml)"
+        )
+    out_dir = Path(out) if out is not None else root
+    out_dir.mkdir(parents=True, exist_ok=True)
+    compute_ratios(runs)
+    groups = group_runs(runs)
+    columns = write_csv(runs, out_dir / "report.csv", root)
+    sizes = eval_sizes(runs)
+    stat_rows, info = arm_statistics(groups, baseline, sizes)
+    write_stats_csv(stat_rows, out_dir / "stats.csv", sizes)
+    plots = write_plots(runs, groups, out_dir, stat_rows, baseline, root.resolve().name)
+    write_markdown(runs, groups, out_dir / "report.md", root, statistics_markdown(stat_rows, info, sizes))
+    logged = log_to_wandb(runs, columns, out_dir, root, plots) if wandb_log else []
+    return {
+        "runs": len(runs),
+        "ok": sum(r.status == "ok" for r in runs),
+        "bad": [str(r.path) for r in runs if r.status != "ok"],
+        "groups": len(groups),
+        "csv": out_dir / "report.csv",
+        "stats_csv": out_dir / "stats.csv",
+        "stats": stat_rows,
+        "md": out_dir / "report.md",
+        "plots": plots,
+        "wandb_groups": logged,
+    }
