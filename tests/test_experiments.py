@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -265,8 +264,10 @@ def test_arm_files_are_generated_from_one_table() -> None:
 
 def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: Path) -> None:
     import yaml
+    from record_helpers import run_metrics
 
     from rope_ext import tune
+    from rope_ext.metrics import METRICS_NAME, write_record
 
     sweep = tmp_path / "multirun" / "toy_tune"
     # arm a is best at lr 1e-3 on validation, arm b at 3e-3; test accuracy says the opposite (never read)
@@ -281,8 +282,8 @@ def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: 
             (job / ".hydra" / "overrides.yaml").write_text(
                 yaml.safe_dump([f"+experiment/arm={arm}", f"train.lr={lr}", f"seed={seed}"])
             )
-            m = {"status": "ok", "val_acc": acc + seed - 100, "test_acc": 100 - acc}
-            (job / "metrics.json").write_text(json.dumps(m))
+            m = run_metrics(val_acc=acc + seed - 100, test_acc=100 - acc, seed=seed, pe={"name": arm})
+            write_record(job / METRICS_NAME, m)
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
     shutil.rmtree(conf / "experiment" / "tuned" / "digits_blocks", ignore_errors=True)  # the committed choice
@@ -305,7 +306,7 @@ def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: 
     # an arm with no finished run is refused: the final study cannot run it untuned
     for job in sweep.iterdir():
         if "none" in (job / ".hydra" / "overrides.yaml").read_text():
-            (job / "metrics.json").unlink()
+            (job / METRICS_NAME).unlink()
     assert tune.main([str(sweep), "--study", "digits_blocks", "--conf", str(conf)]) == 2
 
 

@@ -9,11 +9,14 @@ import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from record_helpers import failure_record, run_metrics
 
 from rope_ext import report
+from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RunMetrics, write_record
 
 SIZES = (32, 40, 48, 64)
 
@@ -56,36 +59,35 @@ def _pe(name: str, block: int | None = None, impl: str = "fast", mixed: bool = F
     }
 
 
-def _write_job(sweep: Path, num: int, pe: dict, seed: int, metrics: dict | None) -> Path:
+def _write_job(sweep: Path, num: int, pe: dict, seed: int, metrics: dict[str, Any] | None) -> Path:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(_config(pe, seed)))
     overrides = [f"pe={pe['name']}", f"seed={seed}"] + ([f"pe.block={pe['block']}"] if pe["block"] else [])
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if metrics is not None:
-        (job / "metrics.json").write_text(json.dumps(metrics))
+        write_record(job / METRICS_NAME, metrics)
     return job
 
 
-def _metrics(pe: dict, seed: int, acc: float, train: float, infer: float, rel: float = 0.0) -> dict:
-    return {
-        "status": "ok",
-        "test_acc": acc,
-        "val_acc": acc + 1.0,
-        "train_img_per_s": train,
-        "infer_img_per_s": infer,
-        "infer_latency_ms": 1000.0 / infer,
-        "peak_mem_mb": 100.0,
-        "params": 2_700_000,
-        "epochs_done": 2,
-        "relative_error": rel,
-        "test_acc_at": {str(s): acc - (s - 32) * (0.5 if pe["name"] == "none" else 0.1) for s in SIZES},
-        "pe": pe,
-        "model": "vit_cifar",
-        "dataset": "relpos",
-        "input_size": 32,
-        "seed": seed,
-    }
+def _metrics(pe: dict, seed: int, acc: float, train: float, infer: float, rel: float = 0.0) -> RunMetrics:
+    return run_metrics(
+        test_acc=acc,
+        val_acc=acc + 1.0,
+        train_img_per_s=train,
+        infer_img_per_s=infer,
+        infer_latency_ms=1000.0 / infer,
+        peak_mem_mb=100.0,
+        params=2_700_000,
+        epochs_done=2,
+        relative_error=rel,
+        test_acc_at={str(s): acc - (s - 32) * (0.5 if pe["name"] == "none" else 0.1) for s in SIZES},
+        pe=pe,
+        model="vit_cifar",
+        dataset="relpos",
+        input_size=32,
+        seed=seed,
+    )
 
 
 @pytest.fixture
@@ -107,7 +109,8 @@ def sweep(tmp_path: Path) -> Path:
     _write_job(root, n, pe, 0, _metrics(pe, 0, 55.0, train=900.0, infer=3600.0, rel=0.42))
     n += 1
     pe = _pe("axial_block", 4)
-    _write_job(root, n, pe, 0, {"status": "failed", "error": "RuntimeError: boom", "pe": pe, "seed": 0})
+    # a non-ok metrics.json, as trainers before failure.json wrote it
+    _write_job(root, n, pe, 0, failure_record("RuntimeError: boom", pe=pe, seed=0))
     n += 1
     _write_job(root, n, _pe("axial_block", 5), 0, None)  # killed: no metrics.json
     return root
@@ -229,7 +232,7 @@ def test_failure_json_means_failed_and_neither_file_means_missing(
     monkeypatch.setenv("WANDB_MODE", "disabled")
     pe = _pe("axial_block", 6)
     job = _write_job(sweep, 50, pe, 0, None)
-    (job / "failure.json").write_text(json.dumps({"status": "failed", "error": "ConfigError: refused"}))
+    write_record(job / FAILURE_NAME, failure_record("ConfigError: refused"))
     rows = {r["run_dir"]: r for r in _rows(report.write_report(sweep)["csv"])}
     assert rows["50"]["status"] == "failed" and "refused" in rows["50"]["error"]
     assert rows["8"]["status"] == "missing" and "failure.json" in rows["8"]["error"]
@@ -313,23 +316,23 @@ def test_welch_when_seeds_differ_and_holm_and_mdd() -> None:
 def test_plot_error_bars_are_the_ci_and_stop_at_zero() -> None:
     from scipy import stats as st
 
-    mean, lower, upper, n = report._ci_bars([0.0, 0.0, 30.0], nonneg=True)
+    from rope_ext.report.plots import ci_bars
+
+    mean, lower, upper, n = ci_bars([0.0, 0.0, 30.0], nonneg=True)
     low, high = st.t.interval(0.95, 2, loc=10.0, scale=st.sem([0.0, 0.0, 30.0]))
     assert low < 0 and n == 3 and mean == pytest.approx(10.0)
     assert lower == pytest.approx(10.0) and upper == pytest.approx(high - 10.0)  # clipped at 0, upper intact
-    assert report._ci_bars([1.0, 3.0], nonneg=False)[1] == pytest.approx(
-        2.0 - st.t.interval(0.95, 1, 2.0, 1.0)[0]
-    )
+    assert ci_bars([1.0, 3.0], nonneg=False)[1] == pytest.approx(2.0 - st.t.interval(0.95, 1, 2.0, 1.0)[0])
 
 
 def test_a_panel_without_training_speed_says_so(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from matplotlib.figure import Figure
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    for path in sweep.glob("*/metrics.json"):
+    for path in sweep.glob(f"*/{METRICS_NAME}"):
         data = json.loads(path.read_text())
-        data.pop("train_img_per_s", None)
-        path.write_text(json.dumps(data))
+        if data["status"] == "ok":
+            write_record(path, {**data, "train_img_per_s": None})  # a run too short to time
     drawn: list[str] = []
     original = Figure.savefig
 
@@ -341,3 +344,53 @@ def test_a_panel_without_training_speed_says_so(sweep: Path, monkeypatch: pytest
     report.write_report(sweep)
     assert any("no run recorded train_img_per_s" in t for t in drawn)
     assert (sweep / "throughput_vs_block.png").is_file()  # the inference panel is still drawn
+
+
+def test_records_without_schema_version_are_read_and_newer_ones_refused(
+    sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    old, new = sweep / "0" / METRICS_NAME, sweep / "1" / METRICS_NAME
+    record = json.loads(old.read_text())
+    del record["schema_version"]  # version 1: written before the schema carried a version
+    old.write_text(json.dumps(record))
+    new.write_text(json.dumps({**json.loads(new.read_text()), "schema_version": 99}))
+    rows = {r["run_dir"]: r for r in _rows(report.write_report(sweep)["csv"])}
+    assert rows["0"]["status"] == "ok" and float(rows["0"]["test_acc"]) == 20.0
+    assert rows["1"]["status"] == "failed" and "schema_version=99" in rows["1"]["error"]
+
+
+def test_sweep_summary_table(sweep: Path) -> None:
+    from rope_ext.summary import format_table, row_of, sweep_rows
+
+    rows, failures = sweep_rows(sweep)
+    assert len(rows) == 9 and [job for job, _ in failures] == ["7", "8"]
+    # the summary counts only an ok metrics.json or a failure.json as a result (rope_ext.metrics.job_result)
+    assert all("no result" in error for _, error in failures)
+    lines = format_table(rows).splitlines()
+    assert len({len(line) for line in lines}) == 1  # padded: the columns line up in a terminal
+    assert lines[0].startswith("| run | pe ") and set(lines[1]) == {"|", "-"}
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:5] == ["0", "none", "-", "ok", "20.00"] and "2,700,000" in cells  # ints grouped
+    single = format_table([row_of("x", run_metrics(relative_error=1e-15, peak_mem_mb=2e6))])
+    assert "1.0e-15" in single and "2.0e+06" in single
+
+
+def test_bench_table_marks_missing_figures() -> None:
+    from rope_ext.bench import format_table
+
+    row = {"variant": "v", "train_ms": None, "train_ratio": None, "train_img_s": None}
+    row |= {"infer_ms": 1.25, "infer_ratio": 1.0, "infer_img_s": 204.8}
+    text = format_table([row], "header").splitlines()
+    assert text[:2] == ["header", ""] and text[3] == "|---|---:|---:|---:|---:|---:|---:|"
+    assert text[4] == "| v | — | — | — | 1.2 | 1.000 | 205 |"
+
+
+def test_pe_options_come_from_rotary() -> None:
+    from rope_ext.report.runs import FIXED_BLOCK, PE_OPTIONS, VARIANT_ORDER
+    from rope_ext.report.write import CSV_COLUMNS
+    from rope_ext.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
+
+    assert set(PE_OPTIONS) <= set(OPTION_KEYS) and set(PE_OPTIONS) <= set(CSV_COLUMNS)
+    assert list(VARIANT_ORDER) == list(PE_NAMES)
+    assert FIXED_BLOCK == {"none"} | {n for n, spec in ENCODINGS.items() if spec.block is not None}

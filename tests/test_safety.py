@@ -35,8 +35,8 @@ from harness_helpers import (
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError, CheckpointWriteError
 from rope_ext.config import ConfigError
+from rope_ext.metrics import job_result
 from rope_ext.safety import RunDirBusy, RunLock, check_argv
-from rope_ext.summary import job_result
 
 SMALL = [
     "dataset=fake",
