@@ -111,6 +111,7 @@ class SweepCallback(Callback):
     """Stable sweep/job directories and the end-of-sweep table (see the module docstring)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check the launcher's values; fix the sweep and job directory names (module docstring)."""
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         _check_launcher(config)
@@ -134,6 +135,7 @@ class SweepCallback(Callback):
             hydra_cfg.overrides.hydra.extend(extra)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Print every job's result; list the failed jobs and exit 1 when there are any."""
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows, failures = sweep_rows(sweep_dir)
         print(f"\nSweep {sweep_dir} ({len(rows)} jobs):\n{format_table(rows)}", flush=True)

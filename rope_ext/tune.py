@@ -76,6 +76,7 @@ def write_tuned(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Choose and write each arm's lr; exit status 2 when there are no runs or an arm has no result."""
     parser = argparse.ArgumentParser(prog="python -m rope_ext.tune", description=__doc__.splitlines()[0])
     parser.add_argument("dir", help="the tuning multirun's sweep directory")
     parser.add_argument("--study", required=True, help="the final preset's name, e.g. digits_blocks")

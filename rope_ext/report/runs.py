@@ -48,15 +48,33 @@ _CONFIG_FALLBACK = {
 
 @dataclass
 class Run:
-    """One run directory: its config, its records (empty when missing) and what the report derives."""
+    """One run directory: its records (empty when missing), its config and overrides (read on first use:
+    the sweep summary needs only the records) and what the report derives (``ratios``)."""
 
     path: Path
     sweep: str
-    config: dict[str, Any]
     metrics: dict[str, Any]
-    overrides: list[str] = field(default_factory=list)
-    ratios: dict[str, float | None] = field(default_factory=dict)
     failure: dict[str, Any] = field(default_factory=dict)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The job's composed config (``.hydra/config.yaml``), interpolations resolved where possible."""
+        conf = OmegaConf.load(self.path / ".hydra" / "config.yaml")
+        try:
+            container = OmegaConf.to_container(conf, resolve=True)
+        except Exception:  # interpolations needing Hydra's runtime (${hydra:...}): keep them unresolved
+            container = OmegaConf.to_container(conf, resolve=False)
+        return container if isinstance(container, dict) else {}
+
+    @cached_property
+    def overrides(self) -> list[str]:
+        """The job's Hydra task overrides (``.hydra/overrides.yaml``; none when absent)."""
+        path = self.path / ".hydra" / "overrides.yaml"
+        if not path.is_file():
+            return []
+        loaded = OmegaConf.to_container(OmegaConf.load(path))
+        return [str(o) for o in loaded] if isinstance(loaded, list) else []
 
     @property
     def status(self) -> str:
@@ -194,22 +212,6 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def _load_config(path: Path) -> dict[str, Any]:
-    conf = OmegaConf.load(path)
-    try:
-        container = OmegaConf.to_container(conf, resolve=True)
-    except Exception:  # interpolations needing Hydra's runtime (${hydra:...}): keep them unresolved
-        container = OmegaConf.to_container(conf, resolve=False)
-    return container if isinstance(container, dict) else {}
-
-
-def _load_overrides(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    loaded = OmegaConf.to_container(OmegaConf.load(path))
-    return [str(o) for o in loaded] if isinstance(loaded, list) else []
-
-
 def find_runs(root: str | os.PathLike[str], *, jobs_only: bool = False) -> list[Run]:
     """Every run directory under ``root`` (``root`` itself included), sorted by path.
 
@@ -224,14 +226,7 @@ def find_runs(root: str | os.PathLike[str], *, jobs_only: bool = False) -> list[
         run_dir = config_path.parent.parent
         if any(part == "wandb" for part in run_dir.relative_to(root).parts):
             continue  # W&B's own run directories copy the config
-        runs.append(
-            Run(
-                run_dir,
-                run_dir.parent.relative_to(root).as_posix() if run_dir != root else ".",
-                _load_config(config_path),
-                read_record(run_dir / METRICS_NAME) or {},
-                _load_overrides(run_dir / ".hydra" / "overrides.yaml"),
-                failure=read_record(run_dir / FAILURE_NAME) or {},
-            )
-        )
+        sweep = run_dir.parent.relative_to(root).as_posix() if run_dir != root else "."
+        metrics, failure = read_record(run_dir / METRICS_NAME), read_record(run_dir / FAILURE_NAME)
+        runs.append(Run(run_dir, sweep, metrics or {}, failure or {}))
     return runs

@@ -86,7 +86,7 @@ def markdown_table(
     text lines up too (for terminals).
     """
     body = [[c.replace("|", "\\|") for c in row] for row in rows]
-    aligned = [i < len(right) and right[i] for i in range(len(header))]
+    aligned = [bool(r) for r in right] + [False] * (len(header) - len(right))
     if pad:
         widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(header)]
     else:
@@ -99,10 +99,8 @@ def markdown_table(
             + " |"
         )
 
-    rule = [
-        ("-" * (w + 1) if pad else "---") + (":" if r else "-" if pad else "")
-        for w, r in zip(widths, aligned)
-    ]
+    # padded: as wide as the cells and their two spaces; a right-aligned column's rule ends in ":"
+    rule = ["-" * (w + 2 - r) + ":" * r if pad else "---" + ":" * r for w, r in zip(widths, aligned)]
     return "\n".join([line(header), "|" + "|".join(rule) + "|", *(line(r) for r in body)])
 
 
