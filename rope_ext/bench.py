@@ -202,12 +202,14 @@ _TABLE = (
 
 
 def format_table(rows: list[dict], header: str) -> str:
-    """``header``, a blank line and the Markdown table of ``run``'s rows (— where a variant has no figure)."""
+    """``header``, a blank line and a Markdown table of the rows of ``run`` (— where a figure is missing)."""
     body = [
         [r["variant"], *(cell(r[key], digits, missing="—", sci_below=0) for _, key, digits in _TABLE)]
         for r in rows
     ]
-    table = markdown_table(["variant", *(title for title, _, _ in _TABLE)], body, right=[False] + [True] * 6)
+    table = markdown_table(
+        ["variant", *(title for title, _, _ in _TABLE)], body, right=[False] + [True] * len(_TABLE)
+    )
     return f"{header}\n\n{table}"
 
 

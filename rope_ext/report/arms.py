@@ -16,14 +16,12 @@ __all__ = ["STAT_COLUMNS", "arm_statistics", "statistics_markdown", "write_stats
 
 STAT_COLUMNS = ["acc_mean", "acc_ci_low", "acc_ci_high", "n", "diff", "diff_ci_low", "diff_ci_high"]
 STAT_COLUMNS += ["p_value", "p_holm"]
+Getter = Callable[[Run], Any]  # one figure of a run (test accuracy, accuracy at one size)
 
 
 def _table_key(group: Group) -> tuple[str, str]:
     """The runs one statistics table compares: one sweep on one dataset."""
     return (group.first.sweep, str(group.first.field_value("dataset")))
-
-
-Getter = Callable[[Run], Any]
 
 
 def _seed_values(group: Group, get: Getter) -> dict[int, Any]:
