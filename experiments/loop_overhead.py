@@ -69,6 +69,19 @@ def bare(cfg, steps: int, warmup: int) -> float:
     return bs * steps / (time.perf_counter() - t0)
 
 
+def _job_config(overrides: list[str]):
+    """The task config, with HydraConfig set as in the app (``train`` reads the run mode and choices)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    full = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(full)
+    cfg = full.copy()
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -95,7 +108,7 @@ def main() -> None:
             f"train.speed_warmup_steps={args.warmup}",
             *args.overrides,
         ]
-        cfg = compose("config", overrides=overrides)
+        cfg = _job_config(overrides)
     print(f"config: {' '.join(overrides)}", flush=True)
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
