@@ -59,9 +59,17 @@ log = logging.getLogger(__name__)
 
 EXIT_CONFIG, EXIT_NONFINITE, EXIT_IO = 2, 3, 4
 
-# The fields of RunState saved with every checkpoint (top-level keys of checkpoint.pt) and restored on resume.
-PROGRESS_KEYS = ("epoch", "step_in_epoch", "global_step", "best_val_acc", "best_epoch", "history", "speed")
-PROGRESS_KEYS += ("partial_loss",)
+# The fields of RunState saved with every checkpoint (top-level keys of checkpoint.pt), restored on resume
+PROGRESS_KEYS = (
+    "epoch",
+    "step_in_epoch",
+    "global_step",
+    "best_val_acc",
+    "best_epoch",
+    "history",
+    "speed",
+    "partial_loss",
+)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -114,6 +122,7 @@ class Context:
     guard: SignalGuard
     fingerprint: dict[str, Any]  # what a checkpoint must match to be resumed
     steps_per_epoch: int
+    bars: bool  # progress bars (rank 0 on a terminal), else log lines
 
 
 @dataclass
@@ -253,8 +262,9 @@ def train(
     fingerprint = checkpoint.fingerprint_of(
         OmegaConf.to_container(cfg, resolve=True), data.splits.num_classes
     )
+    bars = env.is_main and sys.stderr.isatty()
     ctx = Context(
-        cfg, run_dir, env, device, amp_dtype, tracker, job.guard, fingerprint, data.train.num_batches
+        cfg, run_dir, env, device, amp_dtype, tracker, job.guard, fingerprint, data.train.num_batches, bars
     )
 
     # 3. lock the run directory, resume from its checkpoint (refused when corrupt or of other settings)
@@ -264,17 +274,8 @@ def train(
     _start_tracking(ctx, state, data, model)
 
     # 4. the loop: an epoch of updates, then validation and a checkpoint
-    show = env.is_main and sys.stderr.isatty()  # progress bars on a terminal, log lines otherwise
-    with job.guard, logging_redirect_tqdm() if show else contextlib.nullcontext():
-        bar = tqdm(
-            total=cfg.train.epochs,
-            initial=state.epoch,
-            desc="epochs",
-            position=0,
-            disable=not show,
-            dynamic_ncols=True,
-        )
-        with bar:
+    with job.guard, logging_redirect_tqdm() if bars else contextlib.nullcontext():
+        with _bar(ctx, total=cfg.train.epochs, initial=state.epoch, desc="epochs", position=0) as bar:
             first = state.epoch
             while state.epoch < cfg.train.epochs:
                 losses = _train_epoch(ctx, engine, data.train, state, first_here=state.epoch == first)
@@ -468,11 +469,8 @@ def _train_epoch(
     images, timer_start = 0, None if first_here else hardware.now(device)
     # the first steps of a process pay for allocation, compilation and autotuning: not counted
     warmup = speed_warmup(cfg.train.speed_warmup_steps, steps - skip) if first_here else 0
-    show = ctx.env.is_main and sys.stderr.isatty()
     desc = f"epoch {state.epoch + 1}"
-    with tqdm(
-        total=steps, initial=skip, desc=desc, position=1, leave=False, dynamic_ncols=True, disable=not show
-    ) as bar:
+    with _bar(ctx, total=steps, initial=skip, desc=desc, position=1, leave=False) as bar:
         step = skip
         for i, (x, y) in enumerate(batches):
             if i == warmup and timer_start is None:
@@ -541,7 +539,7 @@ def _check(ctx: Context, state: RunState, pending: list[Pending], step: int, bar
             {"trainer/step": global_step, "train/loss": value, "train/lr": lr, "trainer/epoch": epoch}
         )
     bar.set_postfix({"loss": f"{values[-1]:.4f}"})
-    if bar.disable:
+    if not ctx.bars:
         log.info(
             "epoch %d step %d/%d | loss %.4f | lr %.2e", epoch + 1, step, steps, values[-1], pending[-1][2]
         )
@@ -760,6 +758,11 @@ def _wandb_names(cfg: DictConfig, run_dir: Path) -> tuple[str, str]:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return run_dir.name, cfg.wandb.group or Path(str(hydra_cfg.sweep.dir)).name
     return str(cfg.run_id), cfg.wandb.group or str(cfg.run_id)
+
+
+def _bar(ctx: Context, **kwargs: Any) -> tqdm:
+    """A tqdm bar, or (no bars: not rank 0, or not a terminal) a disabled one whose calls do nothing."""
+    return tqdm(disable=not ctx.bars, dynamic_ncols=True, **kwargs)
 
 
 def _fmt(value: float | None) -> str:
