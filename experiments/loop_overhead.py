@@ -21,39 +21,33 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-import rope_ext
 from rope_ext import distributed
-from rope_ext.config import pe_options, timm_kwargs
+from rope_ext.hardware import amp_dtype, pick_device
+from rope_ext.model import build_model
+from rope_ext.optim import build_optimizer, build_scheduler
 from rope_ext.tracking import Tracker
-from rope_ext.trainer import _amp_dtype, _build_optimizer, _build_scheduler, _pick_device, train
+from rope_ext.trainer import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def harness(cfg, run_dir: Path) -> float:
-    metrics = train(cfg, run_dir, distributed.DistEnv(), Tracker(), {})
+    metrics = train(cfg, run_dir, distributed.DistEnv(), Tracker())
     return metrics["train_img_per_s"]
 
 
 def bare(cfg, steps: int, warmup: int) -> float:
-    device = _pick_device(cfg.hardware, distributed.DistEnv())
-    amp = _amp_dtype(cfg.hardware.precision, device)
+    device = pick_device(cfg.hardware, distributed.DistEnv())
+    amp = amp_dtype(cfg.hardware.precision, device)
     torch.manual_seed(0)
-    model = rope_ext.create_vit(
-        cfg.model.arch,
-        pe=cfg.pe.name,
-        num_classes=10,
-        img_size=cfg.dataset.input_size,
-        pe_options=pe_options(cfg.pe) if cfg.pe.name != "none" else None,
-        **timm_kwargs(cfg.model),
-    ).to(device)
+    model = build_model(cfg, num_classes=10).to(device)
     bs, size = cfg.train.batch_size, cfg.dataset.input_size
     x = torch.randn(bs * (steps + warmup), 3, size, size, device=device)
     y = torch.randint(0, 10, (len(x),), device=device)
     # the same recipe as the harness (timm's optimizer factory, label smoothing, clipping, per-step LR
     # schedule), none of its machinery (device-side batching, checks, logging, checkpoints)
-    opt = _build_optimizer(model, cfg)
-    sched = _build_scheduler(opt, cfg, steps + warmup)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps + warmup)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     model.train()
     for i in range(steps + warmup):
@@ -73,6 +67,19 @@ def bare(cfg, steps: int, warmup: int) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return bs * steps / (time.perf_counter() - t0)
+
+
+def _job_config(overrides: list[str]):
+    """The task config, with HydraConfig set as in the app (``train`` reads the run mode and choices)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    full = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(full)
+    cfg = full.copy()
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def main() -> None:
@@ -101,7 +108,7 @@ def main() -> None:
             f"train.speed_warmup_steps={args.warmup}",
             *args.overrides,
         ]
-        cfg = compose("config", overrides=overrides)
+        cfg = _job_config(overrides)
     print(f"config: {' '.join(overrides)}", flush=True)
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,11 +11,10 @@ import yaml
 from harness_helpers import TINY, TRAIN, env, metrics, output, run_train
 from omegaconf import OmegaConf
 
-import rope_ext
-from rope_ext.config import pe_options, timm_kwargs
 from rope_ext.data import build_datasets
+from rope_ext.evaluation import evaluate
 from rope_ext.loader import Batches, BatchTransform
-from rope_ext.trainer import evaluate
+from rope_ext.model import build_model
 
 
 @pytest.mark.slow
@@ -38,14 +37,7 @@ def test_torchrun_two_processes_train_one_model_matching_a_one_process_evaluatio
     assert "DDP: rank 0 of 2 (gloo, torchrun)" in log and log.count("epoch 2/2 |") == 1  # rank 0 logs
     # one process, the same weights, the same test set: the same accuracy at every size
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    model = rope_ext.create_vit(
-        cfg.model.arch,
-        pe=cfg.pe.name,
-        num_classes=10,
-        img_size=cfg.dataset.input_size,
-        pe_options=pe_options(cfg.pe),
-        **timm_kwargs(cfg.model),
-    )
+    model = build_model(cfg, num_classes=10)
     model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
     splits = build_datasets(cfg.dataset)
     for size, acc in m["test_acc_at"].items():

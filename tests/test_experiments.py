@@ -378,14 +378,14 @@ def test_every_arm_of_every_study_validates_and_builds_its_model(study: str) -> 
     import torch
 
     from rope_ext.jobs import check_jobs
-    from rope_ext.trainer import _build_model
+    from rope_ext.model import build_model
 
     arms = _sweep_params(_compose(f"experiment={study}_tune", hydra_config=True))["+experiment/arm"]
     jobs = [[f"experiment={study}_tune", f"+experiment/arm={arm}", "seed=100"] for arm in arms]
     assert check_jobs(jobs) == [None] * len(jobs)
     for arm in arms:
         cfg = _compose(f"experiment={study}", f"+experiment/arm={arm}")
-        model = _build_model(cfg, num_classes=10).eval()
+        model = build_model(cfg, num_classes=10).eval()
         size = int(cfg.dataset.input_size)
         with torch.no_grad():
             assert model(torch.randn(2, 3, size, size)).shape == (2, 10), arm

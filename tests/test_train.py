@@ -216,3 +216,29 @@ def test_a_wandb_failure_warns_and_training_goes_on(tmp_path, caplog):
     tracker.log({"train/loss": 1.0})  # no-ops, no exceptions
     tracker.summary({"test_acc": 1.0})
     tracker.finish()
+
+
+def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
+    """The real trainer's records have exactly the keys of ``rope_ext.metrics`` and its schema_version."""
+    from rope_ext import metrics as schema
+    from rope_ext.rotary import OPTION_KEYS
+    from rope_ext.trainer import run_job
+
+    run_dir = tmp_path / "run"
+    tiny = [a for a in TINY if not a.startswith("train.epochs")]
+    task, _ = compose_job([*tiny, *SMALL, "train.epochs=1"], run_dir)
+    run_job(task)
+    m = metrics(run_dir)
+    assert set(m) == set(schema.RunMetrics.__annotations__)
+    assert m["schema_version"] == schema.SCHEMA_VERSION and m["status"] == "ok"
+    assert set(m["history"][0]) == set(schema.EpochRecord.__annotations__)
+
+    task, _ = compose_job([*tiny, *SMALL, "train.epochs=1", "train.lr=-1"], tmp_path / "bad")
+    with pytest.raises(SystemExit):
+        run_job(task)
+    f = failure(tmp_path / "bad")
+    assert set(f) == set(schema.FailureRecord.__annotations__)
+    assert (
+        f["schema_version"] == schema.SCHEMA_VERSION and f["status"] == "failed" and "train.lr" in f["error"]
+    )
+    assert set(f["pe"]) == {"name", *OPTION_KEYS} and isinstance(f["pe"]["augment"], dict)

@@ -1,0 +1,69 @@
+"""A job's model from its config (``conf/model`` + ``conf/pe``), and the pe settings it resolved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import rope_ext
+from rope_ext.config import ConfigError, pe_options, timm_kwargs
+from rope_ext.rotary import OPTION_KEYS
+from rope_ext.vit import CheckpointFileError
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
+    """``rope_ext.create_vit`` for ``cfg.model``/``cfg.pe`` at ``dataset.input_size``; its errors become
+    ConfigErrors naming the Hydra keys. The model maps images (B, 3, H, W) to logits (B, num_classes)."""
+    kwargs = timm_kwargs(cfg.model)
+    checkpoint_path = cfg.model.checkpoint
+    if checkpoint_path is not None and not Path(str(checkpoint_path)).is_file():
+        raise ConfigError.bad_value(
+            "model.checkpoint", checkpoint_path, "null or an existing .pth/.safetensors file"
+        )
+    try:
+        return rope_ext.create_vit(
+            cfg.model.arch,
+            pe=cfg.pe.name,
+            num_classes=num_classes,
+            img_size=int(cfg.dataset.input_size),
+            pe_options=pe_options(cfg.pe) if cfg.pe.name != "none" else None,
+            pretrained=bool(cfg.model.pretrained),
+            checkpoint=checkpoint_path,
+            **kwargs,
+        )
+    except CheckpointFileError as err:
+        raise ConfigError(f"model.checkpoint={str(checkpoint_path)!r} is refused: {err}") from None
+    except RuntimeError as err:
+        if cfg.model.pretrained:
+            raise ConfigError(
+                f"model.pretrained=true for model={cfg.model.name} ({cfg.model.arch}) but the weights cannot be "
+                f"fetched: {err}. Allowed offline: model.pretrained=true with model.checkpoint=/path/to/weights "
+                "(a local .pth/.safetensors), or model.pretrained=false."
+            ) from None
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(
+            f"model={cfg.model.name} with pe={cfg.pe.name} rejected these settings: {err} "
+            f"(pe.* keys: {pe_options(cfg.pe)}; model keys: {kwargs})."
+        ) from None
+
+
+def resolved_pe(pe: DictConfig, model: nn.Module) -> dict[str, Any]:
+    """The ``pe`` settings as the model uses them (package defaults filled in)."""
+    out = {k: pe.get(k) for k in ("name", *OPTION_KEYS)}
+    if isinstance(out.get("augment"), DictConfig):
+        out["augment"] = OmegaConf.to_container(out["augment"])
+    rope = next(
+        (m.rope for m in model.modules() if hasattr(m, "rope") and isinstance(m.rope, nn.Module)), None
+    )
+    if rope is not None:
+        for key in ("block", "impl", "mixed", "dims", "theta", "learnable", "init", "coords", "layout_of"):
+            value = getattr(rope, key, None)
+            if value is not None:
+                out[key] = value
+        if out["name"] == "lie_block":
+            out["learnable"] = True
+    return out
