@@ -13,44 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from harness_helpers import TinyVit, perturb_rotary
 from omegaconf import OmegaConf
 
-from rope_ext import create_vit, relative_property_error
+from rope_ext import relative_property_error
 from rope_ext.relpos import relpos_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 
 
-def _tiny_vit(pe: str, **options: object) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_vit(
-        "vit_tiny_patch16_224",
-        pe=pe,
-        pe_options=options or None,
-        num_classes=8,
-        img_size=32,
-        patch_size=4,
-        embed_dim=48,
-        depth=2,
-        num_heads=2,
-    )
-
-
-def _perturb_rotary(model: torch.nn.Module, scale: float = 0.5) -> None:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".rope." in name:
-                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-
-
 @pytest.mark.parametrize("block", [2, 3, 4, 6])
-def test_control_breaks_relative_property_exact_variants_keep_it(block: int) -> None:
-    control = _tiny_vit("lie_block", block=block)
-    exact = [_tiny_vit("axial_block", block=block), _tiny_vit("axial_block", block=block, mixed=True)]
+def test_control_breaks_relative_property_exact_variants_keep_it(tiny_vit: TinyVit, block: int) -> None:
+    control = tiny_vit("lie_block", block=block, num_classes=8)
+    exact = [tiny_vit("axial_block", block=block, num_classes=8, mixed=mixed) for mixed in (False, True)]
     for model in (control, *exact):
-        _perturb_rotary(model)
+        perturb_rotary(model, 0.5, seed=1)
     if block == 2:  # so(2) is one-dimensional: any two 2x2 generators commute, the control is exact too
         assert relative_property_error(control) < 1e-10
     else:
@@ -59,14 +37,14 @@ def test_control_breaks_relative_property_exact_variants_keep_it(block: int) -> 
         assert relative_property_error(model) < 1e-10
 
 
-def test_training_moves_the_control_off_the_relative_property() -> None:
+def test_training_moves_the_control_off_the_relative_property(tiny_vit: TinyVit) -> None:
     """The control starts axial (exact) and training alone breaks it; the exact variant stays exact."""
     train, _, _ = relpos_datasets(32, 64, 1, seed=0)
     x = train.images[:32].float() / 127.5 - 1.0
     y = train.labels[:32]
     errors = {}
     for pe in ("lie_block", "axial_block"):
-        model = _tiny_vit(pe, block=3, learnable=True)
+        model = tiny_vit(pe, block=3, learnable=True, num_classes=8)
         before = relative_property_error(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         for _ in range(3):
