@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from harness_helpers import perturb_rotary
+from harness_helpers import REPO, perturb_rotary
 from safetensors.torch import save_file
 
 from rope_ext import create_vit, fold_for_inference, relative_property_error
@@ -201,7 +201,7 @@ def test_pretrained_offline_fails_fast_and_names_checkpoint(monkeypatch):
             "block=6 is not allowed for pe='axial_block'; allowed values: an integer in 2..4 for head_dim 4",
         ),
         (dict(pe="axial_block", pe_options={"dims": 3}), "dims=3 is not allowed"),
-        (dict(pe="none", pe_options={"block": 3}), "pe='none' takes no options"),
+        (dict(pe="none", pe_options={"block": 3}), "block set with pe='none', which takes no options"),
         (dict(pe="axial2_complex", pos_embed="sincos"), "pos_embed='sincos' is not allowed"),
     ],
 )
@@ -218,3 +218,33 @@ def test_pos_embed_choices(tiny_vit):
     assert keep.pos_embed is not None
     drop = tiny_vit("none", vit_kwargs={"pos_embed": "none"})
     assert drop.pos_embed is None
+
+
+RECORDED = [
+    ("none", []),
+    ("axial2_matrix", []),
+    ("axial2_complex", ["learnable=true"]),
+    ("axial_block", []),
+    ("axial_block", ["block=4", "impl=matrix", "theta=50"]),
+    ("axial_block", ["block=3", "mixed=true"]),
+    ("axial_block", ["block=2", "layout_of=3", "dims=1"]),
+    ("axial_block", ["init=identity", "coords=normalized", "augment.shift=0.5"]),
+    ("lie_block", ["block=4", "mixed=true"]),
+]
+
+
+@pytest.mark.parametrize("pe,overrides", RECORDED, ids=[f"{p} {' '.join(o)}" for p, o in RECORDED])
+def test_resolved_options_are_what_the_trainer_records_today(tiny_vit, pe, overrides):
+    """vit.resolved_options (from Rotary.options()) equals trainer.resolved_pe, which reads the
+    options back from the layer's attributes, on the pe config a run composes."""
+    from omegaconf import OmegaConf
+
+    from rope_ext.config import pe_options
+    from rope_ext.trainer import resolved_pe
+    from rope_ext.vit import resolved_options
+
+    cfg = OmegaConf.merge(
+        OmegaConf.load(REPO / "conf" / "pe" / f"{pe}.yaml"), OmegaConf.from_dotlist(overrides)
+    )
+    model = tiny_vit(pe, **pe_options(cfg))
+    assert resolved_options(model, cfg) == resolved_pe(cfg, model)
