@@ -1,6 +1,7 @@
 """rope-ext: N×N block rotary position encodings for Vision Transformers.
 
-Public API: ``make_rope``, ``validate_options``, ``create_vit``, ``fold_for_inference``,
+Public API: ``make_rope``, ``validate_pe`` / ``validate_options``, ``create_vit``, ``resolved_options``,
+``fold_for_inference``,
 ``relative_property_error``, ``shift_error`` (with ``shifted_positions``, ``grid_offset``).
 Only torch and timm are imported here; the Hydra harness lives in its own modules.
 """
@@ -16,6 +17,7 @@ from rope_ext.rotary import (
     LieBlockRotary,
     make_rope,
     validate_options,
+    validate_pe,
 )
 from rope_ext.vit import (
     POOLS,
@@ -23,6 +25,7 @@ from rope_ext.vit import (
     fold_for_inference,
     grid_offset,
     relative_property_error,
+    resolved_options,
     shift_error,
     shifted_positions,
 )
@@ -42,7 +45,9 @@ __all__ = [
     "grid_offset",
     "make_rope",
     "relative_property_error",
+    "resolved_options",
     "shift_error",
     "shifted_positions",
     "validate_options",
+    "validate_pe",
 ]

@@ -12,15 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-# The encodings' names, options and checks live in rope_ext.rotary alone.
-from rope_ext.rotary import PE_NAMES, validate_options
-from rope_ext.vit import POOLS
+# The encodings' names, options and checks live in rope_ext.rotary alone; the model's choices in vit.
+from rope_ext.rotary import validate_pe
+from rope_ext.vit import POOLS, POS_EMBEDS
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 WANDB_MODES = ("offline", "online", "disabled")
-POS_EMBEDS = ("learn", "none")
 # keys of the model group that are not timm keyword arguments
 MODEL_KEYS = ("name", "arch", "input_size", "pretrained", "checkpoint", "pos_embed")
 
@@ -118,16 +117,12 @@ def validate(cfg: DictConfig) -> None:
     ):
         raise ConfigError.bad_value("eval.input_sizes", sizes, "null or a list of positive integers")
 
-    pe = cfg.pe
-    _choice(cfg, "pe.name", PE_NAMES)
-    if pe.name == "none" and pe_options(pe):
-        keys = ", ".join(f"pe.{k}" for k in pe_options(pe))
-        raise ConfigError(f"{keys} set with pe=none, which takes no options; allowed: null (or a rotary pe).")
-    if pe.name != "none":
-        try:
-            validate_options(pe.name, pe_options(pe), head_dim=head_dim(cfg.model), prefix="pe.")
-        except ValueError as err:
-            raise ConfigError(f"{err}.") from None
+    try:
+        validate_pe(
+            cfg.pe.name, pe_options(cfg.pe), head_dim=head_dim(cfg.model), prefix="pe.", name_key="pe.name"
+        )
+    except ValueError as err:
+        raise ConfigError(f"{err}.") from None
 
     _choice(cfg, "model.pool", POOLS, nullable=True)
     _choice(cfg, "model.pos_embed", POS_EMBEDS, nullable=True)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 import rope_ext
 from rope_ext.config import ConfigError, pe_options, timm_kwargs
-from rope_ext.rotary import OPTION_KEYS
 from rope_ext.vit import CheckpointFileError
 
 
@@ -49,21 +47,3 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
             f"model={cfg.model.name} with pe={cfg.pe.name} rejected these settings: {err} "
             f"(pe.* keys: {pe_options(cfg.pe)}; model keys: {kwargs})."
         ) from None
-
-
-def resolved_pe(pe: DictConfig, model: nn.Module) -> dict[str, Any]:
-    """The ``pe`` settings as the model uses them (package defaults filled in)."""
-    out = {k: pe.get(k) for k in ("name", *OPTION_KEYS)}
-    if isinstance(out.get("augment"), DictConfig):
-        out["augment"] = OmegaConf.to_container(out["augment"])
-    rope = next(
-        (m.rope for m in model.modules() if hasattr(m, "rope") and isinstance(m.rope, nn.Module)), None
-    )
-    if rope is not None:
-        for key in ("block", "impl", "mixed", "dims", "theta", "learnable", "init", "coords", "layout_of"):
-            value = getattr(rope, key, None)
-            if value is not None:
-                out[key] = value
-        if out["name"] == "lie_block":
-            out["learnable"] = True
-    return out

@@ -21,7 +21,8 @@ P = nb·k planes per head, A = dims axes. Dims beyond nb·N (when N does not div
 the last basis direction of each block are left unrotated. N is any integer in 2..D.
 
 This module is the one source of truth for the encodings' names, option keys, defaults and checks
-(``ENCODINGS``, ``validate_options``); the Hydra harness asks it. Positions (``grid_positions``,
+(``PE_NAMES``, ``ENCODINGS``, ``OPTION_KEYS``, ``validate_pe`` / ``validate_options``); the Hydra
+harness and ``create_vit`` ask it, and a built layer reports its resolved options (``options()``). Positions (``grid_positions``,
 ``augment_positions``) are computed here too, so every variant reads the same coordinates.
 """
 
@@ -184,6 +185,33 @@ def validate_options(
             raise bad("layout_of", layout_of, f"null or an integer in {span}")
     out["layout_of"] = layout_of
     return out
+
+
+def validate_pe(
+    name: str,
+    options: Mapping[str, object],
+    *,
+    head_dim: int | None = None,
+    prefix: str = "",
+    name_key: str = "pe",
+) -> dict[str, object]:
+    """Check any encoding, ``none`` included: ``name`` one of ``PE_NAMES``, its options as
+    ``validate_options`` checks them. Returns the options with defaults filled in ({} for ``none``).
+
+    The one check of an encoding the harness (``config.validate``) and ``create_vit`` share;
+    ``name_key`` is how messages call the name (the harness: ``"pe.name"``), ``prefix`` as in
+    ``validate_options``. Raises ValueError naming the key, the value and what is allowed.
+    """
+    if name not in PE_NAMES:
+        raise ValueError(f"{name_key}={name!r} is not allowed; allowed values: {', '.join(PE_NAMES)}")
+    if name == "none":
+        if options:
+            keys = ", ".join(prefix + k for k in sorted(options))
+            raise ValueError(
+                f"{keys} set with pe='none', which takes no options; allowed values: null (or a rotary pe)"
+            )
+        return {}
+    return validate_options(name, options, head_dim=head_dim, prefix=prefix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,6 +532,12 @@ class RotaryBase(nn.Module):
         versions = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         return (grid_key, torch.is_inference_mode_enabled(), versions)
 
+    def options(self) -> dict[str, object]:
+        """The encoding's options as this layer applies them (package defaults resolved), for the
+        run's records; keys of ``OPTION_KEYS`` the layer does not hold (``augment`` belongs to the
+        model's positions) are left out."""
+        raise NotImplementedError
+
     def extra_repr(self) -> str:
         return (
             f"variant={self.variant}, impl={self.impl}, block={self.block}, dims={self.dims}, "
@@ -576,6 +610,19 @@ class BlockRotary(RotaryBase):
             self._register_basis_layout()
         else:
             self.register_parameter("basis_skew", None)
+
+    def options(self) -> dict[str, object]:
+        return {
+            "block": self.block,
+            "impl": self.impl,
+            "mixed": self.mixed,
+            "dims": self.dims,
+            "theta": self.theta,
+            "learnable": self.learnable,
+            "init": self.init,
+            "coords": self.coords,
+            "layout_of": self.layout_of,
+        }
 
     # -- parameters as math -------------------------------------------------------------------
 
@@ -736,6 +783,19 @@ class LieBlockRotary(RotaryBase):
         onehot = F.one_hot(axis, dims).T.float().view(dims, self.num_blocks, k)  # [A, nb, k]
         gen[..., idx] = -(onehot * freqs.view(self.num_blocks, k))[:, None]
         self.generator_skew = nn.Parameter(gen)
+
+    def options(self) -> dict[str, object]:
+        # No `mixed` (free generators already mix the axes) and no `layout_of`: the layer has neither.
+        # The generators are always trained, whatever `learnable` said (ENCODINGS refuses False).
+        return {
+            "block": self.block,
+            "impl": self.impl,
+            "dims": self.dims,
+            "theta": self.theta,
+            "learnable": True,
+            "init": self.init,
+            "coords": self.coords,
+        }
 
     def generators(self) -> Tensor:
         return block_diagonal(skew(self.generator_skew, self.block), self.head_dim)

@@ -47,13 +47,14 @@ from rope_ext.metrics import (
     RunMetrics,
     write_record,
 )
-from rope_ext.model import build_model, resolved_pe
+from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
 from rope_ext.preemption import Interrupted, SignalGuard
 from rope_ext.rotary import OPTION_KEYS
 from rope_ext.strict import check_keys
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
+from rope_ext.vit import resolved_options
 
 log = logging.getLogger(__name__)
 
@@ -658,7 +659,7 @@ def _run_metrics(
         # the whole model's relativity (rope_ext.relativity)
         "shift_error": measured["shift_error"],
         "test_acc_shifted": measured["test_acc_shifted"],
-        "pe": resolved_pe(cfg.pe, model),
+        "pe": resolved_options(model, cfg.pe),
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,
         "input_size": input_size,

@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import warnings
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,13 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor, nn
 
 from rope_ext.rotary import (
-    PE_NAMES,
+    OPTION_KEYS,
     LieBlockRotary,
     Rotary,
     augment_positions,
     grid_positions,
     make_rope,
-    validate_options,
+    validate_pe,
 )
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,23 @@ def rotary_attentions(model: nn.Module) -> Iterator[RopeAttention]:
     return (m for m in model.modules() if isinstance(m, RopeAttention))
 
 
+def resolved_options(model: nn.Module, configured: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``pe`` settings as the model uses them, for a run's records (metrics.json ``pe``).
+
+    ``configured``: the encoding as the run asked for it (``name`` and ``OPTION_KEYS``; the harness
+    passes its ``pe`` config as a container). Each option the model's rotary layers report
+    (``Rotary.options()``: package defaults resolved) replaces the configured value; the rest
+    (``name``, ``augment``, and every option of a model without rotary layers) are as configured.
+    """
+    out = {k: configured.get(k) for k in ("name", *OPTION_KEYS)}
+    if isinstance(out["augment"], Mapping):  # a config node (DictConfig) is recorded as a plain dict
+        out["augment"] = dict(out["augment"])
+    layer = next(rotary_attentions(model), None)
+    if layer is not None:  # every layer is built from the same options
+        out.update({k: v for k, v in layer.rope.options().items() if v is not None})
+    return out
+
+
 def _check_hub_reachable(model_name: str) -> None:
     """Fail within seconds, not after the hub client's retries, when pretrained weights can't come."""
     hint = (
@@ -313,11 +330,9 @@ def create_vit(
     token, global average pooling: with a rotary encoding and no absolute embedding the whole model
     is then invariant to a shift of all positions, see ``shift_error``).
     """
-    if pe not in PE_NAMES:
-        raise ValueError(f"pe={pe!r} is not allowed; allowed values: {', '.join(PE_NAMES)}")
-    options = dict(pe_options or {})
-    if pe == "none" and options:
-        raise ValueError(f"pe='none' takes no options; got {sorted(options)}")
+    # Checked before timm builds anything; make_rope checks block against the real head_dim.
+    options = validate_pe(pe, dict(pe_options or {}))
+    options = {k: v for k, v in options.items() if v is not None}
     pos_embed = timm_kwargs.pop("pos_embed", None)
     if pos_embed is None:
         pos_embed = "learn" if pe == "none" else "none"
@@ -332,10 +347,6 @@ def create_vit(
                     f"{key}={timm_kwargs[key]!r} contradicts pool='avg' (which sets {key}={value!r})"
                 )
             timm_kwargs[key] = value
-    if pe != "none":
-        # Checked before timm builds anything; make_rope checks block against the real head_dim.
-        options = validate_options(pe, options)
-        options = {k: v for k, v in options.items() if v is not None}
     if pretrained:
         _check_hub_reachable(model_name)
     timm_kwargs.setdefault("dynamic_img_size", True)

@@ -1,4 +1,4 @@
-"""Helpers shared by the harness tests (tiny subprocess runs of train.py, reading W&B's offline log)."""
+"""Helpers shared by the tests: tiny subprocess runs of train.py, reading W&B's offline log, a tiny ViT."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import socket
 import struct
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from rope_ext import create_vit, make_rope
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "train.py")
@@ -57,6 +64,55 @@ def run_train(
         text=True,
         timeout=timeout,
     )
+
+
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``python train.py`` in the background (stdout and stderr together in ``proc.stdout``), for
+    tests that signal the run or race a second process against it."""
+    return subprocess.Popen(
+        [sys.executable, TRAIN, *args],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_epoch(run_dir: Path, proc: subprocess.Popen, epoch: int, timeout: float = 180) -> None:
+    """Wait until the run's checkpoint record says ``epoch`` epochs are done (0: any checkpoint),
+    failing with the run's output if the process ends first."""
+    record = run_dir / "checkpoint.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if record.exists() and json.loads(record.read_text())["epoch"] >= epoch:
+            return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint in time")
+
+
+@contextmanager
+def run_lock_held(run_dir: Path, seconds: float) -> Iterator[subprocess.Popen]:
+    """Another process holding ``RunLock(run_dir)`` for at most ``seconds``; killed on exit, so
+    the OS releases the lock as it would after a crash."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from rope_ext.safety import RunLock; "
+            f"RunLock({str(run_dir)!r}).acquire(); print('locked', flush=True); time.sleep({seconds})",
+        ],
+        env=env(PYTHONPATH=os.environ.get("PYTHONPATH", "")),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def output(proc: subprocess.CompletedProcess) -> str:
@@ -134,3 +190,85 @@ def compose_job(overrides: list[str], output_dir: Path | str = "/tmp/rope-ext-co
     with open_dict(task):
         del task["hydra"]
     return task, cfg
+
+
+# head_dim 24 (48 / 2 heads) takes every block size the model tests sweep; 2 layers keep a forward
+# at milliseconds on a shared CPU core.
+TINY_VIT = dict(patch_size=4, embed_dim=48, depth=2, num_heads=2)
+
+TinyVit = Callable[..., torch.nn.Module]
+
+
+def build_tiny_vit(
+    pe: str = "none",
+    seed: int = 0,
+    *,
+    num_classes: int = 10,
+    img_size: int = 32,
+    pool: str = "cls",
+    vit_kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> torch.nn.Module:
+    """``create_vit`` of a tiny timm ViT, seeded so that two builds with one seed are equal.
+
+    ``options`` are the encoding's ``pe_options``; ``vit_kwargs``: more ``create_vit`` keyword
+    arguments, overriding ``TINY_VIT`` (``depth``, ``qk_norm``, ``checkpoint``, ``pos_embed``, ...).
+    """
+    torch.manual_seed(seed)
+    return create_vit(
+        "vit_tiny_patch16_224",
+        pe=pe,
+        num_classes=num_classes,
+        img_size=img_size,
+        pe_options=options,
+        pool=pool,
+        **{**TINY_VIT, **(vit_kwargs or {})},
+    )
+
+
+@torch.no_grad()
+def perturb_rotary(model: torch.nn.Module, scale: float, seed: int | None = None) -> torch.nn.Module:
+    """Add N(0, scale²) noise to every rotary parameter of ``model`` (in place), from the global
+    generator or a fresh one seeded ``seed``: at init the basis is Q = I, where properties that must
+    hold for any parameters (relativity, impls agreeing, folding) are trivially true."""
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if ".rope." in name:
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
+    return model
+
+
+# -- rotary encodings on their own (tests/test_rotary.py, tests/test_blocks.py) ---------------------
+
+
+def perturbed(name: str, seed: int = 0, scale: float = 0.5, **kw: Any) -> torch.nn.Module:
+    """A float64 rope (``make_rope(name, **kw)``) whose every parameter, frozen or not, got noise."""
+    torch.manual_seed(seed)
+    rope = make_rope(name, **kw).double()
+    with torch.no_grad():
+        for p in rope.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return rope
+
+
+def relative_deviation(rope: torch.nn.Module, pos: torch.Tensor, shift: torch.Tensor) -> float:
+    """max over heads, i, j of |R(p_i+s)ᵀR(p_j+s) − R(p_i)ᵀR(p_j)|."""
+    r0, r1 = rope.rotation(pos), rope.rotation(pos + shift)
+    g0 = torch.einsum("hiab,hjac->hijbc", r0, r0)
+    g1 = torch.einsum("hiab,hjac->hijbc", r1, r1)
+    return (g1 - g0).abs().max().item()
+
+
+def assert_exact_rotation(rope: torch.nn.Module, *, seed: int, tokens: int, tol: float) -> None:
+    """The properties of an exact (commuting) rotary encoding at ``tokens`` random positions in
+    [-10, 10) and a random shift in [-20, 20) per axis, drawn from ``seed``: relative to ``tol``,
+    every R(p) orthogonal, R(0) = I."""
+    dims, eye = rope.dims, torch.eye(rope.head_dim, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    pos = torch.rand(tokens, dims, generator=gen, dtype=torch.float64) * 20 - 10
+    shift = torch.rand(dims, generator=gen, dtype=torch.float64) * 40 - 20
+    assert relative_deviation(rope, pos, shift) < tol
+    r = rope.rotation(pos)
+    torch.testing.assert_close(r.transpose(-1, -2) @ r, eye.expand_as(r), rtol=0, atol=1e-10)
+    r_zero = rope.rotation(torch.zeros(1, dims, dtype=torch.float64))
+    torch.testing.assert_close(r_zero, eye.expand_as(r_zero), rtol=0, atol=1e-12)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from harness_helpers import assert_exact_rotation, perturb_rotary, perturbed, relative_deviation
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_rotary import perturbed, relative_deviation
 
-from rope_ext import create_vit, fold_for_inference, make_rope
+from rope_ext import fold_for_inference, make_rope
 from rope_ext.rotary import axial_layout
 
 torch.set_default_dtype(torch.float32)
@@ -39,13 +39,7 @@ def test_relative_property_for_every_block_size(head_dim, pick, impl, mixed, dim
         impl=impl,
         mixed=mixed,
     )
-    gen = torch.Generator().manual_seed(seed)
-    pos = torch.rand(5, dims, generator=gen, dtype=torch.float64) * 20 - 10
-    shift = torch.rand(dims, generator=gen, dtype=torch.float64) * 40 - 20
-    assert relative_deviation(rope, pos, shift) < 1e-6
-    r = rope.rotation(pos)
-    eye = torch.eye(head_dim, dtype=torch.float64)
-    torch.testing.assert_close(r.transpose(-1, -2) @ r, eye.expand_as(r), rtol=0, atol=1e-10)
+    assert_exact_rotation(rope, seed=seed, tokens=5, tol=1e-6)
 
 
 @pytest.mark.parametrize("block", [16, 17])
@@ -56,19 +50,12 @@ def test_the_check_still_fails_for_large_non_commuting_blocks(block):
 
 
 @pytest.mark.parametrize("head_dim,block", [(hd, n) for hd in (16, 17) for n in blocks_for(hd)])
-def test_matrix_fast_and_folded_compute_the_same_model(head_dim, block):
+def test_matrix_fast_and_folded_compute_the_same_model(tiny_vit, head_dim, block):
     """One ViT per N: the fast impl (basis moved into the qkv weight), the matrix impl (explicit
     N×N blocks) with the same state dict, and fold_for_inference of the fast model give the same logits."""
-    kw = dict(num_classes=5, img_size=16, patch_size=4, embed_dim=2 * head_dim, depth=1, num_heads=2)
-    torch.manual_seed(0)
-    fast = create_vit("vit_tiny_patch16_224", pe="axial_block", pe_options={"block": block}, **kw).double()
-    with torch.no_grad():
-        for name, p in fast.named_parameters():
-            if ".rope." in name:
-                p.add_(0.5 * torch.randn_like(p))
-    matrix = create_vit(
-        "vit_tiny_patch16_224", pe="axial_block", pe_options={"block": block, "impl": "matrix"}, **kw
-    ).double()
+    kw = dict(num_classes=5, img_size=16, vit_kwargs={"embed_dim": 2 * head_dim, "depth": 1})
+    fast = perturb_rotary(tiny_vit("axial_block", block=block, **kw).double(), 0.5)
+    matrix = tiny_vit("axial_block", block=block, impl="matrix", **kw).double()
     matrix.load_state_dict(fast.state_dict())
     folded = fold_for_inference(fast)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)

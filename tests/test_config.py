@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,7 @@ def test_every_group_has_the_options_the_issue_names():
 def test_every_group_option_composes_resolves_and_validates(group, option):
     cfg = compose_cfg([f"{group}={option}"])
     job = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves, the hydra node included
-    if group != "experiment":
-        assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
+    assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
     job.pop("hydra")
     validate(OmegaConf.create(job))
 
@@ -77,9 +77,17 @@ def test_run_id_comes_from_the_overrides_and_is_stable():
 
 def test_slug_is_safe_and_bounded():
     assert slug("") == "default"
+    assert slug(None) == "default"
     assert slug("model.checkpoint=/a/b c.pth") == "model.checkpoint=_a_b_c.pth"
     long = ",".join(f"key{i}=value{i}" for i in range(40))
-    assert len(slug(long)) <= 100 and slug(long) == slug(long) and slug(long) != slug(long + "x")
+    # a run's directory name: it must not change between versions, or reruns miss their results
+    assert slug(long) == (
+        "key0=value0,key1=value1,key2=value2,key3=value3,key4=value4,key5=value5,key6=value6,key7-6fa000eaf4"
+    )
+    texts = ["a" * 100, "a" * 101, "a" * 1000, long, long + "x", long.replace("39", "38"), "é/" * 80]
+    slugs = [slug(t) for t in texts]
+    assert all(len(s) <= 100 and re.fullmatch(r"[A-Za-z0-9._=,+\-]+", s) for s in slugs), slugs
+    assert len(set(slugs)) == len(texts)  # cut texts keep a hash of the whole: no two runs share a directory
 
 
 def test_vit_cifar_is_the_small_vit_of_the_issue():
@@ -110,8 +118,9 @@ BAD = [
     (["pe.layout_of=3"], "pe.layout_of=3", "null"),
     (["pe.block=2", "pe.layout_of=65"], "pe.layout_of=65", "2..64 for head_dim 64"),
     (["model.pool=mean"], "model.pool='mean'", "cls, avg"),
-    (["pe=none", "pe.coords=normalized"], "pe.coords set with pe=none", "null"),
+    (["pe=none", "pe.coords=normalized"], "pe.coords set with pe='none'", "null"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
+    (["pe.name=rope"], "pe.name='rope'", "none, axial2_matrix, axial2_complex, axial_block, lie_block"),
     (["pe.impl=slow"], "pe.impl='slow'", "'fast', 'matrix'"),
     (["train.epochs=-1"], "train.epochs=-1", ">= 1"),
     (["train.batch_size=0"], "train.batch_size=0", ">= 1"),

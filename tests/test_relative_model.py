@@ -7,13 +7,12 @@ import json
 import pytest
 import torch
 from harness_helpers import TINY as TINY_RUN
-from harness_helpers import run_train
+from harness_helpers import TinyVit, run_train
 
-from rope_ext import create_vit, grid_offset, shift_error, shifted_positions
+from rope_ext import grid_offset, shift_error, shifted_positions
 from rope_ext.relativity import perturb
 from rope_ext.rotary import augment_positions, grid_positions, make_rope
 
-TINY = dict(patch_size=4, embed_dim=48, depth=2, num_heads=2)  # head_dim 24
 EXACT = [
     ("axial2_matrix", {}),
     ("axial2_complex", {}),
@@ -26,20 +25,22 @@ EXACT = [
 ]
 
 
-def vit(pe: str, pool: str = "cls", seed: int = 0, **options) -> torch.nn.Module:
-    """A tiny ViT with every rotary parameter and the class token perturbed (trained-like, not init)."""
-    torch.manual_seed(seed)
-    model = create_vit(
-        "vit_tiny_patch16_224", pe=pe, num_classes=10, img_size=32, pe_options=options, pool=pool, **TINY
-    )
-    return perturb(model, qkv_std=0.5).eval()  # timm's init leaves attention near uniform: sharpen it
+@pytest.fixture
+def vit(tiny_vit: TinyVit) -> TinyVit:
+    """Builds tiny ViTs with every rotary parameter and the class token perturbed (trained-like, not init)."""
+
+    def build(pe: str, pool: str = "cls", seed: int = 0, **options: object) -> torch.nn.Module:
+        model = tiny_vit(pe, seed, pool=pool, **options)
+        return perturb(model, qkv_std=0.5).eval()  # timm's init leaves attention near uniform: sharpen it
+
+    return build
 
 
 IMAGES = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("pe,options", EXACT, ids=lambda v: str(v))
-def test_avg_pool_makes_every_exact_variant_shift_invariant(pe, options):
+def test_avg_pool_makes_every_exact_variant_shift_invariant(vit, pe, options):
     model = vit(pe, "avg", **options)
     assert model.cls_token is None and model.global_pool == "avg"
     for offset in (grid_offset(model, (32, 32), 1), grid_offset(model, (32, 32)), 2.5):
@@ -49,12 +50,12 @@ def test_avg_pool_makes_every_exact_variant_shift_invariant(pe, options):
 
 
 @pytest.mark.parametrize("block", [3, 4])
-def test_lie_block_is_not_shift_invariant_even_with_avg_pool(block):
+def test_lie_block_is_not_shift_invariant_even_with_avg_pool(vit, block):
     model = vit("lie_block", "avg", block=block)
     assert shift_error(model, IMAGES, (1.0, 1.0)) > 1e-3
 
 
-def test_shift_error_of_a_model_without_positions_is_zero_and_offsets_are_restored():
+def test_shift_error_of_a_model_without_positions_is_zero_and_offsets_are_restored(vit):
     assert shift_error(vit("none", "avg"), IMAGES, (3.0, 3.0)) == 0.0
     assert shift_error(vit("none", "cls"), IMAGES, (3.0, 3.0)) == 0.0
     model = vit("axial_block", "cls", block=4)
@@ -70,7 +71,7 @@ def test_shift_error_of_a_model_without_positions_is_zero_and_offsets_are_restor
         pass
 
 
-def test_grid_offsets_in_the_units_of_the_coordinates():
+def test_grid_offsets_in_the_units_of_the_coordinates(vit):
     assert grid_offset(vit("axial_block", block=4), (32, 48)) == (6.0, 4.0)  # half of the 12 × 8 grid
     assert grid_offset(vit("axial_block", block=4, coords="normalized"), (32, 48), 1) == (2 / 12, 2 / 8)
     assert grid_offset(vit("axial_block", block=4, dims=1), (32, 32)) == (32.0,)
@@ -99,7 +100,7 @@ def test_normalized_frequencies_are_two_pi_times_the_patch_ones():
     assert norm.coords == "normalized"
 
 
-def test_a_normalized_model_runs_at_other_sizes_and_records_its_coords():
+def test_a_normalized_model_runs_at_other_sizes_and_records_its_coords(vit):
     model = vit("axial_block", block=3, coords="normalized")
     for size in (32, 48, 64):
         assert model(torch.randn(1, 3, size, size)).shape == (1, 10)
@@ -125,7 +126,7 @@ def test_augment_positions_is_one_affine_draw_for_all_tokens():
 
 
 @pytest.mark.parametrize("learnable", [False, True])
-def test_augmentation_acts_in_training_only_and_never_serves_stale_tables(learnable):
+def test_augmentation_acts_in_training_only_and_never_serves_stale_tables(vit, learnable):
     """Frozen 2×2 frequencies: tables are cached even in train mode, so a stale cache would show."""
     model = vit("axial_block", "cls", block=2, learnable=learnable, augment=AUGMENT)
     plain = vit("axial_block", "cls", block=2, learnable=learnable)
@@ -141,7 +142,7 @@ def test_augmentation_acts_in_training_only_and_never_serves_stale_tables(learna
         torch.testing.assert_close(model.eval()(IMAGES), evals[0])  # back in eval: no leftover draw
 
 
-def test_relative_property_survives_shift_augmentation():
+def test_relative_property_survives_shift_augmentation(vit):
     """Shift augmentation is a translation of all positions: a model that is relative end to end
     (avg pool) gives the same logits in training as in eval; a class token model does not."""
     for pool, invariant in (("avg", True), ("cls", False)):
@@ -152,21 +153,11 @@ def test_relative_property_survives_shift_augmentation():
         assert torch.allclose(out, ref, atol=1e-5) == invariant
 
 
-def test_bad_pool_and_conflicting_timm_kwargs_are_rejected():
+def test_bad_pool_and_conflicting_timm_kwargs_are_rejected(tiny_vit, vit):
     with pytest.raises(ValueError, match="pool='mean' is not allowed; allowed values: cls, avg"):
-        create_vit(
-            "vit_tiny_patch16_224", pe="axial2_complex", num_classes=10, img_size=32, pool="mean", **TINY
-        )
+        tiny_vit("axial2_complex", pool="mean")
     with pytest.raises(ValueError, match="class_token=True contradicts pool='avg'"):
-        create_vit(
-            "vit_tiny_patch16_224",
-            pe="none",
-            num_classes=10,
-            img_size=32,
-            pool="avg",
-            class_token=True,
-            **TINY,
-        )
+        tiny_vit("none", pool="avg", vit_kwargs={"class_token": True})
     with pytest.raises(ValueError, match="augment.jitter=0.5 is not allowed"):
         vit("axial_block", block=3, augment={"jitter": 0.5})
 

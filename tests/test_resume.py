@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from harness_helpers import TINY, TRAIN, env, failure, metrics, output, run_train
+from harness_helpers import TINY, failure, metrics, output, run_train, start_train, wait_for_epoch
 
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError
@@ -23,28 +20,6 @@ RUN = [*TINY, "train.epochs=4", "dataset.train_size=128", "train.log_every=1"]
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, TRAIN, *args],
-        cwd=cwd,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for_epoch(run_dir: Path, proc: subprocess.Popen, epoch: int, timeout: float = 180) -> None:
-    record = run_dir / "checkpoint.json"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if record.exists() and json.loads(record.read_text())["epoch"] >= epoch:
-            return
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint in time")
 
 
 def same_result(a: dict, b: dict) -> None:
@@ -69,7 +44,7 @@ def reference(tmp_path_factory) -> dict:
 def test_killed_run_resumes_at_the_right_epoch_with_the_same_result(tmp_path, reference, sig):
     args = [*RUN, "run_id=victim"]
     run_dir = tmp_path / "outputs" / "victim"
-    proc = start(args, tmp_path)
+    proc = start_train(args, tmp_path)
     wait_for_epoch(run_dir, proc, 1)
     proc.send_signal(sig)
     text = proc.communicate(timeout=120)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from harness_helpers import assert_exact_rotation, perturbed, relative_deviation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,24 +12,6 @@ from rope_ext import make_rope
 from rope_ext.rotary import BlockRotary, rotate_pairs, to_basis
 
 torch.set_default_dtype(torch.float32)
-
-
-def perturbed(name: str, seed: int = 0, scale: float = 0.5, **kw) -> torch.nn.Module:
-    """A float64 rope whose every parameter (frozen or not) got random noise."""
-    torch.manual_seed(seed)
-    rope = make_rope(name, **kw).double()
-    with torch.no_grad():
-        for p in rope.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return rope
-
-
-def relative_deviation(rope: torch.nn.Module, pos: torch.Tensor, shift: torch.Tensor) -> float:
-    """max over heads, i, j of |R(p_i+s)ᵀR(p_j+s) − R(p_i)ᵀR(p_j)|."""
-    r0, r1 = rope.rotation(pos), rope.rotation(pos + shift)
-    g0 = torch.einsum("hiab,hjac->hijbc", r0, r0)
-    g1 = torch.einsum("hiab,hjac->hijbc", r1, r1)
-    return (g1 - g0).abs().max().item()
 
 
 def exact_variants() -> st.SearchStrategy:
@@ -57,15 +40,7 @@ def exact_variants() -> st.SearchStrategy:
 def test_relative_property_holds_for_any_parameters(variant, dims, head_dim, seed):
     name, options = variant
     rope = perturbed(name, seed=seed, head_dim=head_dim, num_heads=2, dims=dims, **options)
-    gen = torch.Generator().manual_seed(seed)
-    pos = torch.rand(6, dims, generator=gen, dtype=torch.float64) * 20 - 10
-    shift = torch.rand(dims, generator=gen, dtype=torch.float64) * 40 - 20
-    assert relative_deviation(rope, pos, shift) < 1e-5
-    r = rope.rotation(pos)
-    eye = torch.eye(head_dim, dtype=torch.float64)
-    torch.testing.assert_close(r.transpose(-1, -2) @ r, eye.expand_as(r), rtol=0, atol=1e-10)
-    r_zero = rope.rotation(torch.zeros(1, dims, dtype=torch.float64))
-    torch.testing.assert_close(r_zero, eye.expand_as(r_zero), rtol=0, atol=1e-12)
+    assert_exact_rotation(rope, seed=seed, tokens=6, tol=1e-5)
 
 
 @pytest.mark.parametrize("block", [3, 4, 5, 6])  # so(2) is abelian: lie_block with N = 2 is exact

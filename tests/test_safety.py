@@ -28,7 +28,10 @@ from harness_helpers import (
     free_port,
     metrics,
     output,
+    run_lock_held,
     run_train,
+    start_train,
+    wait_for_epoch,
     wandb_history,
 )
 
@@ -454,24 +457,11 @@ def test_wandb_online_falls_back_to_offline_when_the_server_is_down(tmp_path):
 
 
 def test_run_lock_is_exclusive_and_names_the_holder(tmp_path):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys,time; from rope_ext.safety import RunLock; "
-            f"RunLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)",
-        ],
-        env=env(PYTHONPATH=os.environ.get("PYTHONPATH", "")),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunDirBusy, match=f"in use by process {holder.pid}"):
-            RunLock(tmp_path).acquire()
-    finally:
-        holder.kill()
-        holder.wait()
+    with (
+        run_lock_held(tmp_path, 60) as holder,
+        pytest.raises(RunDirBusy, match=f"in use by process {holder.pid}"),
+    ):
+        RunLock(tmp_path).acquire()
     lock = RunLock(tmp_path)  # the OS released it with the process
     lock.acquire()
     lock.release()
@@ -480,20 +470,10 @@ def test_run_lock_is_exclusive_and_names_the_holder(tmp_path):
 @pytest.mark.slow
 def test_a_second_process_on_the_same_run_is_refused(tmp_path):
     args = [*TINY, "run_id=busy", "train.epochs=200", "dataset.train_size=256"]
-    first = subprocess.Popen(
-        [sys.executable, TRAIN, *args],
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = start_train(args, tmp_path)
     run_dir = tmp_path / "outputs" / "busy"
     try:
-        deadline = time.time() + 120
-        while not (run_dir / "checkpoint.json").exists():
-            assert first.poll() is None and time.time() < deadline, first.stdout.read()
-            time.sleep(0.1)
+        wait_for_epoch(run_dir, first, 0, timeout=120)  # locked and training
         second = run_train(args, tmp_path, timeout=120)
         assert second.returncode == 2, output(second)
         assert f"in use by process {first.pid}" in output(second)
@@ -613,19 +593,7 @@ def test_ddp_ranks_stop_together_when_rank_0_cannot_lock(tmp_path):
     """torchrun, 2 ranks: rank 0 finds the directory locked by another process; both ranks exit 2."""
     run_dir = tmp_path / "outputs" / "ddp"
     run_dir.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time; from rope_ext.safety import RunLock; "
-            f"RunLock({str(run_dir)!r}).acquire(); print('locked', flush=True); time.sleep(120)",
-        ],
-        env=env(PYTHONPATH=os.environ.get("PYTHONPATH", "")),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with run_lock_held(run_dir, 120) as holder:
         proc = subprocess.run(
             [
                 sys.executable,
@@ -647,6 +615,3 @@ def test_ddp_ranks_stop_together_when_rank_0_cannot_lock(tmp_path):
         assert proc.returncode != 0 and f"in use by process {holder.pid}" in output(proc), output(proc)
         assert "epoch 1" not in output(proc) and not (run_dir / "checkpoint.pt").exists()
         assert not (run_dir / "failure.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()

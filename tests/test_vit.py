@@ -6,12 +6,12 @@ import time
 
 import pytest
 import torch
+from harness_helpers import REPO, perturb_rotary
 from safetensors.torch import save_file
 
 from rope_ext import create_vit, fold_for_inference, relative_property_error
 from rope_ext.vit import RopeAttention, rotary_attentions
 
-TINY = dict(patch_size=4, embed_dim=48, depth=2, num_heads=2)  # head_dim 24
 VARIANTS = [
     ("none", {}),
     ("axial2_matrix", {}),
@@ -24,20 +24,8 @@ VARIANTS = [
 ]
 
 
-def tiny_vit(pe: str = "none", seed: int = 0, **options) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return create_vit("vit_tiny_patch16_224", pe=pe, num_classes=10, img_size=32, pe_options=options, **TINY)
-
-
-def perturb_rotary(model: torch.nn.Module, scale: float = 0.3) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".rope." in name:
-                p.add_(scale * torch.randn_like(p))
-
-
 @pytest.mark.parametrize("pe,options", VARIANTS)
-def test_every_variant_runs_at_train_size_and_other_sizes(pe, options):
+def test_every_variant_runs_at_train_size_and_other_sizes(tiny_vit, pe, options):
     model = tiny_vit(pe, **options).eval()
     assert (model.pos_embed is None) == (pe != "none")
     assert sum(isinstance(m, RopeAttention) for m in model.modules()) == (0 if pe == "none" else 2)
@@ -47,18 +35,20 @@ def test_every_variant_runs_at_train_size_and_other_sizes(pe, options):
 
 
 @pytest.mark.parametrize("pe,options", VARIANTS)
-def test_two_training_steps_decrease_the_loss(pe, options):
+def test_two_training_steps_decrease_the_loss(tiny_vit, pe, options):
     model = tiny_vit(pe, **options).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 3, 32, 32, generator=gen), torch.randint(0, 10, (16,), generator=gen)
     losses = []
-    for _ in range(3):
+    for _ in range(2):
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    with torch.no_grad():  # the loss after the two steps (a third step would not be measured)
+        losses.append(torch.nn.functional.cross_entropy(model(x), y).item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
@@ -72,9 +62,9 @@ def test_two_training_steps_decrease_the_loss(pe, options):
         ("lie_block", {"block": 5}),
     ],
 )
-def test_gradients_reach_every_learnable_rotary_parameter(pe, options):
+def test_gradients_reach_every_learnable_rotary_parameter(tiny_vit, pe, options):
     model = tiny_vit(pe, **options)
-    perturb_rotary(model)  # away from Q = I, where in-plane basis directions have zero gradient
+    perturb_rotary(model, 0.3)  # away from Q = I, where in-plane basis directions have zero gradient
     model(torch.randn(4, 3, 32, 32)).square().sum().backward()
     rotary = {n: p for n, p in model.named_parameters() if ".rope." in n and p.requires_grad}
     assert rotary, "no learnable rotary parameters"
@@ -84,9 +74,9 @@ def test_gradients_reach_every_learnable_rotary_parameter(pe, options):
 
 @pytest.mark.parametrize("block", [2, 3, 4, 5, 6])
 @pytest.mark.parametrize("impl,mixed", [("fast", False), ("matrix", False), ("fast", True)])
-def test_fold_for_inference_keeps_logits_and_leaves_input_untouched(block, impl, mixed):
+def test_fold_for_inference_keeps_logits_and_leaves_input_untouched(tiny_vit, block, impl, mixed):
     model = tiny_vit("axial_block", block=block, impl=impl, mixed=mixed).eval()
-    perturb_rotary(model)
+    perturb_rotary(model, 0.3)
     with torch.no_grad():  # a non-zero qkv bias, so the bias fold is exercised
         for attn in rotary_attentions(model):
             attn.qkv.bias.normal_()
@@ -106,7 +96,7 @@ def test_fold_for_inference_keeps_logits_and_leaves_input_untouched(block, impl,
 
 
 @pytest.mark.parametrize("pe,options", [("none", {}), ("axial2_complex", {}), ("lie_block", {"block": 4})])
-def test_fold_leaves_variants_without_a_basis_unchanged(pe, options):
+def test_fold_leaves_variants_without_a_basis_unchanged(tiny_vit, pe, options):
     model = tiny_vit(pe, **options)
     folded = fold_for_inference(model)
     assert folded is not model
@@ -114,24 +104,16 @@ def test_fold_leaves_variants_without_a_basis_unchanged(pe, options):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fold_refuses_qk_norm():
-    model = create_vit(
-        "vit_tiny_patch16_224",
-        pe="axial_block",
-        num_classes=10,
-        img_size=32,
-        pe_options={"block": 3},
-        qk_norm=True,
-        **TINY,
-    )
+def test_fold_refuses_qk_norm(tiny_vit):
+    model = tiny_vit("axial_block", block=3, vit_kwargs={"qk_norm": True})
     model(torch.randn(1, 3, 32, 32))  # runs unfolded (basis applied after the norm)
     with pytest.raises(ValueError, match="qk_norm"):
         fold_for_inference(model)
 
 
-def test_matrix_and_fast_models_exchange_state_dicts():
+def test_matrix_and_fast_models_exchange_state_dicts(tiny_vit):
     fast = tiny_vit("axial_block", block=5, impl="fast").eval()
-    perturb_rotary(fast)
+    perturb_rotary(fast, 0.3)
     matrix = tiny_vit("axial_block", block=5, impl="matrix", seed=1).eval()
     matrix.load_state_dict(fast.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -144,9 +126,9 @@ def test_matrix_and_fast_models_exchange_state_dicts():
         torch.testing.assert_close(mat2(x), complex_(x), rtol=1e-5, atol=1e-5)
 
 
-def test_class_token_is_not_rotated():
+def test_class_token_is_not_rotated(tiny_vit):
     model = tiny_vit("axial_block", block=4)
-    perturb_rotary(model)
+    perturb_rotary(model, 0.3)
     attn = model.blocks[0].attn
     model.patch_embed(torch.randn(1, 3, 32, 32))  # sets the grid: 8x8
     pos = attn.grid.positions(torch.device("cpu"))
@@ -156,62 +138,49 @@ def test_class_token_is_not_rotated():
     assert not torch.allclose(qr[..., 1:, :], q[..., 1:, :])
 
 
-def test_relative_property_error_of_models():
+def test_relative_property_error_of_models(tiny_vit):
     exact = tiny_vit("axial_block", block=4, mixed=True)
     lie = tiny_vit("lie_block", block=4)
-    perturb_rotary(exact)
-    perturb_rotary(lie)
+    perturb_rotary(exact, 0.3)
+    perturb_rotary(lie, 0.3)
     assert relative_property_error(tiny_vit("none")) == 0.0
     assert relative_property_error(exact) < 1e-10
     assert relative_property_error(lie) > 1e-3
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_local_checkpoint_loads_into_a_rotary_model(tmp_path, suffix):
+def test_local_checkpoint_loads_into_a_rotary_model(tiny_vit, tmp_path, suffix):
     plain = tiny_vit("none", seed=5)
     path = tmp_path / f"weights{suffix}"
     state = {k: v.contiguous() for k, v in plain.state_dict().items()}
     save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
     with pytest.warns(UserWarning, match="pos_embed"):  # the rotary model has no absolute embedding
-        model = create_vit(
-            "vit_tiny_patch16_224",
-            pe="axial_block",
-            num_classes=10,
-            img_size=32,
-            checkpoint=path,
-            pe_options={"block": 3},
-            **TINY,
-        )
+        model = tiny_vit("axial_block", block=3, vit_kwargs={"checkpoint": path})
     mine = model.state_dict()
     assert torch.equal(mine["blocks.1.attn.qkv.weight"], state["blocks.1.attn.qkv.weight"])
     assert torch.equal(mine["head.weight"], state["head.weight"])
     assert "blocks.0.attn.rope.basis_skew" in mine  # freshly initialised
 
 
-def test_timm_checkpoint_with_other_head_and_grid_is_adapted(tmp_path):
+def test_timm_checkpoint_with_other_head_and_grid_is_adapted(tiny_vit, tmp_path):
     """An ImageNet-style checkpoint (1000 classes, 224 px grid) fine-tunes at 32 px, 10 classes."""
-    torch.manual_seed(0)
-    src = create_vit("vit_tiny_patch16_224", num_classes=1000, img_size=224, **{**TINY, "patch_size": 16})
+    src = tiny_vit(num_classes=1000, img_size=224, vit_kwargs={"patch_size": 16})
     path = tmp_path / "imagenet.pth"
     torch.save({"model": src.state_dict()}, path)
-    model = create_vit(
-        "vit_tiny_patch16_224", num_classes=10, img_size=32, checkpoint=path, **{**TINY, "patch_size": 16}
-    )
+    model = tiny_vit(vit_kwargs={"patch_size": 16, "checkpoint": path})
     assert model.pos_embed.shape == (1, 1 + 4, 48)  # resampled by timm's filter
     assert model.head.weight.shape == (10, 48)
     assert torch.equal(model.blocks[0].mlp.fc1.weight, src.blocks[0].mlp.fc1.weight)
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path):
-    other = create_vit("vit_tiny_patch16_224", num_classes=10, img_size=32, **{**TINY, "depth": 1})
+def test_checkpoint_of_another_model_is_refused(tiny_vit, tmp_path):
+    other = tiny_vit(vit_kwargs={"depth": 1})
     path = tmp_path / "other.pth"
     torch.save(other.state_dict(), path)
     with pytest.raises(ValueError, match="does not fit this model"):
-        create_vit("vit_tiny_patch16_224", num_classes=10, img_size=32, checkpoint=path, **TINY)
+        tiny_vit(vit_kwargs={"checkpoint": path})
     with pytest.raises(FileNotFoundError, match="no such file"):
-        create_vit(
-            "vit_tiny_patch16_224", num_classes=10, img_size=32, checkpoint=tmp_path / "nope.pth", **TINY
-        )
+        tiny_vit(vit_kwargs={"checkpoint": tmp_path / "nope.pth"})
 
 
 def test_pretrained_offline_fails_fast_and_names_checkpoint(monkeypatch):
@@ -232,23 +201,64 @@ def test_pretrained_offline_fails_fast_and_names_checkpoint(monkeypatch):
             "block=6 is not allowed for pe='axial_block'; allowed values: an integer in 2..4 for head_dim 4",
         ),
         (dict(pe="axial_block", pe_options={"dims": 3}), "dims=3 is not allowed"),
-        (dict(pe="none", pe_options={"block": 3}), "pe='none' takes no options"),
+        (dict(pe="none", pe_options={"block": 3}), "block set with pe='none', which takes no options"),
         (dict(pe="axial2_complex", pos_embed="sincos"), "pos_embed='sincos' is not allowed"),
     ],
 )
-def test_create_vit_bad_input(kwargs, match):
-    kwargs = {**TINY, **kwargs}
+def test_create_vit_bad_input(tiny_vit, kwargs, match):
+    kwargs = dict(kwargs)  # the parametrize dict is shared between runs: pop from a copy
+    pe, options = kwargs.pop("pe"), kwargs.pop("pe_options", {})
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):
-        create_vit("vit_tiny_patch16_224", num_classes=10, img_size=32, **kwargs)
+        tiny_vit(pe, vit_kwargs=kwargs, **options)
 
 
-def test_pos_embed_choices():
+def test_pos_embed_choices(tiny_vit):
     assert tiny_vit("none").pos_embed is not None
-    keep = create_vit(
-        "vit_tiny_patch16_224", pe="axial2_complex", num_classes=10, img_size=32, pos_embed="learn", **TINY
-    )
+    keep = tiny_vit("axial2_complex", vit_kwargs={"pos_embed": "learn"})
     assert keep.pos_embed is not None
-    drop = create_vit(
-        "vit_tiny_patch16_224", pe="none", num_classes=10, img_size=32, pos_embed="none", **TINY
-    )
+    drop = tiny_vit("none", vit_kwargs={"pos_embed": "none"})
     assert drop.pos_embed is None
+
+
+RECORDED = [
+    ("none", []),
+    ("axial2_matrix", []),
+    ("axial2_complex", ["learnable=true"]),
+    ("axial_block", []),
+    ("axial_block", ["block=4", "impl=matrix", "theta=50"]),
+    ("axial_block", ["block=3", "mixed=true"]),
+    ("axial_block", ["block=2", "layout_of=3", "dims=1"]),
+    ("axial_block", ["init=identity", "coords=normalized", "augment.shift=0.5"]),
+    ("lie_block", ["block=4", "mixed=true"]),
+]
+
+
+@pytest.mark.parametrize("pe,overrides", RECORDED, ids=[f"{p} {' '.join(o)}" for p, o in RECORDED])
+def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
+    """vit.resolved_options (what metrics.json records as ``pe``): every option a rotary model runs
+    with, package defaults filled in, the configured values kept, and the rules the layers impose
+    (axial2_* is 2x2, lie_block always learns its generators)."""
+    from omegaconf import OmegaConf
+
+    from rope_ext.config import pe_options
+    from rope_ext.rotary import OPTION_KEYS
+    from rope_ext.vit import resolved_options, rotary_attentions
+
+    cfg = OmegaConf.merge(
+        OmegaConf.load(REPO / "conf" / "pe" / f"{pe}.yaml"), OmegaConf.from_dotlist(overrides)
+    )
+    model = tiny_vit(pe, **pe_options(cfg))
+    got = resolved_options(model, cfg)
+    assert set(got) == {"name", *OPTION_KEYS} and got["name"] == pe
+    for key, value in OmegaConf.to_container(OmegaConf.from_dotlist(overrides)).items():
+        if key != "augment":
+            assert got[key] == value, key
+    if pe == "none":
+        return
+    layer = next(rotary_attentions(model))
+    assert got["block"] == layer.rope.block
+    assert all(got[k] is not None for k in ("block", "impl", "dims", "theta", "learnable", "init", "coords"))
+    if pe.startswith("axial2"):
+        assert got["block"] == 2
+    if pe == "lie_block":
+        assert got["learnable"] is True
