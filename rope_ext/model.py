@@ -1,4 +1,4 @@
-"""A job's model from its config (``conf/model`` + ``conf/pe``), and the pe settings it resolved."""
+"""A job's model from its config (``conf/model`` + ``conf/pe``): ``build_model``, shared by the trainer, ``experiments/`` and the tests."""
 
 from __future__ import annotations
 
