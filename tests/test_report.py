@@ -394,3 +394,27 @@ def test_pe_options_come_from_rotary() -> None:
     assert set(PE_OPTIONS) <= set(OPTION_KEYS) and set(PE_OPTIONS) <= set(CSV_COLUMNS)
     assert list(VARIANT_ORDER) == list(PE_NAMES)
     assert FIXED_BLOCK == {"none"} | {n for n, spec in ENCODINGS.items() if spec.block is not None}
+
+
+def test_the_baseline_is_the_arm_of_that_name_before_a_variant_label(tmp_path: Path) -> None:
+    """--baseline none in an extrapolation table: the arm named ``none``, not the first arm whose
+    variant label is ``none`` (``none_avg`` is APE too, listed before it)."""
+    root = tmp_path / "multirun" / "extrap"
+    n = 0
+    for arm, acc in (("none_avg", 80.0), ("none", 70.0)):
+        for seed in (0, 1):
+            pe = _pe("none")
+            job = _write_job(root, n, pe, seed, _metrics(pe, seed, acc + seed, 1.0, 1.0))
+            (job / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump(["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}"])
+            )
+            config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+            config["model"]["pool"] = "avg" if arm == "none_avg" else "cls"
+            (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+            n += 1
+    rows = {
+        r["arm"].split()[0]: r
+        for r in _rows(report.write_report(root, wandb_log=False, baseline="none")["stats_csv"])
+    }
+    assert rows["none_avg"]["baseline"].split()[0] == "none"
+    assert float(rows["none_avg"]["diff"]) == pytest.approx(10.0)

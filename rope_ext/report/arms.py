@@ -64,7 +64,10 @@ def arm_statistics(
     for key, members in tables.items():
         names = {id(g): arm_name(g) for g in members}
         wanted = baseline if baseline is not None else "none"
-        base = next((g for g in members if wanted in (names[id(g)], g.first.arm, g.label())), None)
+        # an exact arm name wins over a variant label: in an extrapolation table "none" (APE, class
+        # token) and "none_avg" both carry the label "none"
+        candidates = [(names[id(g)], g.first.arm, g.label(), g) for g in members]
+        base = next((c[-1] for i in range(3) for c in candidates if c[i] == wanted), None)
         metrics: list[tuple[str, Getter]] = [("acc", lambda r: r.metrics.get("test_acc"))]
         metrics += [(f"acc@{s}", lambda r, s=s: r.acc_at(s)) for s in sizes]
         table_rows = []
