@@ -212,10 +212,10 @@ def test_every_study_measures_extrapolation_and_tunes_on_held_out_data(study: st
 
 
 def test_the_position_free_arm_builds_a_model_without_positions() -> None:
-    from rope_ext.trainer import _build_model
+    from rope_ext.model import build_model
     from rope_ext.vit import rotary_attentions
 
-    model = _build_model(_compose("experiment=relpos_study", "+experiment/arm=none_nopos"), num_classes=4)
+    model = build_model(_compose("experiment=relpos_study", "+experiment/arm=none_nopos"), num_classes=4)
     assert model.pos_embed is None and not list(rotary_attentions(model))
 
 
