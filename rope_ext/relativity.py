@@ -18,12 +18,23 @@ SHIFT_PATCHES = 1.0  # shift_error: one grid step per axis
 
 
 @torch.no_grad()
+def perturb_rotary(model: nn.Module, scale: float, seed: int | None = None) -> nn.Module:
+    """Add N(0, scale²) noise to every rotary parameter of ``model`` (in place), from the global
+    generator or a fresh one seeded ``seed``: at init the basis is Q = I, where properties that must
+    hold for any parameters (relativity, impls agreeing, folding) are trivially true."""
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if ".rope." in name:
+            noise = torch.randn_like(p) if gen is None else torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            p.add_(noise.to(p.device) * scale)
+    return model
+
+
+@torch.no_grad()
 def perturb(model: nn.Module, qkv_std: float) -> torch.nn.Module:
     """Move a fresh ViT away from init (in place): rotary parameters + N(0, 0.3²), class token N(0, 1),
     qkv weights N(0, qkv_std²). timm's init leaves attention near uniform, which hides position leaks."""
-    for name, p in model.named_parameters():
-        if ".rope." in name:
-            p.add_(0.3 * torch.randn_like(p))
+    perturb_rotary(model, 0.3)
     if model.cls_token is not None:
         model.cls_token.normal_()
     for blk in model.blocks:

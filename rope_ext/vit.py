@@ -182,8 +182,8 @@ def rotary_attentions(model: nn.Module) -> Iterator[RopeAttention]:
 def resolved_options(model: nn.Module, configured: Mapping[str, Any]) -> dict[str, Any]:
     """The ``pe`` settings as the model uses them, for a run's records (metrics.json ``pe``).
 
-    ``configured``: the encoding as the run asked for it (``name`` and ``OPTION_KEYS``; the harness
-    passes its ``pe`` config as a container). Each option the model's rotary layers report
+    ``configured``: the encoding as the run asked for it (``name`` and ``OPTION_KEYS``; the trainer
+    passes its ``pe`` config node). Each option the model's rotary layers report
     (``Rotary.options()``: package defaults resolved) replaces the configured value; the rest
     (``name``, ``augment``, and every option of a model without rotary layers) are as configured.
     """

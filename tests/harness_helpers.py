@@ -226,18 +226,6 @@ def build_tiny_vit(
     )
 
 
-@torch.no_grad()
-def perturb_rotary(model: torch.nn.Module, scale: float, seed: int | None = None) -> torch.nn.Module:
-    """Add N(0, scale²) noise to every rotary parameter of ``model`` (in place), from the global
-    generator or a fresh one seeded ``seed``: at init the basis is Q = I, where properties that must
-    hold for any parameters (relativity, impls agreeing, folding) are trivially true."""
-    gen = None if seed is None else torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if ".rope." in name:
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
-    return model
-
-
 # -- rotary encodings on their own (tests/test_rotary.py, tests/test_blocks.py) ---------------------
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from harness_helpers import assert_exact_rotation, perturb_rotary, perturbed, relative_deviation
+from harness_helpers import assert_exact_rotation, perturbed, relative_deviation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rope_ext import fold_for_inference, make_rope
+from rope_ext.relativity import perturb_rotary
 from rope_ext.rotary import axial_layout
 
 torch.set_default_dtype(torch.float32)

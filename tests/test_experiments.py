@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from harness_helpers import TinyVit, perturb_rotary
+from harness_helpers import TinyVit
 from omegaconf import OmegaConf
 
 from rope_ext import relative_property_error
+from rope_ext.relativity import perturb_rotary
 from rope_ext.relpos import relpos_datasets
 
 ROOT = Path(__file__).resolve().parents[1]

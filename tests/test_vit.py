@@ -6,10 +6,11 @@ import time
 
 import pytest
 import torch
-from harness_helpers import REPO, perturb_rotary
+from harness_helpers import REPO
 from safetensors.torch import save_file
 
 from rope_ext import create_vit, fold_for_inference, relative_property_error
+from rope_ext.relativity import perturb_rotary
 from rope_ext.vit import RopeAttention, rotary_attentions
 
 VARIANTS = [
