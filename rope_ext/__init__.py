@@ -6,7 +6,7 @@ Public API: ``make_rope``, ``validate_pe`` / ``validate_options``, ``create_vit`
 Only torch and timm are imported here; the Hydra harness lives in its own modules.
 """
 
-from rope_ext.rotary import (
+from rope_ext.encoding.rotary import (
     COORDS,
     ENCODINGS,
     IMPLS,
@@ -19,7 +19,7 @@ from rope_ext.rotary import (
     validate_options,
     validate_pe,
 )
-from rope_ext.vit import (
+from rope_ext.encoding.vit import (
     POOLS,
     create_vit,
     fold_for_inference,

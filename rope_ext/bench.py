@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rope_ext.encoding.rotary import make_rope
+from rope_ext.encoding.vit import create_vit, fold_for_inference
 from rope_ext.report.tables import cell, markdown_table
-from rope_ext.rotary import make_rope
-from rope_ext.vit import create_vit, fold_for_inference
 
 DEFAULT_MODEL = "vit_tiny_patch16_224"
 # The default model is shaped as the harness's CIFAR ViT (conf/model/vit_cifar.yaml).

@@ -12,9 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-# The encodings' names, options and checks live in rope_ext.rotary alone; the model's choices in vit.
-from rope_ext.rotary import validate_pe
-from rope_ext.vit import POOLS, POS_EMBEDS
+# The encodings' names, options and checks live in rope_ext.encoding.rotary alone; the model's choices in vit.
+from rope_ext.encoding.rotary import validate_pe
+from rope_ext.encoding.vit import POOLS, POS_EMBEDS
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu")

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from rope_ext import distributed, hardware
+from rope_ext.encoding.relativity import shift_metrics
 from rope_ext.loader import Batches, BatchTransform
-from rope_ext.relativity import shift_metrics
 
 
 def eval_transform(dataset: DictConfig, size: int) -> BatchTransform:
@@ -50,7 +50,7 @@ def final_evaluation(
 ) -> dict[str, Any]:
     """The test split once, at the end: ``test_acc`` (at the training size), ``test_acc_at`` (str(size)
     -> accuracy for every size of the sweep) and the whole model's relativity under a one-patch shift
-    (``shift_error``, ``test_acc_shifted``: ``rope_ext.relativity``).
+    (``shift_error``, ``test_acc_shifted``: ``rope_ext.encoding.relativity``).
 
     ``test_at(size)`` gives the test batches at ``size`` (resized, or redrawn where the dataset can).
     """

@@ -9,7 +9,7 @@ from torch import nn
 
 import rope_ext
 from rope_ext.config import ConfigError, pe_options, timm_kwargs
-from rope_ext.vit import CheckpointFileError
+from rope_ext.encoding.vit import CheckpointFileError
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:

@@ -36,6 +36,8 @@ from rope_ext import checkpoint, distributed, hardware, safety
 from rope_ext.checkpoint import CheckpointError, CheckpointWriteError
 from rope_ext.config import ConfigError, eval_sizes, select, validate
 from rope_ext.data import DataSplits, build_datasets
+from rope_ext.encoding.rotary import OPTION_KEYS
+from rope_ext.encoding.vit import resolved_options
 from rope_ext.evaluation import benchmark_inference, eval_transform, evaluate, final_evaluation
 from rope_ext.loader import Batches, BatchTransform
 from rope_ext.metrics import (
@@ -50,11 +52,9 @@ from rope_ext.metrics import (
 from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
 from rope_ext.preemption import Interrupted, SignalGuard
-from rope_ext.rotary import OPTION_KEYS
 from rope_ext.strict import check_keys
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
-from rope_ext.vit import resolved_options
 
 log = logging.getLogger(__name__)
 
@@ -656,7 +656,7 @@ def _run_metrics(
         "params": sum(p.numel() for p in model.parameters()),
         "epochs_done": state.epoch,
         "relative_error": rope_ext.relative_property_error(model),
-        # the whole model's relativity (rope_ext.relativity)
+        # the whole model's relativity (rope_ext.encoding.relativity)
         "shift_error": measured["shift_error"],
         "test_acc_shifted": measured["test_acc_shifted"],
         "pe": resolved_options(model, cfg.pe),

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rope_ext import fold_for_inference, make_rope
-from rope_ext.relativity import perturb_rotary
-from rope_ext.rotary import axial_layout
+from rope_ext.encoding.relativity import perturb_rotary
+from rope_ext.encoding.rotary import axial_layout
 
 torch.set_default_dtype(torch.float32)
 

@@ -18,7 +18,7 @@ from harness_helpers import TinyVit
 from omegaconf import OmegaConf
 
 from rope_ext import relative_property_error
-from rope_ext.relativity import perturb_rotary
+from rope_ext.encoding.relativity import perturb_rotary
 from rope_ext.relpos import relpos_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_original_presets_build_the_encoding_their_name_says(preset: str) -> Non
     """The options the model is built with (rotary.validate_options fills the defaults, as create_vit
     does) are the ones the preset's name promises."""
     from rope_ext.config import head_dim, pe_options
-    from rope_ext.rotary import validate_options
+    from rope_ext.encoding.rotary import validate_options
 
     cfg = _compose(f"experiment={preset}")
     name, expected = NAMED_ENCODINGS[preset]
@@ -213,8 +213,8 @@ def test_every_study_measures_extrapolation_and_tunes_on_held_out_data(study: st
 
 
 def test_the_position_free_arm_builds_a_model_without_positions() -> None:
+    from rope_ext.encoding.vit import rotary_attentions
     from rope_ext.model import build_model
-    from rope_ext.vit import rotary_attentions
 
     model = build_model(_compose("experiment=relpos_study", "+experiment/arm=none_nopos"), num_classes=4)
     assert model.pos_embed is None and not list(rotary_attentions(model))

@@ -10,8 +10,8 @@ from harness_helpers import TINY as TINY_RUN
 from harness_helpers import TinyVit, run_train
 
 from rope_ext import grid_offset, shift_error, shifted_positions
-from rope_ext.relativity import perturb
-from rope_ext.rotary import augment_positions, grid_positions, make_rope
+from rope_ext.encoding.relativity import perturb
+from rope_ext.encoding.rotary import augment_positions, grid_positions, make_rope
 
 EXACT = [
     ("axial2_matrix", {}),

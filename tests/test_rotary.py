@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rope_ext import make_rope
-from rope_ext.rotary import BlockRotary, rotate_pairs, to_basis
+from rope_ext.encoding.rotary import BlockRotary, rotate_pairs, to_basis
 
 torch.set_default_dtype(torch.float32)
 

@@ -10,8 +10,8 @@ from harness_helpers import REPO
 from safetensors.torch import save_file
 
 from rope_ext import create_vit, fold_for_inference, relative_property_error
-from rope_ext.relativity import perturb_rotary
-from rope_ext.vit import RopeAttention, rotary_attentions
+from rope_ext.encoding.relativity import perturb_rotary
+from rope_ext.encoding.vit import RopeAttention, rotary_attentions
 
 VARIANTS = [
     ("none", {}),
@@ -242,8 +242,8 @@ def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
     from omegaconf import OmegaConf
 
     from rope_ext.config import pe_options
-    from rope_ext.rotary import OPTION_KEYS
-    from rope_ext.vit import resolved_options, rotary_attentions
+    from rope_ext.encoding.rotary import OPTION_KEYS
+    from rope_ext.encoding.vit import resolved_options, rotary_attentions
 
     cfg = OmegaConf.merge(
         OmegaConf.load(REPO / "conf" / "pe" / f"{pe}.yaml"), OmegaConf.from_dotlist(overrides)

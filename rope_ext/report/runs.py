@@ -18,8 +18,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
 from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, read_record
-from rope_ext.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
 
 __all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "Run", "find_runs"]
 

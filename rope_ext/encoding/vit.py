@@ -27,7 +27,7 @@ from timm.models import clean_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 
-from rope_ext.rotary import (
+from rope_ext.encoding.rotary import (
     OPTION_KEYS,
     LieBlockRotary,
     Rotary,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rope_ext.vit import grid_offset, patch_grids, shift_error, shifted_positions
+from rope_ext.encoding.vit import grid_offset, patch_grids, shift_error, shifted_positions
 
 # The fixed batch and offsets every run is measured with.
 SHIFT_IMAGES = 32  # first images of the test split (in order)
@@ -63,7 +63,7 @@ def shift_metrics(
     return {"shift_error": error, "test_acc_shifted": shifted}
 
 
-# -- the table in README / the closing note: python -m rope_ext.relativity --------------------------
+# -- the table in README / the closing note: python -m rope_ext.encoding.relativity --------------------------
 
 TABLE_VARIANTS: list[tuple[str, str, dict]] = [
     ("none (APE)", "none", {}),
@@ -83,7 +83,7 @@ def _table(seed: int = 0) -> str:
     (embed 192, depth 6, 3 heads, 32 px, patch 4), for two sets of random weights: timm's init as
     built, and 'perturbed' (rotary parameters + N(0, 0.3²), class token N(0, 1), qkv weights
     N(0, 0.1²): attention far from uniform, as after training)."""
-    from rope_ext.vit import create_vit
+    from rope_ext.encoding.vit import create_vit
 
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     lines = [
