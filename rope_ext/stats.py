@@ -1,19 +1,52 @@
-"""Seed statistics for the report, all from ``scipy.stats``: t confidence intervals, paired or Welch
-differences, Holm's step-down correction and the minimal detectable difference of a two-sample t-test.
+"""Seed statistics for the report, from ``scipy.stats``: t confidence intervals, paired or Welch
+differences, Holm's step-down correction and the minimal detectable difference of a two-sample t-test;
+and for paired comparisons over seeds (issue 17): equivalence by two one-sided tests (TOST), an exact
+sign-flip test beside the t-test with a Shapiro-Wilk check choosing which one leads, Holm over a study's
+whole family, the paired test's minimal detectable difference, and a seed-count planner for TOST.
 
 Values are per-seed numbers (e.g. test accuracy in %); ``None``/NaN entries are dropped first.
+docs/statistics.md describes every statistic and how to recompute them with plain scipy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
 
-__all__ = ["Diff", "MeanCI", "compare", "holm", "mean_ci", "min_detectable_diff", "pooled_std"]
+__all__ = [
+    "EQUIVALENCE_COLUMNS",
+    "Diff",
+    "MeanCI",
+    "PairedComparison",
+    "Tost",
+    "compare",
+    "equivalence_family",
+    "holm",
+    "holm_map",
+    "lead_test",
+    "mean_ci",
+    "min_detectable_diff",
+    "paired_comparison",
+    "paired_differences",
+    "paired_mdd",
+    "paired_t_p",
+    "pooled_std",
+    "seeds_for_equivalence",
+    "shapiro_p",
+    "sign_flip_p",
+    "sign_flip_tost_p",
+    "tost",
+    "tost_power",
+    "tost_power_bound",
+    "verdict",
+]
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -90,13 +123,15 @@ def compare(
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p-values (family-wise error), None entries left out of the family.
+    """Holm's step-down adjusted p-values (family-wise error), None/NaN entries left out of the family.
 
-    Sorted ascending, the i-th smallest (0-based) of m is multiplied by m - i; a running maximum keeps the
-    adjusted values monotone, and they are capped at 1 (Holm 1979). scipy has only BH/BY
-    (``false_discovery_control``), which control the false discovery rate instead.
+    Sorted ascending, ``p_(1) <= ... <= p_(m)``, the adjusted value of the k-th smallest (1-based) is
+    ``min(1, max_{j <= k} (m - j + 1) p_(j))``: the running maximum keeps the adjusted values in the
+    order of the raw ones (Holm 1979). ``adjusted <= alpha`` exactly for the hypotheses Holm's step-down
+    rejects at ``alpha`` (reject while ``p_(k) <= alpha / (m - k + 1)``, stop at the first that is not).
+    scipy has only BH/BY (``false_discovery_control``), which control the false discovery rate instead.
     """
-    idx = [i for i, p in enumerate(p_values) if p is not None]
+    idx = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
     m = len(idx)
     out: list[float | None] = [None] * len(p_values)
     running = 0.0
@@ -135,3 +170,416 @@ def min_detectable_diff(std: float, n: int, alpha: float = 0.05, power: float = 
 
     # power is ~1 long before ncp = 30 for any df >= 2
     return float(optimize.brentq(shortfall, 1e-9 * scale, 30 * scale))
+
+
+# --- paired equivalence, family-wise Holm, paired power (issue 17) -------------------------------------
+#
+# One comparison = the per-seed differences d_i = arm_i - baseline_i over the seeds both arms ran
+# (n of them). Everything below is a function of those differences, a margin m and a level alpha.
+
+LeadTest = Literal["t", "sign-flip"]
+Verdict = Literal["equivalent", "different", "inconclusive"]
+NORMALITY_ALPHA = 0.05  # Shapiro-Wilk level below which the sign-flip p leads
+EXACT_SIGN_FLIP_MAX_N = 16  # 2**16 sign patterns enumerated; above, a seeded Monte Carlo sample
+SIGN_FLIP_SAMPLES = 2**16
+
+
+def paired_differences(arm: Mapping[int, float | None], baseline: Mapping[int, float | None]) -> np.ndarray:
+    """``arm[s] - baseline[s]`` for every seed ``s`` with a finite value on both sides, in seed order
+    (shape ``(n,)``). Seeds only one arm ran are left out: pairing needs the same seed on both sides."""
+    a = {s: v for s, v in arm.items() if len(_clean([v]))}
+    b = {s: v for s, v in baseline.items() if len(_clean([v]))}
+    seeds = sorted(set(a) & set(b))
+    return np.array([float(a[s]) - float(b[s]) for s in seeds], dtype=float)  # type: ignore[arg-type]
+
+
+def _spread(d: np.ndarray) -> float:
+    """Sample sd of the differences; exactly 0.0 when they are all equal (float noise would make it 1e-16)."""
+    return 0.0 if np.all(d == d[0]) else float(d.std(ddof=1))
+
+
+@dataclass(frozen=True)
+class Tost:
+    """Two one-sided paired t-tests of ``|mean difference| < margin`` (Schuirmann 1987).
+
+    With ``se = sd / sqrt(n)`` and ``df = n - 1``::
+
+        p_lower = P(T_df >= (mean + m) / se)     H0: true difference <= -m
+        p_upper = P(T_df <= (mean - m) / se)     H0: true difference >= +m
+        p       = max(p_lower, p_upper)
+        CI      = mean -/+ t_{1-alpha, df} * se   (the (1 - 2 alpha) CI, 90 % at alpha = 0.05)
+
+    ``p < alpha`` exactly when the CI lies inside ``(-m, m)``. Zero spread (all differences equal,
+    ``se = 0``): the limit ``se -> 0`` is used, CI ``[mean, mean]`` and each one-sided p is 0 when the mean
+    is strictly on the margin's inner side, else 1. n < 2: no CI, no p (None).
+    """
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    p_lower: float | None
+    p_upper: float | None
+    p: float | None
+    margin: float
+    n: int
+
+
+def tost(diffs: Sequence[float], margin: float, alpha: float = 0.05) -> Tost:
+    """TOST of the paired differences ``diffs`` (shape ``(n,)``) against ``(-margin, margin)``."""
+    if not margin > 0 or not math.isfinite(margin):
+        raise ValueError(f"margin={margin!r}: the equivalence margin must be a finite number > 0")
+    d = _clean(diffs)
+    n = len(d)
+    if n == 0:
+        return Tost(None, None, None, None, None, None, margin, 0)
+    mean = float(d.mean())
+    if n < 2:
+        return Tost(mean, None, None, None, None, None, margin, 1)
+    se = _spread(d) / math.sqrt(n)
+    if se == 0:
+        p_lo, p_hi = float(not mean > -margin), float(not mean < margin)
+        return Tost(mean, mean, mean, p_lo, p_hi, max(p_lo, p_hi), margin, n)
+    df = n - 1
+    half = float(stats.t.ppf(1 - alpha, df)) * se
+    p_lo = float(stats.t.sf((mean + margin) / se, df))
+    p_hi = float(stats.t.cdf((mean - margin) / se, df))
+    return Tost(mean, mean - half, mean + half, p_lo, p_hi, max(p_lo, p_hi), margin, n)
+
+
+def paired_t_p(diffs: Sequence[float]) -> float | None:
+    """Two-sided p of the paired t-test (``scipy.stats.ttest_1samp(d, 0)``); zero spread: 0 when the
+    differences are non-zero, 1 when they are all 0 (the limit, as ``compare`` does); None for n < 2."""
+    d = _clean(diffs)
+    if len(d) < 2:
+        return None
+    if _spread(d) == 0:
+        return 0.0 if d[0] != 0 else 1.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _sign_patterns(n: int) -> np.ndarray:
+    """Rows of +-1, shape ``(2**n, n)`` for n <= EXACT_SIGN_FLIP_MAX_N (every pattern, the first all +1),
+    else ``(SIGN_FLIP_SAMPLES + 1, n)``: the identity and a fixed-seed random sample."""
+    if n <= EXACT_SIGN_FLIP_MAX_N:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+        return 1 - 2 * bits
+    rng = np.random.default_rng(0)
+    return np.vstack([np.ones((1, n), int), rng.choice([-1, 1], size=(SIGN_FLIP_SAMPLES, n))])
+
+
+def sign_flip_p(
+    diffs: Sequence[float],
+    mu: float = 0.0,
+    alternative: Literal["two-sided", "greater", "less"] = "two-sided",
+) -> float | None:
+    """Exact sign-flip (paired permutation) p of H0: the differences are symmetric about ``mu``.
+
+    Under H0 each ``e_i = d_i - mu`` is as likely ``+e_i`` as ``-e_i``; the statistic is ``S = sum(e)``
+    and the p is the share of the 2**n sign patterns ``s`` with ``sum(s * e) >= S`` (``greater``),
+    ``<= S`` (``less``) or ``|.| >= |S|`` (two-sided; equal to twice the smaller one-sided p, capped
+    at 1, because the null distribution is symmetric). Exact for n <= 16 (all patterns, so the smallest
+    p is ``2 / 2**n`` two-sided: 0.0078 at n = 8, 0.00049 at n = 12); above, ``(1 + hits) / (1 + B)``
+    over B = 65536 patterns from a fixed seed. Ties count as hits (with a 1e-9 relative tolerance for
+    float sums). Same values as ``scipy.stats.permutation_test((d - mu,), np.mean,
+    permutation_type="samples", n_resamples=np.inf)``. Defined for every n >= 1 and for zero spread;
+    None only for n = 0.
+    """
+    e = _clean(diffs) - mu
+    n = len(e)
+    if n == 0:
+        return None
+    signs = _sign_patterns(n)
+    sums = signs @ e
+    observed = float(e.sum())
+    tol = 1e-9 * max(1.0, float(np.abs(e).sum()))
+    if alternative == "greater":
+        hits = int(np.sum(sums >= observed - tol))
+    elif alternative == "less":
+        hits = int(np.sum(sums <= observed + tol))
+    else:
+        hits = int(np.sum(np.abs(sums) >= abs(observed) - tol))
+    # exact: hits / 2**n (the identity pattern is one of the hits); sampled: the identity row is included
+    return min(1.0, hits / len(signs))
+
+
+def sign_flip_tost_p(diffs: Sequence[float], margin: float) -> float | None:
+    """TOST by sign flips: ``max(sign_flip_p(d, -m, "greater"), sign_flip_p(d, +m, "less"))``, which assumes
+    only that the differences are symmetric about their centre. None for n = 0."""
+    lower = sign_flip_p(diffs, -margin, "greater")
+    upper = sign_flip_p(diffs, margin, "less")
+    return None if lower is None or upper is None else max(lower, upper)
+
+
+def shapiro_p(diffs: Sequence[float]) -> float | None:
+    """Shapiro-Wilk p of the differences (``scipy.stats.shapiro``); None for n < 3 or zero spread, where the
+    test is undefined."""
+    d = _clean(diffs)
+    if len(d) < 3 or _spread(d) == 0:
+        return None
+    return float(stats.shapiro(d).pvalue)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Everything one paired comparison reports, from its own differences (``paired_comparison``).
+
+    ``lead`` says which test the report leads with: ``"t"`` (paired t-test, TOST by t) unless the
+    differences fail the normality check (Shapiro-Wilk p < 0.05) or have zero spread (the t-test is
+    undefined there), or n = 1; then ``"sign-flip"`` (exact sign-flip test, TOST by sign flips).
+    ``p`` and ``p_tost`` are the lead test's; both tests' values stay in the other fields.
+    """
+
+    n: int
+    diff: float | None
+    sd: float | None  # sd of the paired differences (ddof=1)
+    ci90_low: float | None  # the (1 - 2 alpha) t-CI TOST uses
+    ci90_high: float | None
+    margin: float
+    p_t: float | None  # two-sided paired t-test
+    p_sign_flip: float | None  # two-sided exact sign-flip
+    p_shapiro: float | None
+    lead: LeadTest | None
+    p: float | None  # the lead test's two-sided p (enters Holm)
+    p_tost_t: float | None
+    p_tost_sign_flip: float | None
+    p_tost: float | None  # the lead test's TOST p
+
+
+def lead_test(n: int, sd: float | None, p_shapiro: float | None) -> LeadTest | None:
+    """``"sign-flip"`` when the t-test cannot be trusted (n = 1, zero spread, Shapiro-Wilk p < 0.05),
+    ``"t"`` otherwise (n = 2 has no normality check and leads with t: its sign-flip p is at least 0.5);
+    None for n = 0."""
+    if n == 0:
+        return None
+    if n == 1 or sd == 0 or (p_shapiro is not None and p_shapiro < NORMALITY_ALPHA):
+        return "sign-flip"
+    return "t"
+
+
+def paired_comparison(diffs: Sequence[float], margin: float, alpha: float = 0.05) -> PairedComparison:
+    """The per-comparison statistics of the paired differences ``diffs`` (shape ``(n,)``) against the
+    equivalence margin ``margin`` at level ``alpha``; see ``PairedComparison``."""
+    d = _clean(diffs)
+    n = len(d)
+    t = tost(d, margin, alpha)
+    sd = _spread(d) if n >= 2 else None
+    p_norm = shapiro_p(d)
+    lead = lead_test(n, sd, p_norm)
+    p_t, p_sf = paired_t_p(d), sign_flip_p(d)
+    p_tost_sf = sign_flip_tost_p(d, margin)
+    return PairedComparison(
+        n=n,
+        diff=t.mean,
+        sd=sd,
+        ci90_low=t.low,
+        ci90_high=t.high,
+        margin=margin,
+        p_t=p_t,
+        p_sign_flip=p_sf,
+        p_shapiro=p_norm,
+        lead=lead,
+        p=p_t if lead == "t" else p_sf,
+        p_tost_t=t.p,
+        p_tost_sign_flip=p_tost_sf,
+        p_tost=t.p if lead == "t" else p_tost_sf,
+    )
+
+
+def holm_map(p_values: Mapping[K, float | None]) -> dict[K, float | None]:
+    """``holm`` over a mapping ``comparison -> p`` (e.g. ``(arm, size) -> p`` for a whole study): the same
+    keys, each with its Holm-adjusted p; None (or NaN) p's stay None and are not counted in the family."""
+    keys = list(p_values)
+    return dict(zip(keys, holm([p_values[k] for k in keys])))
+
+
+def verdict(p_tost: float | None, p_holm: float | None, alpha: float = 0.05) -> Verdict:
+    """The comparison's answer.
+
+    * ``equivalent``: ``p_tost < alpha`` (by t: the 90 % CI lies inside ``(-m, m)``). This wins even when
+      the two-sided test also rejects: a real but smaller-than-margin difference is still equivalent
+      (the report's separate "n.s." marker, from ``p_holm``, shows that a difference was detected).
+    * ``different``: not equivalent and the two-sided test's Holm-adjusted p (over the study's whole
+      family) is ``< alpha``. The difference is non-zero; it may or may not exceed the margin (its CI says).
+    * ``inconclusive``: neither (includes n < 2 and missing p's).
+
+    TOST p's are not Holm-adjusted: a claim "every arm is equivalent" is an intersection-union test,
+    whose level is alpha when each part is tested at alpha (Berger 1982); read one row's "equivalent" on
+    its own and it is a per-comparison alpha claim.
+    """
+    if p_tost is not None and p_tost < alpha:
+        return "equivalent"
+    if p_holm is not None and p_holm < alpha:
+        return "different"
+    return "inconclusive"
+
+
+def paired_mdd(std: float | None, n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest true mean difference the two-sided paired t-test at level ``alpha`` detects with
+    probability ``power``, for ``n`` pairs whose differences have standard deviation ``std``.
+
+    ``df = n - 1``, ``c = t_{1 - alpha/2, df}``, noncentrality ``ncp = delta * sqrt(n) / std``;
+    power(delta) = ``P(T'_{df,ncp} > c) + P(T'_{df,ncp} < -c)`` (noncentral t), solved for delta by
+    Brent's method. None for n < 2 or a zero/non-finite std (nothing to scale by).
+    """
+    if n < 2 or not std or not math.isfinite(std) or not 0 < alpha < 1 or not 0 < power < 1:
+        return None
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    scale = std / math.sqrt(n)
+
+    def shortfall(delta: float) -> float:
+        ncp = delta / scale
+        wrong_sign = float(np.nan_to_num(stats.nct.cdf(-crit, df, ncp)))  # NaN far in the tail
+        return float(stats.nct.sf(crit, df, ncp)) + wrong_sign - power
+
+    hi = 30.0 * scale
+    while shortfall(hi) < 0:  # tiny alpha with n = 2 needs a far larger ncp
+        hi *= 4
+        if hi > 1e12 * scale:
+            return None
+    return float(optimize.brentq(shortfall, 1e-9 * scale, hi))
+
+
+def tost_power(std: float, n: int, margin: float, alpha: float = 0.05, delta: float = 0.0) -> float:
+    """Probability that the paired t-TOST at level ``alpha`` concludes equivalence within ``+-margin`` with
+    ``n`` pairs of true mean difference ``delta`` and difference sd ``std`` (exact, normal differences).
+
+    Given the sample sd s, TOST rejects iff ``|mean - 0| < m - c s / sqrt(n)`` around 0 with
+    ``c = t_{1-alpha, n-1}``, i.e. ``mean`` in ``(-m + c s/sqrt(n), m - c s/sqrt(n))``. With
+    ``mean ~ N(delta, std^2/n)`` and ``(n-1) s^2 / std^2 ~ chi2_{n-1}``, independent::
+
+        power = E_s[ Phi((m - c s/sqrt(n) - delta) / (std/sqrt(n)))
+                     - Phi((-m + c s/sqrt(n) - delta) / (std/sqrt(n))) ]^+
+
+    integrated over the chi distribution (this is Owen's 1965 bivariate noncentral-t expression). The
+    simpler bound ``P(T'_lower > c) + P(T'_upper < -c) - 1`` from the two noncentral t's is never above it
+    (``tost_power_bound``).
+    """
+    if n < 2:
+        return 0.0
+    if std == 0:
+        return float(abs(delta) < margin)
+    df = n - 1
+    c = float(stats.t.ppf(1 - alpha, df))
+    se = std / math.sqrt(n)
+    # s = std * sqrt(x / df), x ~ chi2(df); rejection needs c s / sqrt(n) < m, i.e. x < x_max
+    x_max = df * (margin / (c * se)) ** 2
+
+    def integrand(x: float) -> float:
+        half = margin - c * se * math.sqrt(x / df)
+        inside = stats.norm.cdf((half - delta) / se) - stats.norm.cdf((-half - delta) / se)
+        return float(max(inside, 0.0) * stats.chi2.pdf(x, df))
+
+    value, _ = integrate.quad(integrand, 0.0, x_max, limit=200)
+    return float(min(1.0, max(0.0, value)))
+
+
+def tost_power_bound(std: float, n: int, margin: float, alpha: float = 0.05, delta: float = 0.0) -> float:
+    """Lower bound of ``tost_power`` from the two one-sided tests' noncentral-t powers (Bonferroni
+    inequality ``P(A and B) >= P(A) + P(B) - 1``): ``T'_lower ~ nct(n-1, (delta + m) sqrt(n)/std)``,
+    ``T'_upper ~ nct(n-1, (delta - m) sqrt(n)/std)``; clipped at 0."""
+    if n < 2:
+        return 0.0
+    if std == 0:
+        return float(abs(delta) < margin)
+    df = n - 1
+    c = float(stats.t.ppf(1 - alpha, df))
+    k = math.sqrt(n) / std
+    p_lower = float(stats.nct.sf(c, df, (delta + margin) * k))
+    p_upper = float(stats.nct.cdf(-c, df, (delta - margin) * k))
+    return max(0.0, p_lower + p_upper - 1.0)
+
+
+def seeds_for_equivalence(
+    std: float,
+    margin: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    delta: float = 0.0,
+    n_max: int = 1000,
+) -> int | None:
+    """The fewest seeds (pairs) n >= 2 for which ``tost_power(std, n, margin, alpha, delta) >= power``:
+    how many seeds a study needs so that TOST reaches ``+-margin`` when the true difference is ``delta``
+    (0: the arms really are the same), from a pilot's sd of the paired differences ``std``. None when
+    ``|delta| >= margin`` (equivalence is then not the truth) or n_max seeds do not suffice."""
+    if not margin > 0 or abs(delta) >= margin or not 0 < power < 1:
+        return None
+    lo, hi = 2, 2
+    while tost_power(std, hi, margin, alpha, delta) < power:  # power rises with n: double, then bisect
+        lo, hi = hi + 1, hi * 2
+        if hi > n_max:
+            hi = n_max
+            if tost_power(std, hi, margin, alpha, delta) < power:
+                return None
+            break
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tost_power(std, mid, margin, alpha, delta) >= power:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+EQUIVALENCE_COLUMNS = [
+    "n_pairs",
+    "diff_sd",
+    "ci90_low",
+    "ci90_high",
+    "margin",
+    "p_t",
+    "p_sign_flip",
+    "p_shapiro",
+    "lead_test",
+    "p_lead",
+    "p_holm_family",
+    "family_size",
+    "p_tost",
+    "p_tost_t",
+    "p_tost_sign_flip",
+    "verdict",
+    "ns",
+    "mdd_paired",
+]
+
+
+def equivalence_family(
+    comparisons: Mapping[K, PairedComparison], alpha: float = 0.05, power: float = 0.8
+) -> dict[K, dict[str, Any]]:
+    """The study-level columns (``EQUIVALENCE_COLUMNS``) of every comparison a study reports, keyed as
+    given (e.g. ``(table, arm, size)``): the whole mapping is one Holm family.
+
+    * ``p_holm_family``: Holm over the lead p's of every comparison (``family_size`` = how many have one);
+    * ``ns``: True when ``p_holm_family >= alpha`` (or missing): "n.s." comes from the adjusted p;
+    * ``verdict``: ``verdict(p_tost, p_holm_family, alpha)``;
+    * ``mdd_paired``: ``paired_mdd(sd, n, alpha / family_size, power)``: Holm's first step is the
+      Bonferroni level alpha/m and every later step is more lenient, so a difference this large is
+      detected with at least ``power`` whatever the other comparisons do (the rank-dependent Holm level
+      would make the MDD depend on the other p's).
+    """
+    adjusted = holm_map({k: c.p for k, c in comparisons.items()})
+    m = sum(p is not None for p in adjusted.values())
+    out: dict[K, dict[str, Any]] = {}
+    for k, c in comparisons.items():
+        ph = adjusted[k]
+        out[k] = {
+            "n_pairs": c.n,
+            "diff_sd": c.sd,
+            "ci90_low": c.ci90_low,
+            "ci90_high": c.ci90_high,
+            "margin": c.margin,
+            "p_t": c.p_t,
+            "p_sign_flip": c.p_sign_flip,
+            "p_shapiro": c.p_shapiro,
+            "lead_test": c.lead,
+            "p_lead": c.p,
+            "p_holm_family": ph,
+            "family_size": m,
+            "p_tost": c.p_tost,
+            "p_tost_t": c.p_tost_t,
+            "p_tost_sign_flip": c.p_tost_sign_flip,
+            "verdict": verdict(c.p_tost, ph, alpha),
+            "ns": ph is None or ph >= alpha,
+            "mdd_paired": paired_mdd(c.sd, c.n, alpha / max(m, 1), power),
+        }
+    return out
