@@ -3,9 +3,12 @@ paired MDD and the seed planner, against hand-worked values, plain scipy and bru
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +270,59 @@ def test_equivalence_family_verdicts_ns_and_mdd() -> None:
     # a small but real difference inside the margin: equivalent, and the adjusted p still finds it
     small = stats.equivalence_family({"x": stats.paired_comparison(0.6 + noise / 5, margin=1.5)})["x"]
     assert small["verdict"] == "equivalent" and not small["ns"]
+
+
+def write_study_rows(path: Path) -> None:
+    """``runs.csv`` of a made-up study: baseline ``axial2`` and four arms, 12 seeds, sizes 32 and 48,
+    accuracies on a 360-image test set (steps of 100/360 points)."""
+    rng = np.random.default_rng(11)
+    step = 100 / 360
+    rows = []
+    for seed in range(12):
+        base = {32: 90 + rng.normal(0, 1.5), 48: 70 + rng.normal(0, 4.0)}
+        arms = {
+            "axial2": {32: 0.0, 48: 0.0},
+            "same": {32: rng.normal(0.2, 0.5), 48: rng.normal(0.2, 0.5)},
+            "far": {32: rng.normal(2.0, 0.6), 48: rng.normal(0.0, 1.2)},
+            "noisy": {32: rng.normal(0.0, 3.0), 48: rng.normal(0.0, 6.0)},
+            "stall": {32: -35.0 if seed == 4 else rng.normal(0.0, 0.4), 48: rng.normal(0.0, 1.0)},
+        }
+        for arm, shift in arms.items():
+            for size in (32, 48):
+                acc = round((base[size] + shift[size]) / step) * step
+                rows.append(f"{arm},{size},{seed},{acc!r}")
+    path.write_text("arm,size,seed,acc\n" + "\n".join(rows) + "\n")
+
+
+def test_the_docs_recipe_reproduces_rope_ext_stats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "statistics.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    recipe = next(b for b in blocks if "runs.csv" in b)
+    write_study_rows(tmp_path / "runs.csv")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(recipe, "docs/statistics.md", "exec"), namespace)
+    plain = namespace["rows"]
+    assert isinstance(plain, dict) and len(plain) == 8
+    acc: dict[tuple[str, int], dict[int, float]] = {}
+    with (tmp_path / "runs.csv").open() as f:
+        for r in csv.DictReader(f):
+            acc.setdefault((r["arm"], int(r["size"])), {})[int(r["seed"])] = float(r["acc"])
+    margin = {32: 1.5, 48: 5.0}
+    comps = {
+        k: stats.paired_comparison(stats.paired_differences(v, acc[("axial2", k[1])]), margin[k[1]])
+        for k, v in acc.items()
+        if k[0] != "axial2"
+    }
+    ours = stats.equivalence_family(comps)
+    assert set(ours) == set(plain)
+    for k, r in plain.items():
+        o = ours[k]
+        assert (o["ci90_low"], o["ci90_high"]) == pytest.approx(r["ci90"])
+        assert o["p_lead"] == pytest.approx(r["p"], abs=1e-12)
+        assert o["p_tost"] == pytest.approx(r["p_tost"], abs=1e-12)
+        assert o["p_holm_family"] == pytest.approx(r["p_holm"], abs=1e-12)
+        assert o["verdict"] == r["verdict"]
+    # the made-up study has every verdict and both lead tests
+    assert {o["verdict"] for o in ours.values()} == {"equivalent", "different", "inconclusive"}
+    assert ours[("stall", 32)]["lead_test"] == "sign-flip" and ours[("noisy", 32)]["lead_test"] == "t"
