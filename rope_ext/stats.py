@@ -155,7 +155,10 @@ def pooled_std(groups: Sequence[Sequence[float | None]]) -> tuple[float | None, 
 
 def min_detectable_diff(std: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
     """The smallest true difference a two-sided two-sample t-test with ``n`` seeds per arm detects with
-    probability ``power`` at level ``alpha``, for a seed standard deviation ``std`` (noncentral t)."""
+    probability ``power`` at level ``alpha``, for a seed standard deviation ``std`` (noncentral t).
+
+    Unpaired and uncorrected: for paired comparisons over seeds ``paired_mdd`` (from the sd of the
+    differences, at the family's Bonferroni level) is the one that matches the test the report runs."""
     if n < 2 or not std or not math.isfinite(std):
         return None
     df = 2 * n - 2
