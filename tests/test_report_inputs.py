@@ -317,3 +317,36 @@ def test_tune_writes_yaml_with_a_yaml_library(tmp_path: Path) -> None:
     data = yaml.safe_load(path.read_text())
     assert data == {"defaults": [{"/experiment/arm": "none"}, "_self_"], "train": {"lr": 3e-3}}
     assert path.read_text().startswith("# @package _global_\n")
+
+
+@pytest.mark.slow
+def test_the_trainer_records_its_identity_once_and_readers_keep_it(tmp_path: Path) -> None:
+    """Issue 21 item 5: a refused command on a finished run must not relabel it for tune or the report."""
+    from harness_helpers import TINY, compose_job
+
+    from rope_ext import tune
+    from rope_ext.trainer import run_job
+
+    run_dir = tmp_path / "multirun" / "lr" / "0"
+    first = [*TINY, "train.lr=0.002", "+experiment/arm=none"]
+    task, full = compose_job(first, run_dir)
+    run_job(task)
+    record = json.loads((run_dir / RUN_NAME).read_text())
+    assert record["overrides"] == first and record["config"]["train"]["lr"] == pytest.approx(0.002)
+    before = (run_dir / RUN_NAME).read_bytes()
+    # the same run again (resumes, re-evaluates) and a refused command: run.json is not rewritten
+    run_job(compose_job(first, run_dir)[0])
+    with pytest.raises(SystemExit) as refused:
+        run_job(compose_job([*first, "train.lr=-1"], run_dir)[0])
+    assert refused.value.code == 2 and (run_dir / RUN_NAME).read_bytes() == before
+    # what Hydra wrote for the refused attempt in old versions: .hydra/ says lr -1
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"train": {"lr": -1.0}}))
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*first, "train.lr=-1"]))
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF / "experiment" / "arm", conf / "experiment" / "arm")
+    assert tune.main([str(run_dir.parent), "--study", "s", "--conf", str(conf)]) == 0
+    tuned = yaml.safe_load((conf / "experiment" / "tuned" / "s" / "none.yaml").read_text())
+    assert tuned["train"]["lr"] == pytest.approx(0.002)
+    [run] = find_runs(run_dir.parent)
+    assert "train.lr=-1" not in run.command() and "train.lr=0.002" in run.command()
