@@ -14,15 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rope_ext.report.runs import (
-    _IGNORED_LEAF,
-    _IGNORED_TOP,
-    FIXED_BLOCK,
-    FREE_BLOCK,
-    SPEEDS,
-    VARIANT_ORDER,
-    Run,
-)
+from rope_ext.report.runs import FIXED_BLOCK, FREE_BLOCK, SPEEDS, VARIANT_ORDER, Run
 from rope_ext.report.tables import numbers
 
 __all__ = [
@@ -92,6 +84,11 @@ def arm_name(group: Group) -> str:
     return group.name or group.first.arm_label or group.first.arm
 
 
+# command-line keys that never name an arm: where a run goes and how it is launched or logged, and seeds
+_NOT_ARM_TOP = frozenset({"hydra", "wandb", "run_id", "launcher"})
+_NOT_ARM_LEAF = frozenset({"seed"})
+
+
 def _arm_key(key: str) -> bool:
     return key == "experiment/arm" or key.startswith("experiment/tuned/")
 
@@ -104,7 +101,7 @@ def swept(run: Run) -> dict[str, str]:
         key, sep, value = override.partition("=")
         key = key.lstrip("+~")
         top = key.split(".")[0].split("/")[0]
-        if sep and top not in _IGNORED_TOP and key.rsplit(".", 1)[-1] not in _IGNORED_LEAF:
+        if sep and top not in _NOT_ARM_TOP and key.rsplit(".", 1)[-1] not in _NOT_ARM_LEAF:
             out[key] = value
     return out
 
