@@ -167,22 +167,6 @@ class Run:
             raise UnreadableRun(".hydra/overrides.yaml is not a list")
         return [str(o) for o in loaded]
 
-    def check(self) -> None:
-        """Raise ``UnreadableRun`` (or the reader's own error) unless the config, the overrides and the
-        records are usable: every metric a finite number or null, ``pe`` and ``test_acc_at`` objects."""
-        _ = self.config, self.overrides
-        for name, record in ((METRICS_NAME, self.metrics), (FAILURE_NAME, self.failure)):
-            for key in _NUMBERS:
-                if not _finite_or_none(record.get(key)):
-                    raise UnreadableRun(f"{name}: {key}={record.get(key)!r} is not a finite number or null")
-            acc_at = record.get("test_acc_at")
-            if acc_at is not None and not (
-                isinstance(acc_at, dict) and all(_finite_or_none(v) for v in acc_at.values())
-            ):
-                raise UnreadableRun(f"{name}: test_acc_at={acc_at!r} is not an object of finite numbers")
-            if record.get("pe") is not None and not isinstance(record.get("pe"), dict):
-                raise UnreadableRun(f"{name}: pe={record.get('pe')!r} is not an object")
-
     @property
     def status(self) -> str:
         """ok (a finished metrics.json), failed (failure.json or a non-ok metrics.json), or missing."""
@@ -305,6 +289,22 @@ class Run:
     def relpath(self, root: Path) -> str:
         """The run directory relative to ``root`` (``.`` for the root itself)."""
         return self.path.relative_to(root).as_posix() if self.path != root else "."
+
+    def check(self) -> None:
+        """Raise ``UnreadableRun`` (or the reader's own error) unless the config, the overrides and the
+        records are usable: every metric a finite number or null, ``pe`` and ``test_acc_at`` objects."""
+        _ = self.config, self.overrides
+        for name, record in ((METRICS_NAME, self.metrics), (FAILURE_NAME, self.failure)):
+            for key in _NUMBERS:
+                if not _finite_or_none(record.get(key)):
+                    raise UnreadableRun(f"{name}: {key}={record.get(key)!r} is not a finite number or null")
+            acc_at = record.get("test_acc_at")
+            if acc_at is not None and not (
+                isinstance(acc_at, dict) and all(_finite_or_none(v) for v in acc_at.values())
+            ):
+                raise UnreadableRun(f"{name}: test_acc_at={acc_at!r} is not an object of finite numbers")
+            if record.get("pe") is not None and not isinstance(record.get("pe"), dict):
+                raise UnreadableRun(f"{name}: pe={record.get('pe')!r} is not an object")
 
 
 def _finite_or_none(value: Any) -> bool:
