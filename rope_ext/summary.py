@@ -7,8 +7,9 @@
   that vary across the sweep, so rerunning the same sweep command lands in the same directories and
   resumes; the names are fixed by adding Hydra overrides that every job (also in submitit's workers)
   composes with.
-* ``on_multirun_end``: prints one table of every job's result, lists the jobs that failed with their
-  error, and exits with status 1 when any did.
+* ``on_multirun_end``: prints one table of every job's result and the command that reports on the
+  sweep (``python -m rope_ext.report <sweep dir>``), lists the jobs that failed with their error, and
+  exits with status 1 when any did or when no job succeeded (a sweep with no job is no success either).
 
 A job's state (``rope_ext.metrics.job_result``): ``ok`` when its ``metrics.json`` (written only by a finished run) is
 newer than its ``failure.json``; ``failed`` when the failure is newer or there is no result, saying when
@@ -19,6 +20,7 @@ that Hydra's launcher would otherwise turn into a traceback (exit 2, nothing wri
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ COLUMNS = (
     ("train img/s", "train_img_per_s"),
     ("infer img/s", "infer_img_per_s"),
     ("latency ms", "infer_latency_ms"),
-    ("peak MB", "peak_mem_mb"),
+    ("job peak MB", "peak_mem_mb"),
     ("params", "params"),
     ("rel. err", "relative_error"),
 )
@@ -135,10 +137,18 @@ class SweepCallback(Callback):
             hydra_cfg.overrides.hydra.extend(extra)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Print every job's result; list the failed jobs and exit 1 when there are any."""
+        """Print every job's result and the report command; list the failed jobs and exit 1 when there are
+        any, or when no job succeeded."""
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows, failures = sweep_rows(sweep_dir)
-        print(f"\nSweep {sweep_dir} ({len(rows)} jobs):\n{format_table(rows)}", flush=True)
+        print(f"\nSweep {sweep_dir} ({len(rows)} job{'' if len(rows) == 1 else 's'}):", flush=True)
+        if rows:
+            print(format_table(rows), flush=True)
+        if len(failures) < len(rows):
+            print(f"\nNext: python -m rope_ext.report {shlex.quote(str(sweep_dir))}", flush=True)
+        if not rows:
+            print(f"\nno job of the sweep left a result in {sweep_dir}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
         if failures:
             print(
                 f"\n{len(failures)} of {len(rows)} jobs FAILED (a failure never replaces a job's earlier "

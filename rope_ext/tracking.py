@@ -1,9 +1,11 @@
 """Weights & Biases: one run per job, rank 0 only, and never the reason a training run fails.
 
 Offline by default: the run directory sits under the job's output directory (``<run dir>/wandb/``) and
-``wandb sync <run dir>/wandb/offline-run-*`` uploads it later. Online, the run id is kept in
-``<run dir>/wandb_id.txt`` so a resumed job continues the same W&B run; offline, W&B starts a new
-offline run on resume, which joins the same group under the same name. When an online start fails (no
+``wandb sync <run dir>/wandb/offline-run-*`` uploads it later. One W&B run per job, however often it
+is resumed or re-evaluated: the run id is kept in ``<run dir>/wandb_id.txt`` (in every mode) and each
+start passes it with ``resume="allow"``. Offline, a restart still opens a new directory
+(``offline-run-<time>-<id>-1``, ...) but with the same id, and ``wandb sync`` uploads the directories of
+one id into that one run, in order of start time. When an online start fails (no
 network, bad key, server down: bounded by ``wandb.init_timeout``) the run continues as an offline W&B run
 with the same id in the same directory and a warning says how to upload it (``wandb sync``), so no
 metric is lost. Any other W&B error (full disk, ...) is logged as a warning and the tracker turns itself
@@ -13,12 +15,36 @@ off: W&B never stops training. Tested with wandb 0.31.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+ID_NAME = "wandb_id.txt"
+_ID = re.compile(r"[a-z0-9]{8,64}")  # W&B ids: lowercase letters and digits
+
+
+def job_run_id(run_dir: Path) -> str:
+    """The job's W&B run id: the one in ``<run dir>/wandb_id.txt``, else a new one (written by ``start``
+    once W&B accepted it)."""
+    path = Path(run_dir) / ID_NAME
+    if path.is_file() and not path.is_symlink():
+        text = path.read_text().strip()
+        if _ID.fullmatch(text):
+            return text
+    # wandb.util.generate_id is gone in wandb 0.31
+    return uuid.uuid4().hex[:12]
+
+
+def _write_id(run_dir: Path, run_id: str) -> None:
+    """``wandb_id.txt``, never through a symlink planted in the run directory."""
+    fd = os.open(Path(run_dir) / ID_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(run_id)
 
 
 class Tracker:
@@ -50,11 +76,7 @@ class Tracker:
         try:
             import wandb
 
-            id_file = Path(run_dir) / "wandb_id.txt"
-            run_id = None
-            if mode == "online":
-                # W&B ids: lowercase letters and digits (wandb.util.generate_id is gone in wandb 0.31)
-                run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
+            run_id = job_run_id(run_dir)
             args = dict(
                 project=project,
                 entity=entity,
@@ -69,7 +91,7 @@ class Tracker:
                 self.run = wandb.init(
                     **args,
                     id=run_id,
-                    resume="allow" if run_id else None,
+                    resume="allow",
                     mode=mode,
                     settings=wandb.Settings(init_timeout=init_timeout, console="off", silent=True),
                 )
@@ -77,8 +99,7 @@ class Tracker:
                 if mode != "online":
                     raise
                 self.run = self._offline_fallback(wandb, args, run_id, err)
-            if mode == "online":
-                id_file.write_text(self.run.id)
+            _write_id(run_dir, self.run.id)
             self.run.define_metric("train/*", step_metric="trainer/step")
             self.run.define_metric("epoch/*", step_metric="trainer/epoch")
             log.info(
@@ -94,7 +115,7 @@ class Tracker:
             self._fail("start", err)
 
     @staticmethod
-    def _offline_fallback(wandb: Any, args: dict[str, Any], run_id: str | None, err: BaseException) -> Any:
+    def _offline_fallback(wandb: Any, args: dict[str, Any], run_id: str, err: BaseException) -> Any:
         """The online start failed: the same run (same id) offline in the run directory."""
         run = None
         for attempt in range(4):

@@ -52,6 +52,7 @@ from rope_ext.metrics import (
 from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
 from rope_ext.preemption import Interrupted, SignalGuard
+from rope_ext.report.runs import RUN_NAME, record_run
 from rope_ext.strict import check_keys
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
@@ -271,6 +272,10 @@ def train(
     # 3. lock the run directory, resume from its checkpoint (refused when corrupt or of other settings)
     _lock(ctx, job.lock)
     _resume(ctx, engine, state)
+    if env.is_main and (not state.resumed or not (run_dir / RUN_NAME).exists()):
+        # the run's own identity for the readers: Hydra rewrites .hydra/ at every attempt, refused ones too
+        overrides = [str(o) for o in HydraConfig.get().overrides.task]
+        record_run(run_dir, OmegaConf.to_container(cfg, resolve=True), overrides)
     engine.net = _parallel(ctx, model)
     _start_tracking(ctx, state, data, model)
 

@@ -224,6 +224,13 @@ def test_wandb_offline_table_logged_to_group(sweep: Path, monkeypatch: pytest.Mo
     assert tables, "the wandb.Table was not written"
     table = json.loads(tables[0].read_text())
     assert len(table["data"]) == 9 and "train_img_per_s_ratio_vs_none" in table["columns"]
+    # the report again: its table goes to the same W&B run (one id), not to a second one
+    report.write_report(sweep)
+    reruns = sorted((sweep / "wandb").glob("offline-run-*"))
+    assert len(reruns) == 2 and len({p.name.split("-")[3] for p in reruns}) == 1
+    assert json.loads((sweep / "wandb_report_ids.json").read_text()) == {
+        "fake-sweep": reruns[0].name.split("-")[3]
+    }
 
 
 def test_failure_json_means_failed_and_neither_file_means_missing(

@@ -1,13 +1,19 @@
 """Compare the runs of a sweep: ``python -m rope_ext.report DIR``.
 
-Finds every run under ``DIR`` (a directory holding ``.hydra/config.yaml``: a single run's Hydra output
-directory or each job directory of a multirun), reads its ``metrics.json`` and config, and writes into
-``DIR`` (or ``--out``):
+Finds every run under ``DIR`` (a directory holding ``run.json`` or ``.hydra/config.yaml``: a single run's
+output directory or each job directory of a multirun), reads its ``metrics.json`` and its identity (config
+and overrides: the run's own ``run.json``, ``.hydra/`` only for runs without one; never resolving
+``${...}`` resolvers found there), leaves out and lists the run directories it cannot read, and writes
+into ``DIR`` (or ``--out``, a directory):
 
 * ``report.csv``: one row per run, failed and missing runs included (``status``), each speed figure also as
   a ratio to the mean of the ``pe=none`` runs of the same sweep, model, input size and batch size (columns
   ``*_ratio_vs_none``);
-* ``stats.csv``: one row per arm (the runs that differ only in seed) of each table (a sweep on a dataset):
+* every arm (the runs that differ only in seed) named by what sets it apart within its sweep: the swept
+  overrides (``pe.block=3``; a study arm by its name, ``axial2_complex``), used alike in every table, plot
+  and the W&B table; ``--baseline`` takes that name, ``key=value`` overrides or a variant label
+  (``axial_block N=2 fast``), and an unknown one exits 2 listing the arms;
+* ``stats.csv``: one row per arm of each table (a sweep on a dataset):
   final-model test accuracy as mean, 95 % t-CI and n, the difference to ``--baseline`` with 95 % CI,
   p-value (paired over common seeds, else Welch) and Holm-adjusted p, the same per evaluation size
   (``acc@S_*``), the minimal detectable difference at 80 % power and the ``command`` rerunning one seed
@@ -17,6 +23,7 @@ directory or each job directory of a multirun), reads its ``metrics.json`` and c
   accuracy, and a list of the failed (``failure.json`` or a non-ok ``metrics.json``) and missing runs;
 * ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the
   chance level and the baseline marked;
+* CSV cells that a spreadsheet would take for a formula (``= + - @``, tab, CR first) get a leading ``'``;
 * a ``wandb.Table`` of the rows (and the plots) logged to each sweep's W&B group, in ``WANDB_MODE``
   (``offline`` when unset; ``disabled`` skips it). A W&B failure only warns.
 

@@ -8,20 +8,80 @@ from pathlib import Path
 from typing import Any
 
 from rope_ext import stats
-from rope_ext.report.groups import Group, arm_name
+from rope_ext.report.groups import Group, arm_name, swept
 from rope_ext.report.runs import Run
 from rope_ext.report.tables import cell, ci_cell, csv_table, markdown_table, p_cell
 
-__all__ = ["STAT_COLUMNS", "arm_statistics", "statistics_markdown", "write_stats_csv"]
+__all__ = [
+    "STAT_COLUMNS",
+    "BaselineError",
+    "arm_statistics",
+    "resolve_baselines",
+    "statistics_markdown",
+    "write_stats_csv",
+]
 
 STAT_COLUMNS = ["acc_mean", "acc_ci_low", "acc_ci_high", "n", "diff", "diff_ci_low", "diff_ci_high"]
 STAT_COLUMNS += ["p_value", "p_holm"]
 Getter = Callable[[Run], Any]  # one figure of a run (test accuracy, accuracy at one size)
 
 
+class BaselineError(ValueError):
+    """``--baseline`` names no arm, or several arms of one table."""
+
+
 def _table_key(group: Group) -> tuple[str, str]:
     """The runs one statistics table compares: one sweep on one dataset."""
     return (group.first.sweep, str(group.first.field_value("dataset")))
+
+
+def _tables(groups: Sequence[Group]) -> dict[tuple[str, str], list[Group]]:
+    tables: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        tables.setdefault(_table_key(g), []).append(g)
+    return tables
+
+
+def _matches(wanted: str, members: Sequence[Group]) -> list[Group]:
+    """The arms of one table that ``wanted`` names, by the first rule that matches any: the arm's name;
+    its experiment arm (``+experiment/arm=...``); its variant label (``axial_block N=2 fast``); ``key=value``
+    overrides (space-separated, ``+`` optional) that the arm's command sets, e.g. ``pe.block=2``."""
+    rules = [
+        lambda g: arm_name(g) == wanted,
+        lambda g: g.first.arm == wanted,
+        lambda g: g.label() == wanted,
+    ]
+    tokens = wanted.split()
+    if tokens and all("=" in t for t in tokens):
+        pairs = [t.lstrip("+~").split("=", 1) for t in tokens]
+        rules.append(lambda g: all(swept(g.first).get(k) == v for k, v in pairs))
+    for rule in rules:
+        found = [g for g in members if rule(g)]
+        if found:
+            return found
+    return []
+
+
+def resolve_baselines(groups: Sequence[Group], baseline: str | None) -> dict[tuple[str, str], Group | None]:
+    """The baseline arm of each statistics table (see ``_matches``): ``baseline``, else the arm named or
+    labelled ``none`` where there is one. Raises ``BaselineError`` when ``baseline`` names no arm of any
+    table, or more than one arm of a table, listing the arms it could name."""
+    out: dict[tuple[str, str], Group | None] = {}
+    for key, members in _tables(groups).items():
+        found = _matches(baseline if baseline is not None else "none", members)
+        if baseline is not None and len(found) > 1:
+            raise BaselineError(
+                f"report: --baseline {baseline!r} names {len(found)} arms of {key[0]} / {key[1]} "
+                f"({', '.join(repr(arm_name(g)) for g in found)}); name one of them"
+            )
+        out[key] = found[0] if found else None
+    if baseline is not None and not any(out.values()):
+        names = sorted({arm_name(g) for g in groups})
+        raise BaselineError(
+            f"report: --baseline {baseline!r} names no arm. The arms: {', '.join(map(repr, names))} (or "
+            "their key=value overrides, or a variant label such as 'axial_block N=2 fast')"
+        )
+    return out
 
 
 def _seed_values(group: Group, get: Getter) -> dict[int, Any]:
@@ -56,23 +116,19 @@ def arm_statistics(
     Welch otherwise) with 95 % CI, p-value and Holm-adjusted p over the table's arms; the same for each
     evaluation size (``acc@S``); the command that reruns the arm's first seed. Also, per table, the
     pooled seed std and the minimal difference detectable at 80 % power with the table's median n."""
-    tables: dict[tuple[str, str], list[Group]] = {}
-    for g in groups:
-        tables.setdefault(_table_key(g), []).append(g)
+    bases = resolve_baselines(groups, baseline)
     rows: list[dict[str, Any]] = []
     info: dict[tuple[str, str], dict[str, Any]] = {}
-    for key, members in tables.items():
+    for key, members in _tables(groups).items():
         names = {id(g): arm_name(g) for g in members}
-        wanted = baseline if baseline is not None else "none"
         # an exact arm name wins over a variant label: in an extrapolation table "none" (APE, class
         # token) and "none_avg" both carry the label "none"
-        candidates = [(names[id(g)], g.first.arm, g.label(), g) for g in members]
-        base = next((c[-1] for i in range(3) for c in candidates if c[i] == wanted), None)
+        base = bases[key]
         metrics: list[tuple[str, Getter]] = [("acc", lambda r: r.metrics.get("test_acc"))]
         metrics += [(f"acc@{s}", lambda r, s=s: r.acc_at(s)) for s in sizes]
         table_rows = []
         for g in members:
-            row: dict[str, Any] = {"table": f"{key[0]} / {key[1]}", "arm": names[id(g)]}
+            row: dict[str, Any] = {"table": _table_name(key), "arm": names[id(g)]}
             row["baseline"] = names[id(base)] if base else ""
             row["seeds"] = ",".join(str(r.field_value("seed")) for r in g.runs)
             for prefix, get in metrics:
@@ -102,6 +158,11 @@ def arm_statistics(
             r["mdd_80"] = mdd
         rows += table_rows
     return rows, info
+
+
+def _table_name(key: tuple[str, str]) -> str:
+    """A statistics table's name: its sweep and dataset, e.g. ``digits_blocks (digits)``."""
+    return f"{key[0]} ({key[1]})"
 
 
 def _stat_columns(sizes: Sequence[int]) -> list[str]:
@@ -153,7 +214,7 @@ def statistics_markdown(
     for row in rows:
         by_table.setdefault(row["table"], []).append(row)
     for key, meta in info.items():
-        name = f"{key[0]} / {key[1]}"
+        name = _table_name(key)
         table = by_table.get(name, [])
         header = ["arm", "n", "test acc %", "diff to " + (meta["baseline"] or "(no baseline)")]
         header += (

@@ -7,13 +7,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rope_ext.report.arms import BaselineError
 from rope_ext.report.write import write_report
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write the report of ``DIR``; print report.md. Exit status 2 when DIR holds no runs."""
+    """Write the report of ``DIR``; print report.md. Exit status 2 when DIR holds no readable runs, ``--out``
+    is a file or ``--baseline`` names no arm (or several of one table); 4 when the output cannot be written."""
     parser = argparse.ArgumentParser(
         prog="python -m rope_ext.report",
         description="Tabulate and plot the runs of a sweep (or a whole outputs/ directory).",
@@ -24,17 +26,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--baseline",
         default=None,
-        help="the arm every other arm is compared with (an experiment/arm name such as axial2_complex, or a "
-        "variant label); default: none (APE) when present",
+        help="the arm every other arm is compared with: its name as the report shows it (pe.block=2, an "
+        "experiment/arm name such as axial2_complex), key=value overrides that single it out, or a variant "
+        "label (axial_block N=2 fast); default: none (APE) when present. Unknown: exit 2 listing the arms",
     )
     args = parser.parse_args(argv)
     try:
         summary = write_report(args.dir, args.out, wandb_log=not args.no_wandb, baseline=args.baseline)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError, BaselineError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    except OSError as exc:  # the output cannot be written (permissions, disk full)
+        print(f"report: cannot write the report: {exc}", file=sys.stderr)
+        return 4
     print(Path(summary["md"]).read_text())
     print(f"wrote {summary['csv']}, {summary['md']} and {len(summary['plots'])} plots", file=sys.stderr)
+    if summary["skipped"]:
+        print(
+            f"{len(summary['skipped'])} run directories could not be read and were left out:", file=sys.stderr
+        )
+        for path, why in summary["skipped"]:
+            print(f"  {path}: {why}", file=sys.stderr)
     if summary["bad"]:
         print(f"{len(summary['bad'])} missing or failed runs (listed in report.md)", file=sys.stderr)
     return 0

@@ -1,4 +1,11 @@
-"""Groups of runs that differ only in seed (the arms of a sweep), and the speed ratios to ``pe=none``."""
+"""Groups of runs that differ only in seed (the arms of a sweep), their names, and the speed ratios to
+``pe=none``.
+
+An arm is named by what sets it apart within its sweep (``name_arms``): the command-line overrides
+whose values differ between the sweep's runs, as ``key=value`` (``pe.block=3``; an experiment arm,
+``+experiment/arm=axial2_complex``, by its name alone); a sweep of one arm by its variant label
+(``axial_block N=3 fast``). Seeds, ``run_id``, the launcher, Hydra's and W&B's keys never name an arm.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,16 @@ from typing import Any
 from rope_ext.report.runs import FIXED_BLOCK, FREE_BLOCK, SPEEDS, VARIANT_ORDER, Run
 from rope_ext.report.tables import numbers
 
-__all__ = ["Group", "arm_name", "compute_ratios", "eval_sizes", "group_runs"]
+__all__ = [
+    "Group",
+    "arm_name",
+    "compute_ratios",
+    "eval_sizes",
+    "group_runs",
+    "name_arms",
+    "swept",
+    "variant_label",
+]
 
 # the config keys with a column of their own in report.md; differences elsewhere land in ``other``
 SHOWN_CONFIG = frozenset(
@@ -33,6 +49,7 @@ class Group:
 
     runs: list[Run]
     other: str = ""
+    name: str = ""  # the arm's name, unique within its sweep (``group_runs``)
 
     @property
     def first(self) -> Run:
@@ -45,23 +62,63 @@ class Group:
 
     def label(self) -> str:
         """The variant and what distinguishes it, e.g. ``axial_block N=3 mixed fast``."""
-        r = self.first
-        parts = [r.variant]
-        if r.variant not in FIXED_BLOCK and r.pe("block") is not None:
-            parts.append(f"N={r.pe('block')}")
-        if r.pe("mixed"):
-            parts.append("mixed")
-        if r.pe("impl") and r.variant in FREE_BLOCK:
-            parts.append(str(r.pe("impl")))
-        if r.pe("dims") == 1:
-            parts.append("1-D")
-        return " ".join(parts)
+        return variant_label(self.first)
+
+
+def variant_label(r: Run) -> str:
+    """A run's variant and what distinguishes it, e.g. ``axial_block N=3 mixed fast``."""
+    parts = [r.variant]
+    if r.variant not in FIXED_BLOCK and r.pe("block") is not None:
+        parts.append(f"N={r.pe('block')}")
+    if r.pe("mixed"):
+        parts.append("mixed")
+    if r.pe("impl") and r.variant in FREE_BLOCK:
+        parts.append(str(r.pe("impl")))
+    if r.pe("dims") == 1:
+        parts.append("1-D")
+    return " ".join(parts)
 
 
 def arm_name(group: Group) -> str:
-    """The group's arm, with the config differences that no column shows."""
-    name = group.first.arm
-    return f"{name} [{group.other}]" if group.other else name
+    """The group's arm name (``group_runs`` sets it; the first run's arm label before that)."""
+    return group.name or group.first.arm_label or group.first.arm
+
+
+# command-line keys that never name an arm: where a run goes and how it is launched or logged, and seeds
+_NOT_ARM_TOP = frozenset({"hydra", "wandb", "run_id", "launcher"})
+_NOT_ARM_LEAF = frozenset({"seed"})
+
+
+def _arm_key(key: str) -> bool:
+    return key == "experiment/arm" or key.startswith("experiment/tuned/")
+
+
+def swept(run: Run) -> dict[str, str]:
+    """The run's command-line overrides that can set an arm apart, ``{key: value}`` in command order
+    (``+``/``~`` prefixes dropped; seeds, ``run_id``, launcher, Hydra and W&B keys left out)."""
+    out: dict[str, str] = {}
+    for override in run.overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        top = key.split(".")[0].split("/")[0]
+        if sep and top not in _NOT_ARM_TOP and key.rsplit(".", 1)[-1] not in _NOT_ARM_LEAF:
+            out[key] = value
+    return out
+
+
+def name_arms(runs: Sequence[Run]) -> None:
+    """Set each run's ``arm_label``: per sweep, the overrides whose values differ between its runs (the
+    module docstring); the run's experiment arm, else its variant label, when none differ."""
+    by_sweep: dict[str, list[Run]] = {}
+    for run in runs:
+        by_sweep.setdefault(run.sweep, []).append(run)
+    for members in by_sweep.values():
+        maps = [swept(r) for r in members]
+        keys = list(dict.fromkeys(k for m in maps for k in m))
+        varying = [k for k in keys if len({m.get(k) for m in maps}) > 1]
+        for run, m in zip(members, maps):
+            parts = [m[k] if _arm_key(k) else f"{k}={m[k]}" for k in varying if k in m]
+            run.arm_label = " ".join(parts) or (run.arm if run.arm != run.variant else variant_label(run))
 
 
 def _speed_key(run: Run) -> tuple[Any, ...]:
@@ -108,6 +165,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     for run in runs:
         if run.status == "ok":
             groups.setdefault(run.identity(), []).append(run)
+    name_arms(runs)
     result = [Group(sorted(g, key=lambda r: str(r.field_value("seed")))) for g in groups.values()]
     # config keys that vary between groups but have no column of their own
     flats = [dict(g.first.identity()) for g in result]
@@ -127,8 +185,27 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     for group, flat in zip(result, flats):
         # null means "the default" (e.g. model.pos_embed: none for rotary variants): not shown
         group.other = " ".join(f"{k}={flat[k]}" for k in varying if k in flat and flat[k] != "null")
+    _unique_names(result)
     result.sort(key=_group_order)
     return result
+
+
+def _unique_names(groups: Sequence[Group]) -> None:
+    """``Group.name``: the first run's arm label, with the config differences no override shows (``[k=v]``)
+    where two arms of one sweep would otherwise share a name, and a number where even that is not enough."""
+    count: dict[tuple[str, str], int] = {}
+    for g in groups:
+        count[(g.first.sweep, g.first.arm_label)] = count.get((g.first.sweep, g.first.arm_label), 0) + 1
+    seen: set[tuple[str, str]] = set()
+    for g in groups:
+        name = g.first.arm_label
+        if count[(g.first.sweep, name)] > 1 and g.other:
+            name = f"{name} [{g.other}]"
+        base, k = name, 2
+        while (g.first.sweep, name) in seen:
+            name, k = f"{base} #{k}", k + 1
+        seen.add((g.first.sweep, name))
+        g.name = name
 
 
 def _group_order(group: Group) -> tuple[Any, ...]:

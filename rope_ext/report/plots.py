@@ -1,23 +1,36 @@
 """The report's plots: test accuracy and throughput against the block size N, accuracy against the
-evaluation resolution, each with 95 % t-CI bars, the chance level and the baseline marked."""
+evaluation resolution, each with 95 % t-CI bars, the chance level and the baseline marked.
+
+Each figure names the run set, the dataset, the epochs and the seeds per arm; the legend has one entry
+per line, named by the arms' names (``rope_ext.report.groups``); the baseline is drawn black; points sit
+at their true x unless several series share the axis, and then the x label says they are offset; speed
+axes start at 0. ``make_figures`` builds them (tests measure their layout), ``write_plots`` saves them.
+"""
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rope_ext import stats
-from rope_ext.report.groups import Group, arm_name, eval_sizes
+from rope_ext.report.groups import Group, arm_name, eval_sizes, variant_label
 from rope_ext.report.runs import FIXED_BLOCK, Run
 
-__all__ = ["PLOT_FILES", "ci_bars", "write_plots"]
+__all__ = ["PLOT_FILES", "ci_bars", "make_figures", "write_plots"]
 
 PLOT_FILES = ("acc_vs_block.png", "throughput_vs_block.png", "acc_vs_resolution.png")
+_FONT = 9  # titles; legends and notes are smaller
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+_LINESTYLES = ("-", "--", "-.", ":")
+_CHANCE = {"relpos": 12.5, "digits": 10.0, "cifar10": 10.0, "cifar100": 1.0}
+_DODGE_NOTE = "\n(series offset by a few % along x to keep them apart)"
 
 
 def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
-    """Groups that differ only in block size form one line; label by what else varies."""
+    """Groups that differ only in block size form one line, named by what else sets it apart."""
     series: dict[tuple[Any, ...], list[Group]] = {}
     for g in groups:
         # a variant without a block choice is one level (a horizontal line) per input size
@@ -30,26 +43,34 @@ def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
     }
     out: dict[str, list[Group]] = {}
     for gs in series.values():
-        r = gs[0].first
-        label = gs[0].label().replace(f" N={r.pe('block')}", "")
-        if gs[0].other:
-            label += f" [{gs[0].other}]"
+        label = _series_name(gs)
         if len(contexts) > 1:
+            r = gs[0].first
             label += f" ({r.field_value('dataset')}, {r.field_value('model')})"
+        base, k = label, 2
         while label in out:
-            label += "'"
+            label, k = f"{base} #{k}", k + 1
         out[label] = sorted(gs, key=lambda g: g.first.pe("block") or 0)
     return out
+
+
+def _series_name(gs: Sequence[Group]) -> str:
+    """One arm: its name. Arms that differ in N only: their names without ``pe.block=N``, else the
+    variant label without N."""
+    if len(gs) == 1:
+        return arm_name(gs[0])
+    tokens = [arm_name(g).split() for g in gs]
+    if all(any(t.startswith("pe.block=") for t in ts) for ts in tokens):
+        rest = " ".join(t for t in tokens[0] if not t.startswith("pe.block="))
+        if rest:
+            return rest
+    r = gs[0].first
+    return variant_label(r).replace(f" N={r.pe('block')}", "")
 
 
 def _x_block(group: Group) -> float | None:
     block = group.first.pe("block")
     return float(block) if isinstance(block, (int, float)) else None
-
-
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-_LINESTYLES = ("-", "--", "-.", ":")
-_CHANCE = {"relpos": 12.5, "digits": 10.0, "cifar10": 10.0, "cifar100": 1.0}
 
 
 def _chance(runs: Sequence[Run]) -> float | None:
@@ -60,7 +81,7 @@ def _chance(runs: Sequence[Run]) -> float | None:
     name = names.pop()
     if name == "fake":
         classes = runs[0].cfg("dataset.num_classes")
-        return 100.0 / classes if classes else None
+        return 100.0 / classes if isinstance(classes, int) and classes > 0 else None
     return _CHANCE.get(name)
 
 
@@ -77,41 +98,43 @@ def ci_bars(values: Sequence[Any], nonneg: bool) -> tuple[float, float, float, i
 
 
 def _plot_metric_vs_block(
-    ax: Any,
-    groups: Sequence[Group],
-    key: Callable[[Run], Any],
-    ylabel: str,
-    title: str,
-    baseline: str | None = None,
+    ax: Any, groups: Sequence[Group], key: Callable[[Run], Any], ylabel: str, bases: Sequence[Group] = ()
 ) -> bool:
-    """One line per series with 95 % t-CI bars (markers, line styles and a small x offset keep overlapping
-    series apart); variants without a block size as horizontal lines with a CI band. True if drawn."""
+    """One line per series with 95 % t-CI bars; variants without a block size as horizontal lines with a
+    CI band. Points sit at their true N unless several series share the axis (then offset, and the x
+    label says so). The baseline: black, or a black ring on its point of a longer series. True if drawn."""
     drawn = False
     blocks: set[float] = set()
-    for i, (label, gs) in enumerate(_series(groups).items()):
+    base_ids = {id(g) for g in bases}
+    all_series = _series(groups)
+    lines = sum(any(_x_block(g) is not None for g in gs) for gs in all_series.values())
+    for i, (label, gs) in enumerate(all_series.items()):
         color, marker, style = f"C{i % 10}", _MARKERS[i % len(_MARKERS)], _LINESTYLES[i % len(_LINESTYLES)]
-        is_base = baseline is not None and any(baseline in (g.first.arm, arm_name(g)) for g in gs)
+        whole_base = len(gs) == 1 and id(gs[0]) in base_ids
         xs, means, lows, highs = [], [], [], []
+        base_point = None
         for g in gs:
             bars = ci_bars([key(run) for run in g.runs], nonneg=True)
             if bars is None:
                 continue
-            mean, lo, hi, n = bars
+            mean, lo, hi, _ = bars
             x = _x_block(g)
             if x is None:
-                name = f"{label} (n={n})" + (" — baseline" if is_base else "")
                 ax.axhline(
                     mean,
-                    color="k" if is_base else color,
+                    color="k" if whole_base else color,
                     linestyle=style,
-                    lw=2.2 if is_base else 1.4,
-                    label=name,
+                    lw=2.2 if whole_base else 1.4,
+                    label=label + (" (baseline)" if whole_base else ""),
                 )
                 if lo or hi:
-                    ax.axhspan(mean - lo, mean + hi, color="k" if is_base else color, alpha=0.12)
+                    ax.axhspan(mean - lo, mean + hi, color="k" if whole_base else color, alpha=0.12)
                 drawn = True
                 continue
-            xs.append(x * (1 + 0.03 * (i % 5 - 2)))  # a few % apart: coincident points stay visible
+            shifted = x * (1 + 0.03 * (i % 5 - 2)) if lines > 1 else x
+            if id(g) in base_ids and not whole_base:
+                base_point = (shifted, mean, arm_name(g))
+            xs.append(shifted)
             blocks.add(x)
             means.append(mean)
             lows.append(lo)
@@ -121,18 +144,31 @@ def _plot_metric_vs_block(
                 xs,
                 means,
                 yerr=[lows, highs],
-                color=color,
+                color="k" if whole_base else color,
                 marker=marker,
                 linestyle=style,
                 capsize=3,
-                label=label + (" — baseline" if is_base else ""),
+                lw=2.2 if whole_base else 1.4,
+                label=label + (" (baseline)" if whole_base else ""),
             )
             drawn = True
-    ax.set_xlabel("block size N")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+        if base_point is not None:
+            ax.plot(
+                base_point[0],
+                base_point[1],
+                marker="o",
+                ms=13,
+                mfc="none",
+                mec="k",
+                mew=2,
+                linestyle="none",
+                label=f"baseline: {base_point[2]}",
+            )
+    ax.set_xlabel("block size N" + (_DODGE_NOTE if lines > 1 else ""), fontsize=_FONT)
+    ax.set_ylabel(ylabel, fontsize=_FONT)
     if blocks and max(blocks) > 8:
         ax.set_xscale("log", base=2)
+        ax.minorticks_off()
     if blocks:
         ax.set_xticks(sorted(blocks), [str(int(b)) for b in sorted(blocks)])
     ax.grid(alpha=0.3)
@@ -141,62 +177,82 @@ def _plot_metric_vs_block(
 
 def _no_data(ax: Any, title: str, why: str) -> None:
     """A panel that says in words why it has nothing to show (never a blank axis)."""
-    ax.set_title(title, fontsize=9)
-    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=9)
+    ax.set_title(title, fontsize=_FONT)
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=_FONT)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def _legend(ax: Any) -> None:
-    handles, labels = ax.get_legend_handles_labels()
+    handles, _ = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=7, loc="best")
 
 
-def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str = "") -> str:
-    """Title suffix: the run set, dataset(s), epochs, seeds per arm, what the bars are."""
+def _seeds(groups: Sequence[Group]) -> tuple[str, bool]:
+    """``"1 seed per arm"`` / ``"3 seeds per arm"`` / ``"2-3 seeds per arm"``, and whether every arm has
+    exactly one seed (then there are no error bars)."""
+    ns = sorted({len(g.runs) for g in groups})
+    if not ns:
+        return "no finished arm", True
+    text = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    return f"{text} seed{'' if ns == [1] else 's'} per arm", ns == [1]
+
+
+def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str, timings: bool = False) -> str:
+    """The figure's second title line(s): the run set, dataset(s), epochs, seeds per arm, the bars."""
     ok = [r for r in runs if r.status == "ok"]
     datasets = ", ".join(sorted({str(r.field_value("dataset")) for r in ok})) or "?"
-    epochs = sorted({int(r.cfg("train.epochs")) for r in ok if isinstance(r.cfg("train.epochs"), int)})
-    ns = sorted({len(g.runs) for g in groups})
+    epochs = sorted({r.cfg("train.epochs") for r in ok if isinstance(r.cfg("train.epochs"), int)})
     ep = "/".join(map(str, epochs)) or "?"
-    seeds = "/".join(map(str, ns)) or "0"
-    where = f"{run_set}: " if run_set else ""
-    return f"{where}{datasets}, {ep} epochs, {seeds} seeds per arm; bars: 95 % t-CI of the mean"
+    seeds, single = _seeds(groups)
+    if timings:
+        bars = "one timing per run, no error bars" if single else "bars: 95 % t-CI of the mean timing"
+    else:
+        bars = "no error bars" if single else "bars: 95 % t-CI of the mean"
+    where = f"runs: {run_set}\n" if run_set else ""
+    return f"{where}{datasets}, {ep} epoch{'' if epochs == [1] else 's'}, {seeds}; {bars}"
 
 
-def write_plots(
-    runs: Sequence[Run],
-    groups: Sequence[Group],
-    out: Path,
-    stat_rows: Sequence[dict[str, Any]] = (),
-    baseline: str | None = None,
-    run_set: str = "",
-) -> list[Path]:
-    """The three PNG plots; a plot with nothing to show is not written. Returns the written paths."""
+def _suptitle(fig: Any, title: str, context: str, width_in: float) -> None:
+    """A title and its context, wrapped to the figure's width (long sweep names break at commas)."""
+    chars = max(int(width_in * 72 / (_FONT * 0.62)), 20)
+    wrapped = []
+    for paragraph in context.splitlines():
+        lines = [""]
+        for piece in re.findall(r".+?(?:[, ]|$)", paragraph):  # pieces end at a comma or a space
+            if len(lines[-1]) + len(piece.rstrip()) > chars and lines[-1].strip():
+                lines.append("")
+            lines[-1] += piece
+        wrapped += [
+            part for line in lines for part in textwrap.wrap(line.strip(), chars, break_long_words=True)
+        ]
+    fig.suptitle("\n".join([title, *wrapped]), fontsize=_FONT)
+
+
+def make_figures(
+    runs: Sequence[Run], groups: Sequence[Group], bases: Sequence[Group] = (), run_set: str = ""
+) -> dict[str, Any]:
+    """The plots with something to show, as matplotlib figures keyed by their ``PLOT_FILES`` name;
+    ``bases``: the baseline arms (drawn black)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    base = baseline or next((r["baseline"] for r in stat_rows if r.get("baseline")), None)
-    context = _context(runs, groups, run_set)
     chance = _chance(runs)
-    written = []
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    figures: dict[str, Any] = {}
+
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if _plot_metric_vs_block(
-        ax,
-        groups,
-        lambda r: r.metrics.get("test_acc"),
-        "test accuracy (%)",
-        f"Test accuracy vs block size\n{context}",
-        base,
-    ):
+    if _plot_metric_vs_block(ax, groups, lambda r: r.metrics.get("test_acc"), "test accuracy (%)", bases):
         if chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", lw=1, label=f"chance ({chance:g} %)")
         _legend(ax)
-        fig.savefig(out / "acc_vs_block.png", dpi=110)
-        written.append(out / "acc_vs_block.png")
+        _suptitle(fig, "Test accuracy vs block size N", _context(runs, groups, run_set), 8)
+        figures["acc_vs_block.png"] = fig
 
-    fig = Figure(figsize=(12, 5), layout="constrained")
+    fig = Figure(figsize=(12, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     drawn = False
     for ax, key, name in (
@@ -205,38 +261,35 @@ def write_plots(
     ):
         has = any(isinstance(r.metrics.get(key), (int, float)) for g in groups for r in g.runs)
         if has:
-            drawn |= _plot_metric_vs_block(
-                ax, groups, lambda r, k=key: r.metrics.get(k), "images/s", f"{name}\n{context}", base
-            )
+            ax.set_title(name, fontsize=_FONT)
+            drawn |= _plot_metric_vs_block(ax, groups, lambda r, k=key: r.metrics.get(k), "images/s", bases)
+            ax.set_ylim(bottom=0)  # speeds from 0: a few % must not look like large swings
             _legend(ax)
         else:
             _no_data(ax, name, f"no run recorded {key}\n(e.g. too few steps per epoch to time)")
     if drawn:
-        fig.savefig(out / "throughput_vs_block.png", dpi=110)
-        written.append(out / "throughput_vs_block.png")
+        _suptitle(fig, "Throughput vs block size N", _context(runs, groups, run_set, timings=True), 12)
+        figures["throughput_vs_block.png"] = fig
 
     sizes = eval_sizes(runs)
     if sizes:
-        fig = Figure(figsize=(8, 5), layout="constrained")
+        fig = Figure(figsize=(8, 5.5), layout="constrained")
+        FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        labels = {}
+        base_ids = {id(g) for g in bases}
         span = max(sizes) - min(sizes) or 1
+        dodge = len(groups) > 1
         for i, g in enumerate(groups):
             xs, means, lows, highs = [], [], [], []
             for size in sizes:
                 bars = ci_bars([r.acc_at(size) for r in g.runs], True)
                 if bars is not None:
-                    xs.append(size + span * 0.006 * (i % 7 - 3))
+                    xs.append(size + span * 0.006 * (i % 7 - 3) if dodge else size)
                     means.append(bars[0])
                     lows.append(bars[1])
                     highs.append(bars[2])
             if xs:
-                label = arm_name(g) + f" @{g.first.field_value('input_size')}"
-                is_base = base is not None and base in (g.first.arm, arm_name(g))
-                label += " — baseline" if is_base else ""
-                while label in labels:
-                    label += "'"
-                labels[label] = True
+                is_base = id(g) in base_ids
                 ax.errorbar(
                     xs,
                     means,
@@ -246,16 +299,30 @@ def write_plots(
                     linestyle=_LINESTYLES[i % len(_LINESTYLES)],
                     color="k" if is_base else f"C{i % 10}",
                     lw=2.2 if is_base else 1.2,
-                    label=label,
+                    label=arm_name(g) + (" (baseline)" if is_base else ""),
                 )
         if chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", lw=1, label=f"chance ({chance:g} %)")
-        ax.set_xlabel("evaluation input size (px)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Accuracy vs evaluation resolution\n{context}", fontsize=9)
+        ax.set_xlabel("evaluation input size (px)" + (_DODGE_NOTE if dodge else ""), fontsize=_FONT)
+        ax.set_ylabel("test accuracy (%)", fontsize=_FONT)
         ax.set_xticks(sizes)
         ax.grid(alpha=0.3)
         _legend(ax)
-        fig.savefig(out / "acc_vs_resolution.png", dpi=110)
-        written.append(out / "acc_vs_resolution.png")
+        _suptitle(fig, "Test accuracy vs evaluation resolution", _context(runs, groups, run_set), 8)
+        figures["acc_vs_resolution.png"] = fig
+    return figures
+
+
+def write_plots(
+    runs: Sequence[Run],
+    groups: Sequence[Group],
+    out: Path,
+    bases: Sequence[Group] = (),
+    run_set: str = "",
+) -> list[Path]:
+    """The PNG plots of ``make_figures``; a plot with nothing to show is not written. Returns the paths."""
+    written = []
+    for name, fig in make_figures(runs, groups, bases, run_set).items():
+        fig.savefig(out / name, dpi=110)
+        written.append(out / name)
     return written

@@ -1,13 +1,20 @@
 """Run discovery: every run directory under a root, its config, overrides and records (``Run``).
 
-A run directory holds ``.hydra/config.yaml`` (a single run's Hydra output directory or one job of a
-multirun); its ``metrics.json`` and ``failure.json`` are read through ``rope_ext.metrics``. The report, the
-tuner and the sweep summary all find their runs here.
+A run directory holds ``run.json`` (the run's own record of its resolved config and command-line
+overrides, written by the trainer when the run starts from scratch: ``record_run``) and/or Hydra's
+``.hydra/config.yaml`` (a single run's output directory or one job of a multirun); its ``metrics.json``
+and ``failure.json`` are read through ``rope_ext.metrics``. A run's identity comes from ``run.json``:
+Hydra rewrites ``.hydra/`` at every attempt, refused ones included, so ``.hydra/`` is read only for runs
+written before ``run.json`` existed. Run files are data: YAML is read with ``yaml.safe_load`` and only
+plain references between its own keys (``${optimizer.lr}``) are resolved, never a resolver
+(``${oc.env:...}``, ``${hydra:...}``), which stays the literal text. The report, the tuner and the sweep
+summary all find their runs here.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 from collections.abc import Sequence
@@ -16,12 +23,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
 from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, read_record
+from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, read_record, write_record
 
-__all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "Run", "find_runs"]
+__all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "RUN_NAME", "Run", "find_runs", "record_run"]
+
+RUN_NAME = "run.json"
 
 SPEEDS = ("train_img_per_s", "infer_img_per_s", "infer_latency_ms")
 RATIO_SUFFIX = "_ratio_vs_none"
@@ -46,35 +56,116 @@ _CONFIG_FALLBACK = {
 }
 
 
+# metric fields that must be finite numbers (or null) for the report to use a record
+_NUMBERS = (
+    "test_acc",
+    "val_acc",
+    "best_val_acc",
+    "best_epoch",
+    "relative_error",
+    "shift_error",
+    "test_acc_shifted",
+    *SPEEDS,
+    "peak_mem_mb",
+    "params",
+    "epochs_done",
+    "input_size",
+    "seed",
+    "batch_size",
+)
+
+
+class UnreadableRun(ValueError):
+    """A run directory whose files the readers cannot use (corrupt YAML/JSON, wrong types)."""
+
+
+def record_run(run_dir: Path, config: dict[str, Any], overrides: Sequence[str]) -> None:
+    """``run.json``: the run's resolved ``config`` and its command-line ``overrides``, written atomically
+    (``rope_ext.metrics.write_record``) by the trainer when a run starts from scratch; every reader takes
+    the run's identity from it."""
+    write_record(Path(run_dir) / RUN_NAME, {"config": config, "overrides": [str(o) for o in overrides]})
+
+
+def _literal_resolvers(node: Any) -> Any:
+    """``node`` with every resolver interpolation (``${name:...}``) escaped to its literal text, so that
+    resolving it follows only references between the file's own keys."""
+    if isinstance(node, dict):
+        return {k: _literal_resolvers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_literal_resolvers(v) for v in node]
+    if isinstance(node, str) and "${" in node and ":" in node:
+        return node.replace("${", "\\${")
+    return node
+
+
+def load_yaml(path: Path) -> Any:
+    """A run file's YAML as plain data: ``yaml.safe_load``, references between its own keys resolved,
+    resolvers (environment variables, Hydra's runtime) kept as their literal text."""
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        return data
+    try:
+        return OmegaConf.to_container(OmegaConf.create(_literal_resolvers(data)), resolve=True)
+    except Exception:  # noqa: BLE001 - a reference to a missing key: the data as written
+        return data
+
+
 @dataclass
 class Run:
     """One run directory: its records (empty when missing), its config and overrides (read on first use:
-    the sweep summary needs only the records) and what the report derives (``ratios``)."""
+    the sweep summary needs only the records) and what the report derives (``ratios``, ``arm_label``)."""
 
     path: Path
     sweep: str
     metrics: dict[str, Any]
     failure: dict[str, Any] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
+    # the arm's name within its sweep (the swept overrides that set it apart), set by the report
+    arm_label: str = ""
+
+    @cached_property
+    def recorded(self) -> dict[str, Any] | None:
+        """``run.json`` (None for runs written before it existed)."""
+        path = self.path / RUN_NAME
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("config"), dict)
+            and isinstance(data.get("overrides"), list)
+        ):
+            raise UnreadableRun(f"{RUN_NAME} is not a run record (an object with config and overrides)")
+        return data
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        """The job's composed config (``.hydra/config.yaml``), interpolations resolved where possible."""
-        conf = OmegaConf.load(self.path / ".hydra" / "config.yaml")
-        try:
-            container = OmegaConf.to_container(conf, resolve=True)
-        except Exception:  # interpolations needing Hydra's runtime (${hydra:...}): keep them unresolved
-            container = OmegaConf.to_container(conf, resolve=False)
-        return container if isinstance(container, dict) else {}
+        """The run's resolved config: ``run.json``'s, else ``.hydra/config.yaml`` (see the module doc)."""
+        if self.recorded is not None:
+            return self.recorded["config"]
+        path = self.path / ".hydra" / "config.yaml"
+        if not path.is_file():
+            return {}
+        data = load_yaml(path)
+        if not isinstance(data, dict):
+            raise UnreadableRun(".hydra/config.yaml is not a mapping")
+        return data
 
     @cached_property
     def overrides(self) -> list[str]:
-        """The job's Hydra task overrides (``.hydra/overrides.yaml``; none when absent)."""
+        """The run's command-line overrides: ``run.json``'s, else ``.hydra/overrides.yaml`` (none when
+        absent)."""
+        if self.recorded is not None:
+            return [str(o) for o in self.recorded["overrides"]]
         path = self.path / ".hydra" / "overrides.yaml"
         if not path.is_file():
             return []
-        loaded = OmegaConf.to_container(OmegaConf.load(path))
-        return [str(o) for o in loaded] if isinstance(loaded, list) else []
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is None:
+            return []
+        if not isinstance(loaded, list):
+            raise UnreadableRun(".hydra/overrides.yaml is not a list")
+        return [str(o) for o in loaded]
 
     @property
     def status(self) -> str:
@@ -162,6 +253,7 @@ class Run:
         row: dict[str, Any] = {
             "run_dir": self.relpath(root),
             "sweep": self.sweep,
+            "arm": self.arm_label,
             "status": self.status,
             "error": self.error,
             "variant": self.variant,
@@ -198,6 +290,28 @@ class Run:
         """The run directory relative to ``root`` (``.`` for the root itself)."""
         return self.path.relative_to(root).as_posix() if self.path != root else "."
 
+    def check(self) -> None:
+        """Raise ``UnreadableRun`` (or the reader's own error) unless the config, the overrides and the
+        records are usable: every metric a finite number or null, ``pe`` and ``test_acc_at`` objects."""
+        _ = self.config, self.overrides
+        for name, record in ((METRICS_NAME, self.metrics), (FAILURE_NAME, self.failure)):
+            for key in _NUMBERS:
+                if not _finite_or_none(record.get(key)):
+                    raise UnreadableRun(f"{name}: {key}={record.get(key)!r} is not a finite number or null")
+            acc_at = record.get("test_acc_at")
+            if acc_at is not None and not (
+                isinstance(acc_at, dict) and all(_finite_or_none(v) for v in acc_at.values())
+            ):
+                raise UnreadableRun(f"{name}: test_acc_at={acc_at!r} is not an object of finite numbers")
+            if record.get("pe") is not None and not isinstance(record.get("pe"), dict):
+                raise UnreadableRun(f"{name}: pe={record.get('pe')!r} is not an object")
+
+
+def _finite_or_none(value: Any) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
@@ -212,21 +326,44 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def find_runs(root: str | os.PathLike[str], *, jobs_only: bool = False) -> list[Run]:
-    """Every run directory under ``root`` (``root`` itself included), sorted by path.
+def find_runs(
+    root: str | os.PathLike[str],
+    *,
+    jobs_only: bool = False,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> list[Run]:
+    """Every run directory under ``root`` (``root`` itself included), sorted by path: a directory with
+    ``run.json`` or ``.hydra/config.yaml``. A run's ``sweep`` is its parent directory relative to ``root``,
+    named after ``root`` itself where that is ``root`` (or the run is ``root``).
 
     ``jobs_only``: only ``root``'s direct children (the job directories of one multirun sweep).
+    ``skipped``: when given, runs that fail ``Run.check`` are left out and listed in it as (path, why).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"report: DIR={str(root)!r} is not a directory")
-    pattern = "*/.hydra/config.yaml" if jobs_only else "**/.hydra/config.yaml"
+    markers = (RUN_NAME, ".hydra/config.yaml")
+    found: set[Path] = set()
+    for marker in markers:
+        pattern = f"*/{marker}" if jobs_only else f"**/{marker}"
+        candidates = [root / marker] if not jobs_only and (root / marker).is_file() else []
+        for path in [*candidates, *root.glob(pattern)]:
+            found.add(path.parent.parent if marker.startswith(".hydra") else path.parent)
     runs = []
-    for config_path in sorted(root.glob(pattern)):
-        run_dir = config_path.parent.parent
+    for run_dir in sorted(found):
         if any(part == "wandb" for part in run_dir.relative_to(root).parts):
             continue  # W&B's own run directories copy the config
-        sweep = run_dir.parent.relative_to(root).as_posix() if run_dir != root else "."
+        parent = run_dir.parent.relative_to(root).as_posix() if run_dir != root else "."
+        sweep = parent if parent != "." else (root.resolve().name or ".")
         metrics, failure = read_record(run_dir / METRICS_NAME), read_record(run_dir / FAILURE_NAME)
-        runs.append(Run(run_dir, sweep, metrics or {}, failure or {}))
+        run = Run(run_dir, sweep, metrics or {}, failure or {})
+        if skipped is not None:
+            try:
+                run.check()
+            except Exception as exc:  # noqa: BLE001 - whatever a foreign file holds: skip and say why
+                skipped.append(
+                    (run_dir, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                )
+                continue
+        runs.append(run)
     return runs

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cell", "ci_cell", "csv_table", "markdown_table", "mean_std", "numbers", "p_cell"]
+__all__ = ["cell", "ci_cell", "csv_cell", "csv_table", "markdown_table", "mean_std", "numbers", "p_cell"]
 
 
 def cell(
@@ -104,10 +104,24 @@ def markdown_table(
     return "\n".join([line(header), "|" + "|".join(rule) + "|", *(line(r) for r in body)])
 
 
+# a text cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV injection")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV field: "" for None; text that a spreadsheet would run as a formula gets a leading ``'``."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def csv_table(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    """Write ``rows`` as CSV with ``columns`` (None as an empty field, other keys ignored)."""
+    """Write ``rows`` as CSV with ``columns`` (None as an empty field, formulas escaped by ``csv_cell``,
+    other keys ignored)."""
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=[csv_cell(c) for c in columns], extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+            writer.writerow({csv_cell(k): csv_cell(row.get(k)) for k in columns})

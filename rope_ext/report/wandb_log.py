@@ -1,8 +1,14 @@
-"""The report's rows as a ``wandb.Table`` (and its plots) in each sweep's W&B group."""
+"""The report's rows as a ``wandb.Table`` (and its plots) in each sweep's W&B group.
+
+One W&B report run per group and output directory, however often the report is rerun: its id is kept in
+``<out>/wandb_report_ids.json`` and passed with ``resume="allow"`` (as ``rope_ext.tracking`` does for a
+training job), so a rerun logs the new table into the same run instead of adding a run to sync."""
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +18,17 @@ from rope_ext.report.groups import eval_sizes
 from rope_ext.report.runs import Run
 
 __all__ = ["log_to_wandb"]
+
+IDS_NAME = "wandb_report_ids.json"
+
+
+def _report_ids(out: Path) -> dict[str, str]:
+    path = out / IDS_NAME
+    try:
+        data = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else {}
+    except ValueError:
+        data = {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def log_to_wandb(
@@ -42,15 +59,22 @@ def log_to_wandb(
             for run in members:
                 row = run.row(sizes, root)
                 data.append([row.get(c) for c in columns])
+            ids = _report_ids(out)
+            run_id = ids.get(group) or uuid.uuid4().hex[:12]
             wb = wandb.init(
                 project=project,
                 group=group,
                 job_type="report",
                 name=f"report-{group}",
+                id=run_id,
+                resume="allow",
                 dir=str(out),
                 mode=mode,
                 reinit="finish_previous",
             )
+            if ids.get(group) != wb.id:
+                (out / IDS_NAME).unlink(missing_ok=True)  # never written through a planted symlink
+                (out / IDS_NAME).write_text(json.dumps({**ids, group: wb.id}, indent=1))
             try:
                 payload: dict[str, Any] = {"report": wandb.Table(columns=list(columns), data=data)}
                 for plot in plots:

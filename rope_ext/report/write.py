@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rope_ext.report.arms import arm_statistics, statistics_markdown, write_stats_csv
-from rope_ext.report.groups import Group, compute_ratios, eval_sizes, group_runs
+from rope_ext.report.arms import arm_statistics, resolve_baselines, statistics_markdown, write_stats_csv
+from rope_ext.report.groups import Group, arm_name, compute_ratios, eval_sizes, group_runs
 from rope_ext.report.plots import PLOT_FILES, write_plots
 from rope_ext.report.runs import PE_OPTIONS, RATIO_SUFFIX, SPEEDS, Run, find_runs
 from rope_ext.report.tables import cell, csv_table, markdown_table, mean_std
@@ -17,7 +17,7 @@ from rope_ext.report.wandb_log import log_to_wandb
 
 __all__ = ["CSV_COLUMNS", "write_csv", "write_markdown", "write_report"]
 
-CSV_COLUMNS = ["run_dir", "sweep", "status", "error", "variant", *PE_OPTIONS]
+CSV_COLUMNS = ["run_dir", "sweep", "arm", "status", "error", "variant", *PE_OPTIONS]
 CSV_COLUMNS += ["model", "dataset", "input_size", "batch_size", "seed"]
 CSV_COLUMNS += ["test_acc", "val_acc", "best_val_acc", "best_epoch", "relative_error"]
 CSV_COLUMNS += [c for speed in SPEEDS for c in (speed, speed + RATIO_SUFFIX)]
@@ -33,24 +33,39 @@ def write_csv(runs: Sequence[Run], path: Path, root: Path) -> list[str]:
 
 
 def write_markdown(
-    runs: Sequence[Run], groups: Sequence[Group], path: Path, root: Path, stat_lines: Sequence[str] = ()
+    runs: Sequence[Run],
+    groups: Sequence[Group],
+    path: Path,
+    root: Path,
+    stat_lines: Sequence[str] = (),
+    skipped: Sequence[tuple[Path, str]] = (),
 ) -> None:
-    """``report.md``: ``stat_lines``, every group as mean ± std, the failed and missing runs, the plots."""
+    """``report.md``: ``stat_lines``, every group as mean ± std, the failed and missing runs, the plots,
+    the run directories that could not be read (``skipped``: path, why)."""
     sizes = eval_sizes(runs)
     sweeps = sorted({g.first.sweep for g in groups})
     show_sweep = len(sweeps) > 1
     show_other = any(g.other for g in groups)
     header = ["sweep"] if show_sweep else []
-    header += ["variant", "N", "impl", "mixed", "dims", "model", "dataset", "input"]
+    header += ["arm", "variant", "N", "impl", "mixed", "dims", "model", "dataset", "input"]
     header += ["other"] if show_other else []
     header += ["seeds", "test acc %", "val acc %", "rel. error"]
     header += [f"acc@{s} %" for s in sizes]
-    header += ["train img/s", "train ×none", "infer img/s", "infer ×none", "latency ms", "peak MB", "params"]
+    header += [
+        "train img/s",
+        "train ×none",
+        "infer img/s",
+        "infer ×none",
+        "latency ms",
+        "job peak MB",
+        "params",
+    ]
     rows = []
     for g in groups:
         r = g.first
         row = [r.sweep] if show_sweep else []
         row += [
+            arm_name(g),
             r.variant,
             cell(r.pe("block")),
             cell(r.pe("impl")) if r.variant != "none" else "",
@@ -106,10 +121,17 @@ def write_markdown(
     else:
         text.append("None.")
     text.append("")
+    if skipped:
+        text += ["## Run directories that could not be read (left out)", ""]
+        text += [f"- `{_rel(p, root)}`: {why}" for p, why in skipped] + [""]
     plots = [p for p in PLOT_FILES if (path.parent / p).is_file()]
     if plots:
         text += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     path.write_text("\n".join(text))
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path != root else "."
 
 
 def write_report(
@@ -119,28 +141,45 @@ def write_report(
     wandb_log: bool = True,
     baseline: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``report.csv``, ``report.md`` and the plots for the runs under ``root``; return a summary."""
+    """Write ``report.csv``, ``report.md`` and the plots for the runs under ``root``; return a summary.
+
+    Run directories whose files cannot be used are left out and listed (``skipped``). Raises
+    ``FileNotFoundError`` (no runs), ``NotADirectoryError`` (``out`` is a file) or
+    ``arms.BaselineError`` before anything is written."""
     root = Path(root)
-    runs = find_runs(root)
+    skipped: list[tuple[Path, str]] = []
+    runs = find_runs(root, skipped=skipped)
     if not runs:
+        why = (
+            f"; {len(skipped)} could not be read: " + "; ".join(w for _, w in skipped[:3]) if skipped else ""
+        )
         raise FileNotFoundError(
-            f"report: DIR={str(root)!r} holds no run directories (none with .hydra/config.yaml)"
+            f"report: DIR={str(root)!r} holds no readable run directories (none with run.json or "
+            f".hydra/config.yaml){why}"
         )
     out_dir = Path(out) if out is not None else root
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(
+            f"report: --out {str(out_dir)!r} is a file; name a directory (created when missing)"
+        )
     compute_ratios(runs)
     groups = group_runs(runs)
+    bases = resolve_baselines(groups, baseline)  # an unknown --baseline stops here, nothing written
+    out_dir.mkdir(parents=True, exist_ok=True)
     columns = write_csv(runs, out_dir / "report.csv", root)
     sizes = eval_sizes(runs)
     stat_rows, info = arm_statistics(groups, baseline, sizes)
     write_stats_csv(stat_rows, out_dir / "stats.csv", sizes)
-    plots = write_plots(runs, groups, out_dir, stat_rows, baseline, root.resolve().name)
-    write_markdown(runs, groups, out_dir / "report.md", root, statistics_markdown(stat_rows, info, sizes))
+    base_groups = [g for g in bases.values() if g is not None]
+    plots = write_plots(runs, groups, out_dir, base_groups, root.resolve().name)
+    stat_lines = statistics_markdown(stat_rows, info, sizes)
+    write_markdown(runs, groups, out_dir / "report.md", root, stat_lines, skipped)
     logged = log_to_wandb(runs, columns, out_dir, root, plots) if wandb_log else []
     return {
         "runs": len(runs),
         "ok": sum(r.status == "ok" for r in runs),
         "bad": [str(r.path) for r in runs if r.status != "ok"],
+        "skipped": [(str(p), why) for p, why in skipped],
         "groups": len(groups),
         "csv": out_dir / "report.csv",
         "stats_csv": out_dir / "stats.csv",
