@@ -327,3 +327,17 @@ def test_readme_commands_parse_and_their_jobs_pass_the_checks_train_py_runs_firs
         pips = [c for c in commands if c[:2] == ["pip", "install"]]
         assert any("torch" in c for c in pips)
         assert all(("torch" in c) == ("torchvision" in c) for c in pips)
+
+
+def test_readme_python_example_runs_and_its_folded_model_gives_the_same_logits():
+    import torch
+
+    text = (REPO / "README.md").read_text()
+    [source] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    scope: dict = {}
+    exec(compile(source, "README.md", "exec"), scope)  # noqa: S102  (the README's own example)
+    model, fast = scope["model"].eval(), scope["fast"].eval()
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(model(x), fast(x), atol=1e-5)
+    assert scope["rope_ext"].relative_property_error(model) < 1e-6
