@@ -3,9 +3,10 @@
     python experiments/make_arms.py          # rewrite the arm files
     python experiments/make_arms.py --check  # exit 1 when a file differs from the table (tests run this)
 
-An arm is one ``+experiment/arm=<name>`` option: a pe variant and its options (plus model keys for the
-position-free control and the pooling/coordinate arms of the extrapolation study). Sweeps list arms by name,
-so every variant lands in one multirun and one report, and each job stays one readable command.
+An arm is one ``+experiment/arm=<name>`` option: a position encoding (pe) and its options (plus model keys
+for the position-free control and the pooling/coordinate arms of the extrapolation study), named
+``<encoding>[_n<N>][_<option>...]`` (conf/experiment/README.md). Sweeps list arms by name,
+so every arm lands in one multirun and one report, and each job stays one readable command.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ export WANDB_MODE=${WANDB_MODE:-disabled}
 # jobs would collide; the checkpoint fingerprint refuses the second seed). tune and report read every
 # job below multirun/<study>.
 two() { # sweep dir, preset, seeds of process 1, seeds of process 2
-  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1/part1" "seed=$3" > "multirun/$1.a.log" 2>&1 &
+  python train.py -m "experiment=study/$2" "hydra.sweep.dir=multirun/$1/part1" "seed=$3" > "multirun/$1.a.log" 2>&1 &
   local first=$!
-  python train.py -m "experiment=$2" "hydra.sweep.dir=multirun/$1/part2" "seed=$4" > "multirun/$1.b.log" 2>&1
+  python train.py -m "experiment=study/$2" "hydra.sweep.dir=multirun/$1/part2" "seed=$4" > "multirun/$1.b.log" 2>&1
   wait "$first"
 }
 mkdir -p multirun

@@ -147,16 +147,17 @@ def test_every_preset_composes_and_validates(preset: str) -> None:
             assert not missing, f"{preset}: arms without a file: {missing}"
 
 
-# What an original preset's name says it runs ("finetune_axial3_matrix", "cifar10_rope2d_3x3"): the
-# encoding, block, impl and axes; none of the rotary names leave a default that changes the meaning.
+# What an original preset's name says it runs (conf/experiment/README.md: "<setting>_<arm>", the arm named
+# "<encoding>[_n<N>][_<option>...]"): the encoding, block, impl and axes; none of the rotary names leave a
+# default that changes the meaning.
 NAMED_ENCODINGS = {
-    "finetune_none": ("none", {}),
-    "finetune_axial2_matrix": ("axial2_matrix", {"block": 2, "impl": "matrix"}),
-    "finetune_axial2_complex": ("axial2_complex", {"block": 2, "impl": "fast"}),
-    "finetune_axial3_matrix": ("axial_block", {"block": 3, "impl": "matrix"}),
-    "cifar10_plain": ("none", {}),
-    "cifar10_rope1d_2x2": ("axial_block", {"block": 2, "dims": 1}),
-    **{f"cifar10_rope2d_{n}x{n}": ("axial_block", {"block": n, "dims": 2}) for n in range(2, 7)},
+    "original/finetune_none": ("none", {}),
+    "original/finetune_axial2_matrix": ("axial2_matrix", {"block": 2, "impl": "matrix"}),
+    "original/finetune_axial2_complex": ("axial2_complex", {"block": 2, "impl": "fast"}),
+    "original/finetune_axial_block_n3_matrix": ("axial_block", {"block": 3, "impl": "matrix"}),
+    "original/cifar10_none": ("none", {}),
+    "original/cifar10_axial_block_n2_dims1": ("axial_block", {"block": 2, "dims": 1}),
+    **{f"original/cifar10_axial_block_n{n}": ("axial_block", {"block": n, "dims": 2}) for n in range(2, 7)},
 }
 
 
@@ -204,7 +205,7 @@ def test_every_study_measures_extrapolation_and_tunes_on_held_out_data(study: st
     set keeps the binomial noise of the test accuracy under 0.75 points."""
     from rope_ext.config import eval_sizes
 
-    cfg = _compose(f"experiment={study}_tune")
+    cfg = _compose(f"experiment=study/{study}_tune")
     size = int(cfg.dataset.input_size)
     assert max(eval_sizes(size, int(cfg.model.patch_size), cfg.eval.input_sizes)) > size
     assert cfg.dataset.val_fraction > 0
@@ -216,14 +217,14 @@ def test_the_position_free_arm_builds_a_model_without_positions() -> None:
     from rope_ext.encoding.vit import rotary_attentions
     from rope_ext.model import build_model
 
-    model = build_model(_compose("experiment=relpos_study", "+experiment/arm=none_nopos"), num_classes=4)
+    model = build_model(_compose("experiment=study/relpos_base", "+experiment/arm=none_nopos"), num_classes=4)
     assert model.pos_embed is None and not list(rotary_attentions(model))
 
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_each_study_is_a_tuning_sweep_and_a_final_sweep_of_the_same_arms(study: str) -> None:
-    tune = _sweep_params(_compose(f"experiment={study}_tune", hydra_config=True))
-    final = _sweep_params(_compose(f"experiment={study}", hydra_config=True))
+    tune = _sweep_params(_compose(f"experiment=study/{study}_tune", hydra_config=True))
+    final = _sweep_params(_compose(f"experiment=study/{study}", hydra_config=True))
     assert tune["+experiment/arm"] == final[f"+experiment/tuned/{study}"]
     lrs = sorted(float(v) for v in tune["train.lr"])
     assert len(lrs) >= 3 and lrs[-1] / lrs[0] >= 10 - 1e-9  # a grid spanning x10
@@ -233,7 +234,7 @@ def test_each_study_is_a_tuning_sweep_and_a_final_sweep_of_the_same_arms(study: 
 
 def test_study_arms_cover_the_primary_question_and_its_controls() -> None:
     arms = {
-        s: set(_sweep_params(_compose(f"experiment={s}_tune", hydra_config=True))["+experiment/arm"])
+        s: set(_sweep_params(_compose(f"experiment=study/{s}_tune", hydra_config=True))["+experiment/arm"])
         for s in STUDIES
     }
     for d in ("digits", "relpos"):
@@ -247,9 +248,9 @@ def test_study_arms_cover_the_primary_question_and_its_controls() -> None:
         assert {"none", "axial2_cls_patch", "axial2_avg_patch", "axial2_avg_normalized"} <= arms[
             f"{d}_extrap"
         ]
-    control = _compose("experiment=relpos_blocks_tune", "+experiment/arm=axial_block_n2_layout_of3")
+    control = _compose("experiment=study/relpos_blocks_tune", "+experiment/arm=axial_block_n2_layout_of3")
     assert (control.pe.name, control.pe.block, control.pe.layout_of) == ("axial_block", 2, 3)
-    avg = _compose("experiment=digits_extrap_tune", "+experiment/arm=axial2_avg_normalized")
+    avg = _compose("experiment=study/digits_extrap_tune", "+experiment/arm=axial2_avg_normalized")
     assert (avg.model.pool, avg.pe.coords) == ("avg", "normalized")
 
 
@@ -295,10 +296,10 @@ def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: 
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(
-            "config", ["experiment=digits_blocks", "+experiment/tuned/digits_blocks=axial2_complex"]
+            "config", ["experiment=study/digits_blocks", "+experiment/tuned/digits_blocks=axial2_complex"]
         )
         assert cfg.train.lr == pytest.approx(3e-3) and cfg.pe.name == "axial2_complex"
-        cfg = compose("config", ["experiment=digits_blocks", "+experiment/tuned/digits_blocks=none"])
+        cfg = compose("config", ["experiment=study/digits_blocks", "+experiment/tuned/digits_blocks=none"])
         assert cfg.train.lr == pytest.approx(1e-3) and cfg.model.pos_embed == "learn"
         assert cfg.train.epochs == 40  # the study's settings underneath
     # an arm with no finished run is refused: the final study cannot run it untuned
@@ -309,7 +310,7 @@ def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: 
 
 
 def test_cloud_run() -> None:
-    cfg = _compose("experiment=cloud_vit_s16", hydra_config=True)
+    cfg = _compose("experiment=original/cloud_vit_s16", hydra_config=True)
     assert cfg.model.arch == "vit_small_patch16_224" and cfg.dataset.name == "cifar10"
     assert cfg.hardware.accelerator == "gpu" and cfg.hardware.devices == 4
     assert cfg.optimizer.name == "adam" and cfg.train.batch_size == 64 and cfg.train.epochs == 1
@@ -320,10 +321,10 @@ def test_cloud_run() -> None:
 def test_next_sweeps_cover_variants_blocks_mixing_seeds_and_impls() -> None:
     from rope_ext.config import validate
 
-    arms = _sweep_params(_compose("experiment=sweep_variants", hydra_config=True))
+    arms = _sweep_params(_compose("experiment=original/sweep_arms", hydra_config=True))
     seen = set()
     for arm in arms["+experiment/arm"]:
-        cfg = _compose("experiment=sweep_variants", f"+experiment/arm={arm}")
+        cfg = _compose("experiment=original/sweep_arms", f"+experiment/arm={arm}")
         validate(cfg)  # every arm exists, composes on top of the preset and passes the harness's checks
         pe = cfg.pe
         seen.add((pe.name, pe.block, bool(pe.mixed)))
@@ -332,10 +333,10 @@ def test_next_sweeps_cover_variants_blocks_mixing_seeds_and_impls() -> None:
         assert {("axial_block", n, False), ("axial_block", n, True), ("lie_block", n, False)} <= seen
     assert len(arms["seed"]) >= 3
 
-    impl = _sweep_params(_compose("experiment=sweep_impl", hydra_config=True))
+    impl = _sweep_params(_compose("experiment=original/sweep_impl", hydra_config=True))
     pairs = {}
     for arm in impl["+experiment/arm"]:
-        cfg = _compose("experiment=sweep_impl", f"+experiment/arm={arm}")
+        cfg = _compose("experiment=original/sweep_impl", f"+experiment/arm={arm}")
         validate(cfg)
         pe = cfg.pe
         pairs.setdefault((pe.name, pe.block), set()).add(pe.impl)
@@ -380,11 +381,11 @@ def test_every_arm_of_every_study_validates_and_builds_its_model(study: str) -> 
     from rope_ext.jobs import check_jobs
     from rope_ext.model import build_model
 
-    arms = _sweep_params(_compose(f"experiment={study}_tune", hydra_config=True))["+experiment/arm"]
-    jobs = [[f"experiment={study}_tune", f"+experiment/arm={arm}", "seed=100"] for arm in arms]
+    arms = _sweep_params(_compose(f"experiment=study/{study}_tune", hydra_config=True))["+experiment/arm"]
+    jobs = [[f"experiment=study/{study}_tune", f"+experiment/arm={arm}", "seed=100"] for arm in arms]
     assert check_jobs(jobs) == [None] * len(jobs)
     for arm in arms:
-        cfg = _compose(f"experiment={study}", f"+experiment/arm={arm}")
+        cfg = _compose(f"experiment=study/{study}", f"+experiment/arm={arm}")
         model = build_model(cfg, num_classes=10).eval()
         size = int(cfg.dataset.input_size)
         with torch.no_grad():

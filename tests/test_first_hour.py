@@ -1,11 +1,13 @@
 """What a new user meets first: speed on short runs, typo'd keys, a sweep's jobs listed before it runs,
-README/docs links that stay inside the repository."""
+README/docs links that stay inside the repository, README's commands that parse."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rope_ext.config import ConfigError
-from rope_ext.jobs import list_jobs
+from rope_ext.jobs import check_jobs, list_jobs
 from rope_ext.jobs import main as jobs_main
 from rope_ext.strict import check_keys
 from rope_ext.trainer import speed_warmup
@@ -85,9 +87,15 @@ def test_timm_kwargs_under_model_stay_open_and_are_checked_against_the_signature
 
 
 def test_every_preset_and_arm_composes_without_unknown_keys():
-    presets = [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
-    arms = [[f"+experiment/arm={p.stem}"] for p in sorted((CONF / "experiment" / "arm").glob("*.yaml"))]
+    root = CONF / "experiment"
+    presets = [
+        [f"experiment={p.relative_to(root).with_suffix('').as_posix()}"]
+        for p in sorted(root.rglob("*.yaml"))
+        if p.parent != root / "arm"
+    ]
+    arms = [[f"+experiment/arm={p.stem}"] for p in sorted((root / "arm").glob("*.yaml"))]
     assert len(presets) >= 10 and len(arms) >= 10
+    assert not list(root.glob("*.yaml")), "presets live in subfolders by kind (conf/experiment/README.md)"
     for overrides in presets + arms:
         accepted(overrides)
 
@@ -130,7 +138,7 @@ def sweep_values(preset: str) -> int:
     return math.prod(len(str(v).split(",")) for v in params.values())
 
 
-@pytest.mark.parametrize("preset", ["sweep_variants", "relpos_blocks_tune", "sweep_impl"])
+@pytest.mark.parametrize("preset", ["original/sweep_arms", "study/relpos_blocks_tune", "original/sweep_impl"])
 def test_job_listing_of_a_preset_counts_its_declared_sweep(preset):
     jobs = list_jobs([f"experiment={preset}"])
     assert len(jobs) == sweep_values(preset)
@@ -239,3 +247,101 @@ def test_every_relative_link_in_readme_and_docs_resolves_inside_the_repository()
             assert target.exists(), f"{page.name}: {link} does not exist"
             checked += 1
     assert checked >= 3
+
+
+def test_every_page_of_the_manual_is_reachable_from_readme_and_readme_stays_short():
+    seen, todo = set(), [REPO / "README.md"]
+    while todo:  # follow the relative links to Markdown pages, from the front door
+        page = todo.pop()
+        for link in relative_links(page):
+            target = (page.parent / link).resolve()
+            if target.suffix == ".md" and target.is_file() and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    pages = set((REPO / "docs").glob("*.md"))
+    assert pages <= seen, f"docs pages no link leads to: {sorted(p.name for p in pages - seen)}"
+    assert len((REPO / "README.md").read_text().splitlines()) <= 250  # the front door, not the manual
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. README's commands parse
+
+
+def readme_commands(heading: str) -> list[str]:
+    """The shell commands of the bash blocks of README's section ``## heading`` (its subsections
+    included): continuation lines joined, comments and the prompt-less blank lines dropped."""
+    text = (REPO / "README.md").read_text()
+    section = re.split(r"^## ", text, flags=re.M)
+    [body] = [s for s in section if s.startswith(heading + "\n")]
+    blocks = re.findall(r"```bash\n(.*?)```", body, flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                commands.append(words)
+    return commands
+
+
+def train_overrides(words: list[str]) -> list[str]:
+    """The Hydra overrides of a ``python train.py``/``torchrun ... train.py`` command line."""
+    args = words[words.index("train.py") + 1 :]
+    flags = {"-m", "--multirun"}
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--cfg":
+            skip = True  # its value (job, hydra, all) is Hydra's, not an override
+        elif arg not in flags and not arg.startswith("--"):
+            out.append(arg)
+    return out
+
+
+@pytest.mark.parametrize("heading", ["Quickstart", "Main commands"])
+def test_readme_commands_parse_and_their_jobs_pass_the_checks_train_py_runs_first(heading):
+    commands = readme_commands(heading)
+    assert commands, heading
+    trains = [c for c in commands if "train.py" in c]
+    modules = [c[c.index("-m") + 1] for c in commands if c[:2] == ["python", "-m"]]
+    for words in trains:
+        jobs = list_jobs(train_overrides(words))  # Hydra's own override parser and sweeper expansion
+        covering, seen = [], set()  # jobs that between them use every swept value once at least
+        for job in jobs:
+            if not set(job) <= seen:
+                covering.append(job)
+                seen |= set(job)
+        assert jobs and check_jobs(covering) == [None] * len(covering), " ".join(words)
+    for module in modules:
+        if module not in {"venv", "pytest", "pip"}:
+            assert importlib.util.find_spec(module) is not None, module
+    for words in (c for c in commands if c[:3] == ["python", "-m", "rope_ext.jobs"]):
+        assert list_jobs([w for w in words[3:] if not w.startswith("--")]), " ".join(words)
+    for words in (c for c in commands if c[0].startswith("experiments/")):
+        assert (REPO / words[0]).is_file(), words[0]
+        if words[0] == "experiments/run_study.sh":  # its study names two presets of conf/experiment/study/
+            assert (CONF / "experiment" / "study" / f"{words[1]}_tune.yaml").is_file(), words[1]
+            assert (CONF / "experiment" / "study" / f"{words[1]}.yaml").is_file(), words[1]
+    if heading == "Quickstart":
+        flagship = ["pe=axial_block", "pe.block=2,3,4,5,6"]
+        assert any(train_overrides(c)[:2] == flagship for c in trains), "the block-size sweep"
+        assert len(list_jobs(flagship)) == 5
+        # torch and torchvision always come from the same index in one command (a CPU torch with a
+        # CUDA torchvision dies with "operator torchvision::nms does not exist")
+        pips = [c for c in commands if c[:2] == ["pip", "install"]]
+        assert any("torch" in c for c in pips)
+        assert all(("torch" in c) == ("torchvision" in c) for c in pips)
+
+
+def test_readme_python_example_runs_and_its_folded_model_gives_the_same_logits():
+    import torch
+
+    text = (REPO / "README.md").read_text()
+    [source] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    scope: dict = {}
+    exec(compile(source, "README.md", "exec"), scope)  # noqa: S102  (the README's own example)
+    model, fast = scope["model"].eval(), scope["fast"].eval()
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(model(x), fast(x), atol=1e-5)
+    assert scope["rope_ext"].relative_property_error(model) < 1e-6
