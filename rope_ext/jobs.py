@@ -6,7 +6,7 @@ does: the composed config's ``hydra.sweeper.params`` (what an ``experiment=`` pr
 by the command-line overrides, parsed by Hydra's ``OverridesParser`` and split into jobs by
 ``BasicSweeper.split_arguments``. It prints the number of jobs and each job's overrides::
 
-    python -m rope_ext.jobs experiment=sweep_variants
+    python -m rope_ext.jobs experiment=original/sweep_arms
     python -m rope_ext.jobs pe=axial_block pe.block=2,3,4,5,6 seed=0,1
     python -m rope_ext.jobs --check pe.block=2,3,7      # also runs train.py's checks on every job
 """
