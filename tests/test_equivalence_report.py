@@ -194,6 +194,8 @@ def test_margins_from_the_command_line_and_refused_ones(
     assert rows[("far", "32")]["verdict"] == "different" and rows[("far", "32")]["margin"] == "1.5"
     assert rows[("far", "48")]["verdict"] == "" and rows[("far", "48")]["p_tost"] == ""  # no extrap margin
     assert {r["margin"] for r in _rows(bare / "runs.csv") if r["size"] == "48"} == {""}
+    md = (bare / "report.md").read_text()
+    assert "±1.5 points at the training size, none at the other sizes (no verdict: n/a)" in md
     capsys.readouterr()
     for bad in ("-1", "nan", "0"):
         (bare / "stats.csv").unlink()

@@ -378,9 +378,15 @@ def statistics_markdown(rows: Sequence[dict[str, Any]], info: dict[TableKey, dic
                 "",
             ]
         else:
+
+            def said(value: float | None, where: str) -> str:
+                return (
+                    f"±{value:g} points {where}" if value is not None else f"none {where} (no verdict: n/a)"
+                )
+
             text += [
-                f"Equivalence margins: ±{_num(m.train, 'g')} points at the training size, "
-                f"±{_num(m.extrap, 'g')} at the other sizes (n/a: no verdict there).",
+                f"Equivalence margins: {said(m.train, 'at the training size')}, "
+                f"{said(m.extrap, 'at the other sizes')}.",
                 "",
             ]
         body = []
