@@ -13,14 +13,20 @@ into ``DIR`` (or ``--out``, a directory):
   overrides (``pe.block=3``; a study arm by its name, ``axial2_complex``), used alike in every table, plot
   and the W&B table; ``--baseline`` takes that name, ``key=value`` overrides or a variant label
   (``axial_block N=2 fast``), and an unknown one exits 2 listing the arms;
-* ``stats.csv``: one row per arm of each table (a sweep on a dataset):
-  final-model test accuracy as mean, 95 % t-CI and n, the difference to ``--baseline`` with 95 % CI,
-  p-value (paired over common seeds, else Welch) and Holm-adjusted p, the same per evaluation size
-  (``acc@S_*``), the minimal detectable difference at 80 % power and the ``command`` rerunning one seed
-  (statistics from ``rope_ext.stats``, i.e. scipy.stats);
-* ``report.md``: those tables (``n.s.`` where a difference's CI includes 0), every group as mean ± std
-  (sample std over seeds) with the ``lie_block`` control's measured relative-property error beside its
-  accuracy, and a list of the failed (``failure.json`` or a non-ok ``metrics.json``) and missing runs;
+* ``stats.csv``: one row per table (a sweep on a dataset, one per learning rate where the sweep sets
+  ``train.lr`` on the command line), arm and evaluation size (the training size included): test accuracy
+  as mean, 95 % t-CI and n; against ``--baseline``, paired over common seeds, the difference with the 90 %
+  CI TOST uses, the paired t and exact sign-flip p's, the lead test, Holm over every comparison of the
+  report, TOST against the pre-registered margin (``study.margin`` / ``study.margin_extrap`` in the runs'
+  config, else ``--margin`` / ``--margin-extrap``) and its verdict ``equivalent`` / ``different`` /
+  ``inconclusive`` (null without a margin), the paired minimal detectable difference, the ``command``
+  rerunning one seed (``rope_ext.stats``; columns in docs/statistics.md);
+* ``runs.csv``: one row per run and evaluation size (table, arm, baseline, size, seed, acc, margin, val_acc,
+  lr, command): the rows the statistics are computed from, small enough to commit;
+* ``report.md``: those tables (``n.s.`` where the Holm-adjusted p is >= 0.05, ``n/a`` for what was not
+  measured), every group as mean ± std (sample std over seeds) with the ``lie_block`` control's measured
+  relative-property error and the shift metrics beside its accuracy, and a list of the failed
+  (``failure.json`` or a non-ok ``metrics.json``) and missing runs;
 * ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the
   chance level and the baseline marked;
 * CSV cells that a spreadsheet would take for a formula (``= + - @``, tab, CR first) get a leading ``'``;
@@ -41,11 +47,24 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["PLOT_FILES", "STAT_COLUMNS", "Run", "find_runs", "main", "write_report"]
+__all__ = [
+    "MARGIN_KEYS",
+    "PLOT_FILES",
+    "RUN_COLUMNS",
+    "STAT_COLUMNS",
+    "Margins",
+    "Run",
+    "find_runs",
+    "main",
+    "write_report",
+]
 
 # Imported on first use: the trainer imports the sweep summary, which imports ``runs`` and ``tables``
 # from this package, and should not pay for scipy and the report's writers at every start.
 _EXPORTS = {
+    "MARGIN_KEYS": "rope_ext.report.arms",
+    "Margins": "rope_ext.report.arms",
+    "RUN_COLUMNS": "rope_ext.report.arms",
     "PLOT_FILES": "rope_ext.report.plots",
     "STAT_COLUMNS": "rope_ext.report.arms",
     "Run": "rope_ext.report.runs",

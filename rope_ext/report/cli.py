@@ -1,4 +1,5 @@
-"""The command line of the report: ``python -m rope_ext.report DIR [--out OUT] [--no-wandb] [--baseline ARM]``."""
+"""The command line of the report: ``python -m rope_ext.report DIR [--out OUT] [--no-wandb] [--baseline ARM]
+[--margin M] [--margin-extrap M]``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rope_ext.report.arms import BaselineError
+from rope_ext.report.arms import MARGIN_KEYS, BaselineError, MarginError, Margins
 from rope_ext.report.write import write_report
 
 __all__ = ["main"]
@@ -15,7 +16,8 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the report of ``DIR``; print report.md. Exit status 2 when DIR holds no readable runs, ``--out``
-    is a file or ``--baseline`` names no arm (or several of one table); 4 when the output cannot be written."""
+    is a file, ``--baseline`` names no arm (or several of one table) or a margin is not a number > 0, differs
+    between runs of one table or contradicts the runs' recorded one; 4 when the output cannot be written."""
     parser = argparse.ArgumentParser(
         prog="python -m rope_ext.report",
         description="Tabulate and plot the runs of a sweep (or a whole outputs/ directory).",
@@ -30,10 +32,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "experiment/arm name such as axial2_complex), key=value overrides that single it out, or a variant "
         "label (axial_block N=2 fast); default: none (APE) when present. Unknown: exit 2 listing the arms",
     )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="equivalence margin in accuracy points at the training size, for runs that recorded no "
+        f"{MARGIN_KEYS['train']} (one they recorded wins; a different value here exits 2)",
+    )
+    parser.add_argument(
+        "--margin-extrap",
+        type=float,
+        default=None,
+        help=f"the same at every other evaluation size (runs' {MARGIN_KEYS['extrap']})",
+    )
     args = parser.parse_args(argv)
     try:
-        summary = write_report(args.dir, args.out, wandb_log=not args.no_wandb, baseline=args.baseline)
-    except (FileNotFoundError, NotADirectoryError, BaselineError) as exc:
+        summary = write_report(
+            args.dir,
+            args.out,
+            wandb_log=not args.no_wandb,
+            baseline=args.baseline,
+            margins=Margins(args.margin, args.margin_extrap),
+        )
+    except (FileNotFoundError, NotADirectoryError, BaselineError, MarginError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except OSError as exc:  # the output cannot be written (permissions, disk full)

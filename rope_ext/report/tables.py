@@ -49,11 +49,12 @@ def numbers(values: Iterable[Any]) -> list[float]:
     return [v for v in nums if math.isfinite(v)]
 
 
-def mean_std(values: Iterable[Any], digits: int = 2) -> str:
-    """``mean ± sample std`` over the seeds' values (the mean alone for one value, "" for none)."""
+def mean_std(values: Iterable[Any], digits: int = 2, missing: str = "n/a") -> str:
+    """``mean ± sample std`` over the seeds' values (the mean alone for one value, ``missing`` when none
+    measured it: None is absent, never 0)."""
     nums = numbers(values)
     if not nums:
-        return ""
+        return missing
     mean = statistics.fmean(nums)
     if len(nums) < 2:
         return cell(mean, digits)
@@ -63,10 +64,10 @@ def mean_std(values: Iterable[Any], digits: int = 2) -> str:
     return f"{cell(mean, digits)} ± {cell(std, digits)}"
 
 
-def ci_cell(mean: Any, low: Any, high: Any, digits: int = 2) -> str:
-    """``mean [low, high]`` (the mean alone without an interval)."""
+def ci_cell(mean: Any, low: Any, high: Any, digits: int = 2, missing: str = "n/a") -> str:
+    """``mean [low, high]`` (the mean alone without an interval, ``missing`` without a mean)."""
     if mean is None:
-        return ""
+        return missing
     if low is None:
         return cell(mean, digits)
     return f"{cell(mean, digits)} [{cell(low, digits)}, {cell(high, digits)}]"

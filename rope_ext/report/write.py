@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rope_ext.report.arms import arm_statistics, resolve_baselines, statistics_markdown, write_stats_csv
+from rope_ext.report.arms import (
+    NO_MARGINS,
+    Margins,
+    arm_statistics,
+    resolve_baselines,
+    resolve_margins,
+    statistics_markdown,
+    write_runs_csv,
+    write_stats_csv,
+)
 from rope_ext.report.groups import Group, arm_name, compute_ratios, eval_sizes, group_runs
 from rope_ext.report.plots import PLOT_FILES, write_plots
 from rope_ext.report.runs import PE_OPTIONS, RATIO_SUFFIX, SPEEDS, Run, find_runs
@@ -20,6 +29,7 @@ __all__ = ["CSV_COLUMNS", "write_csv", "write_markdown", "write_report"]
 CSV_COLUMNS = ["run_dir", "sweep", "arm", "status", "error", "variant", *PE_OPTIONS]
 CSV_COLUMNS += ["model", "dataset", "input_size", "batch_size", "seed"]
 CSV_COLUMNS += ["test_acc", "val_acc", "best_val_acc", "best_epoch", "relative_error"]
+CSV_COLUMNS += ["shift_error", "test_acc_shifted"]  # null (empty) for a model without rotary layers
 CSV_COLUMNS += [c for speed in SPEEDS for c in (speed, speed + RATIO_SUFFIX)]
 CSV_COLUMNS += ["peak_mem_mb", "params", "epochs_done", "overrides"]
 
@@ -28,7 +38,9 @@ def write_csv(runs: Sequence[Run], path: Path, root: Path) -> list[str]:
     """``report.csv``: one row per run, failed and missing ones included; returns its columns."""
     sizes = eval_sizes(runs)
     columns = CSV_COLUMNS + [f"test_acc_at_{s}" for s in sizes]
-    csv_table(path, columns, (run.row(sizes, root) for run in runs))
+    shift = ("shift_error", "test_acc_shifted")
+    rows = ({**run.row(sizes, root), **{k: run.metrics.get(k) for k in shift}} for run in runs)
+    csv_table(path, columns, rows)
     return columns
 
 
@@ -49,7 +61,7 @@ def write_markdown(
     header = ["sweep"] if show_sweep else []
     header += ["arm", "variant", "N", "impl", "mixed", "dims", "model", "dataset", "input"]
     header += ["other"] if show_other else []
-    header += ["seeds", "test acc %", "val acc %", "rel. error"]
+    header += ["seeds", "test acc %", "val acc %", "rel. error", "shift error", "shifted acc %"]
     header += [f"acc@{s} %" for s in sizes]
     header += [
         "train img/s",
@@ -82,6 +94,8 @@ def write_markdown(
             mean_std(g.values("test_acc")),
             mean_std(g.values("val_acc")),
             mean_std(g.values("relative_error"), 3),
+            mean_std(g.values("shift_error"), 3),
+            mean_std(g.values("test_acc_shifted")),
         ]
         for size in sizes:
             row.append(mean_std(run.acc_at(size) for run in g.runs))
@@ -104,7 +118,9 @@ def write_markdown(
         "mean ± sample std over the seeds listed. `×none` is the speed over the mean of the `none` runs of "
         "the same sweep, model, input size and batch size (> 1 is faster for img/s). `rel. error` is the "
         "measured relative-property error (0 for exact encodings; the `lie_block` control breaks it). "
-        "`acc@S` evaluates at an S-pixel input.",
+        "`shift error` and `shifted acc %`: the whole model under a one-patch shift of the positions. "
+        "`acc@S` evaluates at an S-pixel input. `n/a`: no run of the group measured it (e.g. the shift of "
+        "a model without rotary layers).",
         "",
         *stat_lines,
         "## All groups (mean ± sample std)",
@@ -140,12 +156,15 @@ def write_report(
     *,
     wandb_log: bool = True,
     baseline: str | None = None,
+    margins: Margins = NO_MARGINS,
 ) -> dict[str, Any]:
-    """Write ``report.csv``, ``report.md`` and the plots for the runs under ``root``; return a summary.
+    """Write ``report.csv``, ``stats.csv``, ``runs.csv``, ``report.md`` and the plots for the runs under
+    ``root``; return a summary. ``margins``: the equivalence margins where the runs recorded none
+    (``arms.resolve_margins``).
 
     Run directories whose files cannot be used are left out and listed (``skipped``). Raises
-    ``FileNotFoundError`` (no runs), ``NotADirectoryError`` (``out`` is a file) or
-    ``arms.BaselineError`` before anything is written."""
+    ``FileNotFoundError`` (no runs), ``NotADirectoryError`` (``out`` is a file), ``arms.BaselineError`` or
+    ``arms.MarginError`` before anything is written."""
     root = Path(root)
     skipped: list[tuple[Path, str]] = []
     runs = find_runs(root, skipped=skipped)
@@ -165,14 +184,15 @@ def write_report(
     compute_ratios(runs)
     groups = group_runs(runs)
     bases = resolve_baselines(groups, baseline)  # an unknown --baseline stops here, nothing written
+    resolve_margins(groups, margins)  # so does a bad or contradicting margin
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = write_csv(runs, out_dir / "report.csv", root)
-    sizes = eval_sizes(runs)
-    stat_rows, info = arm_statistics(groups, baseline, sizes)
-    write_stats_csv(stat_rows, out_dir / "stats.csv", sizes)
+    stat_rows, run_rows, info = arm_statistics(groups, baseline, margins)
+    write_stats_csv(stat_rows, out_dir / "stats.csv")
+    write_runs_csv(run_rows, out_dir / "runs.csv")
     base_groups = [g for g in bases.values() if g is not None]
     plots = write_plots(runs, groups, out_dir, base_groups, root.resolve().name)
-    stat_lines = statistics_markdown(stat_rows, info, sizes)
+    stat_lines = statistics_markdown(stat_rows, info)
     write_markdown(runs, groups, out_dir / "report.md", root, stat_lines, skipped)
     logged = log_to_wandb(runs, columns, out_dir, root, plots) if wandb_log else []
     return {
@@ -183,6 +203,7 @@ def write_report(
         "groups": len(groups),
         "csv": out_dir / "report.csv",
         "stats_csv": out_dir / "stats.csv",
+        "runs_csv": out_dir / "runs.csv",
         "stats": stat_rows,
         "md": out_dir / "report.md",
         "plots": plots,

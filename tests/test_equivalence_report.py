@@ -1,0 +1,248 @@
+"""The report's equivalence statistics (issue 17) on run directories written from metrics.json records:
+Holm over every comparison of the report, "n.s." from the adjusted p, TOST verdicts against the margins the
+runs recorded (or the command line's), the paired MDD, and runs.csv from which docs/statistics.md's
+plain-scipy recipe reproduces every verdict of stats.csv."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from record_helpers import run_metrics
+from scipy import stats as st
+from test_stats import write_study_rows
+
+from rope_ext import report, stats
+from rope_ext.metrics import METRICS_NAME, write_record
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "statistics.md"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _job(
+    job: Path,
+    arm: str,
+    seed: int,
+    acc: dict[int, float],
+    study: dict[str, Any] | None,
+    lr: float | None = None,
+    **metrics: Any,
+) -> None:
+    """One run directory of ``python train.py -m experiment=toy +experiment/arm=ARM seed=S [train.lr=LR]``
+    trained at 32 px and tested at every size of ``acc``."""
+    (job / ".hydra").mkdir(parents=True)
+    pe = {"name": "none" if arm == "ape" else "axial_block", "block": 2}
+    config = {
+        "seed": seed,
+        "pe": pe,
+        "dataset": {"name": "digits", "input_size": 32},
+        "train": {"lr": lr or 1e-3, "epochs": 2},
+        "toy_arm": arm,  # what the arm's preset would change in the config
+    }
+    if study is not None:
+        config["study"] = study
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    overrides = ["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}"]
+    overrides += [f"train.lr={lr}"] if lr is not None else []
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    record = run_metrics(
+        test_acc=acc[32],
+        test_acc_at={str(s): a for s, a in acc.items()},
+        val_acc=acc[32] + 1.0,
+        pe=pe,
+        dataset="digits",
+        input_size=32,
+        seed=seed,
+        **metrics,
+    )
+    write_record(job / METRICS_NAME, record)
+
+
+def _study(root: Path, tmp: Path, study: dict[str, Any] | None) -> Path:
+    """The made-up study of tests/test_stats.py (baseline axial2 and four arms, 12 seeds, 32 and 48 px) as
+    run directories."""
+    write_study_rows(tmp / "generated.csv")
+    runs: dict[tuple[str, int], dict[int, float]] = {}
+    for r in _rows(tmp / "generated.csv"):
+        runs.setdefault((r["arm"], int(r["seed"])), {})[int(r["size"])] = float(r["acc"])
+    for n, ((arm, seed), acc) in enumerate(sorted(runs.items())):
+        _job(root / str(n), arm, seed, acc, study)
+    return root
+
+
+def test_the_docs_recipe_on_runs_csv_reproduces_every_verdict_of_stats_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _study(tmp_path / "multirun" / "toy", tmp_path, {"margin": 1.5, "margin_extrap": 5})
+    summary = report.write_report(root, wandb_log=False, baseline="axial2")
+    rows = {(r["arm"], int(r["size"])): r for r in _rows(summary["stats_csv"])}
+    runs_csv = _rows(summary["runs_csv"])
+    assert len(runs_csv) == 5 * 12 * 2 and set(runs_csv[0]) == set(report.RUN_COLUMNS)
+    assert {r["lr"] for r in runs_csv} == {"0.001"}
+    assert runs_csv[0]["command"].startswith("python train.py experiment=toy +experiment/arm=")
+
+    recipe = next(
+        b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S) if "runs.csv" in b
+    )
+    monkeypatch.chdir(root)
+    namespace: dict[str, Any] = {}
+    exec(compile(recipe, str(DOC), "exec"), namespace)
+    plain = namespace["rows"]
+    assert {(arm, size) for _, arm, size in plain} == {k for k in rows if k[0] != "axial2"}
+    for (_, arm, size), r in plain.items():
+        ours = rows[(arm, size)]
+        assert float(ours["diff"]) == pytest.approx(r["diff"], abs=1e-12)
+        assert (float(ours["ci90_low"]), float(ours["ci90_high"])) == pytest.approx(r["ci90"], abs=1e-12)
+        assert float(ours["p_lead"]) == pytest.approx(r["p"], abs=1e-12)
+        assert float(ours["p_tost"]) == pytest.approx(r["p_tost"], abs=1e-12)
+        assert float(ours["p_holm_family"]) == pytest.approx(r["p_holm"], abs=1e-12)
+        assert ours["verdict"] == r["verdict"]
+        assert ours["ns"] == str(r["p_holm"] >= 0.05) and ours["family_size"] == "8"
+        assert float(ours["margin"]) == (1.5 if size == 32 else 5.0)
+    verdicts = {r["verdict"] for k, r in rows.items() if k[0] != "axial2"}
+    assert verdicts == {"equivalent", "different", "inconclusive"}
+    # the distribution-free check beside the t-test, and the lead chosen by Shapiro-Wilk
+    stall = rows[("stall", 32)]
+    assert stall["lead_test"] == "sign-flip" and float(stall["p_shapiro"]) < 0.05
+    assert stall["p_lead"] == stall["p_sign_flip"] and stall["p_t"] != stall["p_sign_flip"]
+    assert (
+        rows[("noisy", 32)]["lead_test"] == "t"
+        and rows[("noisy", 32)]["p_lead"] == rows[("noisy", 32)]["p_t"]
+    )
+    # "n.s." from the adjusted p: same @32's 90 % CI excludes 0, its Holm p does not reach 0.05
+    same = rows[("same", 32)]
+    assert float(same["ci90_low"]) > 0 and float(same["p_holm_family"]) >= 0.05 and same["ns"] == "True"
+    md = summary["md"].read_text()
+    same_line = next(line for line in md.splitlines() if line.startswith("| same | 32 (train) |"))
+    assert " n.s." in same_line and "equivalent" in same_line
+    far_line = next(line for line in md.splitlines() if line.startswith("| far | 32 (train) |"))
+    assert "n.s." not in far_line and "different" in far_line
+
+
+def test_the_mdd_is_the_paired_tests_from_the_pairs_own_differences(tmp_path: Path) -> None:
+    root = _study(tmp_path / "multirun" / "toy", tmp_path, {"margin": 1.5, "margin_extrap": 5})
+    summary = report.write_report(root, wandb_log=False, baseline="axial2")
+    header = _rows(summary["stats_csv"])[0].keys()
+    assert "mdd_paired" in header and "mdd_80" not in header
+    runs = {(r["arm"], int(r["size"]), int(r["seed"])): float(r["acc"]) for r in _rows(summary["runs_csv"])}
+    for row in _rows(summary["stats_csv"]):
+        if row["arm"] == "axial2":
+            assert row["mdd_paired"] == "" and row["verdict"] == "" and row["diff"] == ""
+            continue
+        size = int(row["size"])
+        d = [runs[(row["arm"], size, s)] - runs[("axial2", size, s)] for s in range(12)]
+        sd = st.tstd(d)
+        assert float(row["diff_sd"]) == pytest.approx(sd)
+        # 80 % power of the two-sided paired t-test at the family's Bonferroni level, at that difference
+        mdd, df, level = float(row["mdd_paired"]), 11, 0.05 / 8
+        crit, ncp = st.t.ppf(1 - level / 2, df), mdd / (sd / math.sqrt(12))
+        assert st.nct.sf(crit, df, ncp) + st.nct.cdf(-crit, df, ncp) == pytest.approx(0.8, abs=1e-6)
+    md = summary["md"].read_text()
+    assert "a two-sided t-test at 5 % detects" not in md and "Pooled seed std" not in md
+
+
+def test_holm_covers_every_table_and_arms_meet_the_baseline_at_their_own_lr(tmp_path: Path) -> None:
+    """A sweep crossing train.lr: one table per learning rate, each arm against the baseline at the same
+    lr, and one Holm family over both tables and both sizes."""
+    root = tmp_path / "multirun" / "lr"
+    n = 0
+    offsets = {"axial2": 0.0, "n3": 0.5, "n4": -3.0}
+    jitter = [0.3, -0.5, 0.1, 0.8, -0.2, -0.6]
+    for lr, level in ((0.001, 90.0), (0.003, 80.0)):
+        for arm, off in offsets.items():
+            for seed in range(6):
+                e = jitter[seed] * (1.0 if arm == "axial2" else 0.5 + 0.1 * seed)
+                _job(root / str(n), arm, seed, {32: level + off + e, 48: level - 20 + off + e}, None, lr)
+                n += 1
+    summary = report.write_report(root, wandb_log=False, baseline="axial2")
+    rows = _rows(summary["stats_csv"])
+    assert {r["table"] for r in rows} == {"lr (digits) train.lr=0.001", "lr (digits) train.lr=0.003"}
+    assert {r["baseline"] for r in rows} == {"axial2 train.lr=0.001", "axial2 train.lr=0.003"}
+    for r in rows:
+        assert r["table"].endswith(r["arm"].split()[1])  # the arm and its baseline share the lr
+        if r["arm"].startswith("n4"):  # paired: the baseline's jitter cancels seed by seed
+            d = [-3.0 + j * (0.5 + 0.1 * s) - j for s, j in enumerate(jitter)]
+            assert float(r["diff"]) == pytest.approx(sum(d) / 6)
+    compared = [r for r in rows if r["arm"] != r["baseline"]]
+    assert len(compared) == 2 * 2 * 2 and {r["family_size"] for r in compared} == {"8"}
+    adjusted = stats.holm([float(r["p_lead"]) for r in compared])
+    assert [float(r["p_holm_family"]) for r in compared] == pytest.approx(adjusted)
+    # no margin recorded or given: no TOST, no verdict (n/a), and report.md says why
+    assert {r["verdict"] for r in compared} == {""} and {r["p_tost"] for r in compared} == {""}
+    assert {r["margin"] for r in compared} == {""} and all(r["p_holm_family"] for r in compared)
+    md = summary["md"].read_text()
+    assert md.count("No equivalence margin: the runs recorded no `study.margin`") == 2
+    n4 = next(line for line in md.splitlines() if line.startswith("| n4 train.lr=0.001 | 32 (train) |"))
+    assert n4.count("n/a") >= 2  # margin, TOST p and verdict
+
+
+def test_margins_from_the_command_line_and_refused_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = _study(tmp_path / "multirun" / "bare", tmp_path, None)
+    assert report.main([str(bare), "--no-wandb", "--baseline", "axial2", "--margin", "1.5"]) == 0
+    rows = {(r["arm"], r["size"]): r for r in _rows(bare / "stats.csv")}
+    assert rows[("far", "32")]["verdict"] == "different" and rows[("far", "32")]["margin"] == "1.5"
+    assert rows[("far", "48")]["verdict"] == "" and rows[("far", "48")]["p_tost"] == ""  # no extrap margin
+    assert {r["margin"] for r in _rows(bare / "runs.csv") if r["size"] == "48"} == {""}
+    md = (bare / "report.md").read_text()
+    assert "±1.5 points at the training size, none at the other sizes (no verdict: n/a)" in md
+    capsys.readouterr()
+    for bad in ("-1", "nan", "0"):
+        (bare / "stats.csv").unlink()
+        assert report.main([str(bare), "--no-wandb", "--baseline", "axial2", "--margin-extrap", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--margin-extrap" in err and "> 0" in err and not (bare / "stats.csv").exists()
+        (bare / "stats.csv").write_text("")
+    # the runs recorded a margin: the command line may repeat it, never change it
+    pre = _study(tmp_path / "multirun" / "pre", tmp_path, {"margin": 1.5, "margin_extrap": 5})
+    assert report.main([str(pre), "--no-wandb", "--baseline", "axial2", "--margin", "1.5"]) == 0
+    (pre / "stats.csv").unlink()
+    assert report.main([str(pre), "--no-wandb", "--baseline", "axial2", "--margin", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--margin 2.0 contradicts study.margin=1.5" in err and not (pre / "stats.csv").exists()
+    # runs of one table that recorded different margins
+    path = next(p for p in pre.glob("*/.hydra/config.yaml") if "toy_arm: far" in p.read_text())
+    config = yaml.safe_load(path.read_text())
+    config["study"]["margin"] = 3
+    path.write_text(yaml.safe_dump(config))
+    assert report.main([str(pre), "--no-wandb", "--baseline", "axial2"]) == 2
+    assert "recorded different study.margin values (1.5, 3.0)" in capsys.readouterr().err
+
+
+def test_unmeasured_metrics_are_absent_not_zero(tmp_path: Path) -> None:
+    """A model without rotary layers has no shift metrics (null): n/a in report.md, empty in the CSVs, and
+    left out of means instead of counted as 0."""
+    root = tmp_path / "multirun" / "shift"
+    n = 0
+    for arm in ("ape", "axial2"):
+        for seed in range(3):
+            measured = arm == "axial2" and seed < 2  # seed 2 of axial2 did not measure it either
+            shift = {"shift_error": 0.01 * (seed + 1), "test_acc_shifted": 80.0 + seed} if measured else {}
+            shift = shift or {"shift_error": None, "test_acc_shifted": None}
+            _job(root / str(n), arm, seed, {32: 80.0 + seed + (arm == "ape")}, None, **shift)
+            n += 1
+    summary = report.write_report(root, wandb_log=False, baseline="ape")
+    stat = {r["arm"]: r for r in _rows(summary["stats_csv"])}
+    assert stat["ape"]["shift_error_mean"] == "" and stat["ape"]["test_acc_shifted_mean"] == ""
+    assert float(stat["axial2"]["shift_error_mean"]) == pytest.approx(0.015)
+    assert float(stat["axial2"]["test_acc_shifted_mean"]) == pytest.approx(80.5)
+    csv_rows = _rows(summary["csv"])
+    assert {r["shift_error"] for r in csv_rows if r["arm"] == "ape"} == {""}
+    md = summary["md"].read_text().split("## All groups")[1].split("## Missing")[0]
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    body = {
+        c[0]: dict(zip(header, c)) for c in ([x.strip() for x in t.strip("|").split("|")] for t in table[1:])
+    }
+    assert body["ape"]["shift error"] == "n/a" and body["ape"]["shifted acc %"] == "n/a"
+    assert body["axial2"]["shifted acc %"] == f"80.50 ± {st.tstd([80.0, 81.0]):.2f}"
