@@ -109,12 +109,12 @@ def build_datasets(dataset: DictConfig) -> DataSplits:
 def _warn_large_subset(subset: int, name: str, n_train: int, n_test: int) -> None:
     """Say which split ``dataset.subset`` does not cut (it applies before the validation split)."""
     short = [
-        f"{split} split has {n} images" for split, n in (("train", n_train), ("test", n_test)) if n < subset
+        f"{split} split ({n} images)" for split, n in (("train", n_train), ("test", n_test)) if n < subset
     ]
     if short:
         log.warning(
-            "dataset.subset=%d: dataset=%s's %s, all of them used (of the train split: %d of %d images, "
-            "before the validation split; of the test split: %d of %d)",
+            "dataset.subset=%d is larger than dataset=%s's %s: all of its images are used (train: %d of "
+            "%d images, before the validation split; test: %d of %d)",
             subset,
             name,
             " and ".join(short),

@@ -659,7 +659,8 @@ def _check(ctx: Context, state: RunState, pending: list[Pending], bar: tqdm) -> 
             if not all(ok):
                 names = ("the loss", "the gradients", "the weights after the update")
                 parts = [n for n, good in zip(names, ok) if not good]
-                what = f"{' and '.join(parts)} {'is' if parts == [names[0]] else 'are'} not finite"
+                listed = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+                what = f"{listed} {'is' if parts == [names[0]] else 'are'} not finite"
                 what += f" (loss {value})" if not ok[0] else ""
                 what += f" at epoch {epoch + 1}, step {step}/{steps}"
                 break
