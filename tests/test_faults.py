@@ -183,6 +183,39 @@ def test_a_signal_at_any_step_checkpoints_and_the_rerun_resumes_to_the_same_resu
         assert a["val_acc"] == b["val_acc"]
 
 
+def test_a_checkpoint_holding_all_of_an_epochs_steps_resumes(tmp_path, monkeypatch, caplog, reference):
+    """Issue 21's bricked run: earlier versions saved "epoch 1 + 3 of 3 steps" on a signal in an epoch's
+    last step, and every rerun died on an empty batch. Such a checkpoint now ends that epoch."""
+    run_dir = tmp_path / "run"
+    assert job(run_dir, fault="SIGUSR1@1:3", monkeypatch=monkeypatch) == 138
+
+    def as_before_the_epoch_end(state):  # the same weights, optimizer and RNG: only the bookkeeping
+        [done] = state["history"]
+        state.update(epoch=0, step_in_epoch=STEPS, history=[], best_val_acc=None, best_epoch=None)
+        state["partial_loss"] = [done["train_loss"] * STEPS, float(STEPS)]
+
+    _edit_pt(run_dir, as_before_the_epoch_end)
+    caplog.set_level(logging.INFO)
+    assert job(run_dir, monkeypatch=monkeypatch) == 0, caplog.text[-3000:]
+    assert "0 of 2 epochs done + 3 steps" in caplog.text and "ending that epoch" in caplog.text
+    m = metrics(run_dir)
+    assert m["test_acc"] == reference["test_acc"]
+    assert [h["val_acc"] for h in m["history"]] == [h["val_acc"] for h in reference["history"]]
+
+
+def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, caplog):
+    from rope_ext import trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "build_datasets", interrupted)
+    assert job(tmp_path / "run", monkeypatch=monkeypatch) == 130
+    [line] = [r for r in caplog.records if "SIGINT" in r.getMessage()]
+    assert line.exc_info is None and "no checkpoint was written" in line.getMessage()
+    assert not errors(caplog)
+
+
 def test_count_of_kill_points():
     # the epoch boundaries (an epoch's last step, after its checkpoint, the last epoch) and both paths
     assert len(KILL_POINTS) == 6
