@@ -256,6 +256,7 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
             raise CheckpointError(f"checkpoint {ckpt}: its record {rec} holds no config to compare. {how}")
         log.warning("checkpoint %s predates full fingerprints: compared with the config it recorded", ckpt)
         saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
+    fingerprint, _ = safe_io.strict_json(fingerprint)  # as save() recorded it: non-finite -> null
     keys = sorted(set(saved) | set(fingerprint))
     mismatch = {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
     if mismatch:

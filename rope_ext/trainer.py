@@ -3,8 +3,10 @@
 ``run_job(cfg)`` runs ``train`` and turns its failures into exit codes. ``train`` goes through the job's
 phases in order: check the config, build data, model, optimiser and schedule, lock the run directory and
 resume from its checkpoint, train (warm-up + cosine LR, evaluation and an atomic checkpoint at every epoch
-end, a checkpoint on SIGTERM/SIGUSR too), evaluate at several input sizes, measure inference speed and
-write ``metrics.json``. Bad input stops it before any work with one paragraph naming key, value and what
+end, a checkpoint on SIGTERM/SIGUSR1/SIGUSR2/SIGINT too: exit 128 + signal), evaluate at several input
+sizes, measure inference speed and write ``metrics.json``. Every step checks that its loss, gradients
+and updated weights are finite (read at the next sync point, before any checkpoint): divergence, or a
+failed linear solve, stops the job with exit 3 and the last good checkpoint kept. Bad input stops it before any work with one paragraph naming key, value and what
 is allowed. A failing job writes ``failure.json`` beside its results (``metrics.json`` is only written by
 a finished run and never replaced by a failure); in a multirun it returns, so the sweep goes on; a single
 run exits non-zero. The run directory is locked (``rope_ext.safety.RunLock``) while a job uses it.

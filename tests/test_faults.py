@@ -401,8 +401,14 @@ def test_records_are_strict_json_and_name_their_non_finite_values(tmp_path):
     data = _strict((tmp_path / METRICS_NAME).read_text())
     assert data["shift_error"] is None and data["test_acc_at"] == {"8": None}
     assert data["nonfinite"] == ["shift_error", "test_acc_at.8"]
-    checkpoint.save(tmp_path, {"epoch": 1}, {"best_val_acc": math.nan, "fingerprint": {}})
+    fingerprint = {"pe.theta": math.inf}
+    checkpoint.save(
+        tmp_path,
+        {"epoch": 1},
+        {"best_val_acc": math.nan, "fingerprint": fingerprint, "fingerprint_format": 2},
+    )
     assert _strict((tmp_path / "checkpoint.json").read_text())["best_val_acc"] is None
+    assert checkpoint.load(tmp_path, fingerprint)["epoch"] == 1  # still resumes its own run
 
 
 # --- hand-edited checkpoints -----------------------------------------------------------------------
