@@ -177,10 +177,6 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
     return ckpt
 
 
-def _fsync_dir(path: Path) -> None:
-    safe_io.fsync_dir(path)
-
-
 def _read_record(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path`` (read without following links), else None."""
     try:
@@ -212,7 +208,7 @@ def recover(run_dir: Path) -> None:
             log.warning("completing the checkpoint save that was interrupted before its renames")
             os.replace(ckpt_tmp, ckpt)
             os.replace(rec_tmp, rec)
-            _fsync_dir(run_dir)
+            safe_io.fsync_dir(run_dir)
             return
         log.warning("removing %s, left incomplete by a save that was interrupted", ckpt_tmp)
         ckpt_tmp.unlink()
@@ -220,7 +216,7 @@ def recover(run_dir: Path) -> None:
         if pending is not None and ckpt.exists() and pending.get("sha256") == _sha256(ckpt):
             log.warning("completing the checkpoint save that was interrupted between its renames")
             os.replace(rec_tmp, rec)
-            _fsync_dir(run_dir)
+            safe_io.fsync_dir(run_dir)
             return
         log.warning("removing %s, left incomplete by a save that was interrupted", rec_tmp)
         rec_tmp.unlink()
