@@ -15,10 +15,10 @@ torch cannot read, or whose fingerprint differs from the run's is refused with `
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 from pathlib import Path
@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rope_ext import safe_io
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,17 @@ RESUMABLE_KEYS = (
 )
 
 
+HOW = (
+    "Delete it (and checkpoint.json) to start over, set train.resume=false to train from scratch in this "
+    "directory, or pick another run_id."
+)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that must not be loaded (corrupt, unreadable, or from another experiment)."""
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(safe_io.WriteError):
     """A checkpoint could not be written (disk full, read-only output); the previous one is intact."""
 
 
@@ -105,26 +113,37 @@ class _HashingWriter:
 
 def _sha256(path: Path) -> str:
     sha = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = safe_io.open_nofollow(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             sha.update(chunk)
     return sha.hexdigest()
 
 
 def _fsync_write(path: Path, write: Any) -> str | None:
-    with open(path, "wb") as f:
+    with safe_io.create_new(path) as f:
         out = write(f)
         f.flush()
         os.fsync(f.fileno())
     return out
 
 
+def _names(run_dir: Path) -> tuple[Path, Path, Path, Path]:
+    """checkpoint.pt, checkpoint.json and their .tmp files, each refused when it is a link."""
+    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
+    paths = (ckpt, rec, safe_io.tmp_path(ckpt), safe_io.tmp_path(rec))
+    for path in paths:
+        safe_io.refuse_link(path)
+    return paths
+
+
 def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
-    """Write ``state`` atomically to ``run_dir/checkpoint.pt`` with its ``checkpoint.json`` record."""
+    """Write ``state`` atomically to ``run_dir/checkpoint.pt`` with its ``checkpoint.json`` record.
+
+    Nothing is written through a link (``safe_io.UnsafePathError``); ``record`` is strict JSON."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    ckpt_tmp, rec_tmp = ckpt.with_name(ckpt.name + ".tmp"), rec.with_name(rec.name + ".tmp")
+    ckpt, rec, ckpt_tmp, rec_tmp = _names(run_dir)
 
     def write_ckpt(f: Any) -> str:
         writer = _HashingWriter(f)
@@ -133,48 +152,42 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
 
     try:
         sha = _fsync_write(ckpt_tmp, write_ckpt)
-        full_record = {"format": FORMAT, "sha256": sha, "file": CKPT_NAME, **record}
-        _fsync_write(rec_tmp, lambda f: f.write(json.dumps(full_record, indent=1, default=str).encode()))
+        full_record, _ = safe_io.strict_json({"format": FORMAT, "sha256": sha, "file": CKPT_NAME, **record})
+        text = safe_io.dumps(full_record).encode()
+        _fsync_write(rec_tmp, lambda f: f.write(text))
+        safe_io.refuse_link(ckpt)
         os.replace(ckpt_tmp, ckpt)
+        safe_io.refuse_link(rec)
         os.replace(rec_tmp, rec)
-        _fsync_dir(run_dir)
-    except OSError as err:
+        safe_io.fsync_dir(run_dir)
+    except safe_io.UnsafePathError:
+        raise
+    except (OSError, RuntimeError) as err:  # torch's zip writer wraps a full disk in a RuntimeError
         # Before the first rename the previous pair is untouched and the temporary files are clutter.
         # After it, checkpoint.json.tmp is the record of the new checkpoint.pt: kept, recover() uses it.
-        if ckpt_tmp.exists():
+        if ckpt_tmp.exists() and not ckpt_tmp.is_symlink():
             for tmp in (ckpt_tmp, rec_tmp):
-                try:
-                    tmp.unlink(missing_ok=True)
-                except OSError:
-                    pass
+                safe_io.remove_quietly(tmp)
+        code, why = safe_io.describe(err, ckpt_tmp)
         raise CheckpointWriteError(
-            err.errno,
-            f"could not write the checkpoint to {err.filename or run_dir} "
-            f"(errno {err.errno} {errno.errorcode.get(err.errno or 0, '?')}: {err.strerror}); "
-            f"its temporary files were removed and the previous checkpoint in {run_dir} still resumes",
+            code,
+            f"could not write the checkpoint to {why}; its temporary files were removed and the previous "
+            f"checkpoint in {run_dir} still resumes",
         ) from None
     return ckpt
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the renames durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (read without following links), else None."""
     try:
-        return json.loads(path.read_text())
+        fd = safe_io.open_nofollow(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read())
+    except safe_io.UnsafePathError:
+        raise
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def recover(run_dir: Path) -> None:
@@ -184,18 +197,18 @@ def recover(run_dir: Path) -> None:
     renames the first, then the second. Whatever point it died at: both temporary files complete and
     matching -> both renamed into place (the newer checkpoint wins); checkpoint.pt already renamed and
     checkpoint.json.tmp matching it -> the record is renamed; anything else in ``*.tmp`` is incomplete
-    and removed, which leaves the previous pair (or, before the first save, nothing).
+    and removed, which leaves the previous pair (or, before the first save, nothing). Any of the four
+    names being a link raises ``safe_io.UnsafePathError``.
     """
     run_dir = Path(run_dir)
-    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    ckpt_tmp, rec_tmp = ckpt.with_name(ckpt.name + ".tmp"), rec.with_name(rec.name + ".tmp")
+    ckpt, rec, ckpt_tmp, rec_tmp = _names(run_dir)
     pending = _read_record(rec_tmp) if rec_tmp.exists() else None
     if ckpt_tmp.exists():
         if pending is not None and pending.get("sha256") == _sha256(ckpt_tmp):
             log.warning("completing the checkpoint save that was interrupted before its renames")
             os.replace(ckpt_tmp, ckpt)
             os.replace(rec_tmp, rec)
-            _fsync_dir(run_dir)
+            safe_io.fsync_dir(run_dir)
             return
         log.warning("removing %s, left incomplete by a save that was interrupted", ckpt_tmp)
         ckpt_tmp.unlink()
@@ -203,7 +216,7 @@ def recover(run_dir: Path) -> None:
         if pending is not None and ckpt.exists() and pending.get("sha256") == _sha256(ckpt):
             log.warning("completing the checkpoint save that was interrupted between its renames")
             os.replace(rec_tmp, rec)
-            _fsync_dir(run_dir)
+            safe_io.fsync_dir(run_dir)
             return
         log.warning("removing %s, left incomplete by a save that was interrupted", rec_tmp)
         rec_tmp.unlink()
@@ -223,15 +236,12 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
         return None
     sha = _sha256(ckpt)
     record = _read_record(rec)
-    how = (
-        "Delete it (and checkpoint.json) to start over, set train.resume=false to train from scratch in "
-        "this directory, or pick another run_id."
-    )
+    how = HOW
     if record is None:
         raise CheckpointError(f"checkpoint {ckpt} has no readable record {rec}; refusing to load it. {how}")
     if record.get("sha256") != sha:
         raise CheckpointError(
-            f"checkpoint {ckpt} is corrupt: its sha256 {sha[:12]}… differs from the {record.get('sha256', '?')[:12]}… "
+            f"checkpoint {ckpt} is corrupt: its sha256 {sha[:12]}… differs from the {str(record.get('sha256', '?'))[:12]}… "
             f"recorded when it was written. {how}"
         )
     saved = record.get("fingerprint") or {}
@@ -242,6 +252,7 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
             raise CheckpointError(f"checkpoint {ckpt}: its record {rec} holds no config to compare. {how}")
         log.warning("checkpoint %s predates full fingerprints: compared with the config it recorded", ckpt)
         saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
+    fingerprint, _ = safe_io.strict_json(fingerprint)  # as save() recorded it: non-finite -> null
     keys = sorted(set(saved) | set(fingerprint))
     mismatch = {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
     if mismatch:
@@ -257,6 +268,76 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {ckpt} is not a rope-ext training checkpoint. {how}")
     return state
+
+
+def check_progress(state: dict[str, Any], steps_per_epoch: int) -> None:
+    """Refuse (CheckpointError) progress values no run saves: wrong types, an epoch without its history,
+    a step beyond the epoch, non-finite numbers. A hand-edited file must not become a bogus record
+    (``epochs_done: 1000000000, status: ok``)."""
+
+    def bad(key: str, value: Any, allowed: str) -> CheckpointError:
+        shown = repr(value) if len(repr(value)) < 80 else repr(value)[:77] + "..."
+        return CheckpointError(f"checkpoint value {key}={shown} is not {allowed}. {HOW}")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_num(value: Any) -> bool:
+        return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+    epoch, step, total = state.get("epoch"), state.get("step_in_epoch"), state.get("global_step")
+    history = state.get("history")
+    if not is_int(epoch) or epoch < 0:
+        raise bad("epoch", epoch, "an integer >= 0")
+    if not isinstance(history, list) or len(history) != epoch:
+        n = len(history) if isinstance(history, list) else history
+        raise bad("epoch", epoch, f"the number of epochs in its history ({n})")
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict) or entry.get("epoch") != i + 1:
+            raise bad(f"history[{i}]", entry, f"the record of epoch {i + 1}")
+        for key in ("train_loss", "lr", "val_acc"):
+            if not (is_num(entry.get(key)) or (key == "val_acc" and entry.get(key) is None)):
+                raise bad(f"history[{i}].{key}", entry.get(key), "a finite number")
+    if not is_int(step) or not 0 <= step <= steps_per_epoch:
+        raise bad("step_in_epoch", step, f"an integer in [0, {steps_per_epoch}] (steps per epoch)")
+    if not is_int(total) or total < epoch + step:
+        raise bad("global_step", total, f"an integer >= epoch + step_in_epoch = {epoch + step}")
+    best, best_epoch = state.get("best_val_acc"), state.get("best_epoch")
+    if best is not None and not (is_num(best) and 0 <= best <= 100):
+        raise bad("best_val_acc", best, "null or a percentage")
+    if best_epoch is not None and not (is_int(best_epoch) and 1 <= best_epoch <= epoch):
+        raise bad("best_epoch", best_epoch, f"null or an integer in [1, {epoch}]")
+    speed, partial = state.get("speed"), state.get("partial_loss")
+    if not isinstance(speed, dict) or not all(is_num(speed.get(k)) for k in ("images", "seconds")):
+        raise bad("speed", speed, "{'images': number, 'seconds': number}")
+    if not isinstance(partial, list) or len(partial) != 2 or not all(is_num(v) for v in partial):
+        raise bad("partial_loss", partial, "[sum, count] of finite numbers")
+    rngs = state.get("rng")
+    if not isinstance(rngs, list) or not rngs or not all(isinstance(r, dict) for r in rngs):
+        raise bad("rng", type(rngs).__name__, "a list of RNG states, one per process")
+
+
+def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse a checkpoint whose weights are NaN or infinite (written before the trainer checked)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"checkpoint {path} holds non-finite weights ({name}): the run it continues had diverged. "
+                f"{HOW}"
+            )
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse optimizer state whose tensors do not match their parameters' shapes (a loaded state is
+    otherwise only used, and fails, at the next step)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"checkpoint optimizer state {key} has shape {tuple(value.shape)} for a parameter "
+                        f"of shape {tuple(param.shape)}. {HOW}"
+                    )
 
 
 def rng_state() -> dict[str, Any]:

@@ -16,6 +16,7 @@ validation set of ``val_fraction × train_size`` images from its own stream of `
 from __future__ import annotations
 
 import logging
+import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,31 @@ def build_datasets(dataset: DictConfig) -> DataSplits:
         raise ConfigError.bad_value("dataset.name", name, ", ".join(DATASETS))
     subset = select(dataset, "subset")
     if subset is not None:
+        _warn_large_subset(int(subset), name, len(train), len(test))
         train = Subset(train, range(min(int(subset), len(train))))
         test = Subset(test, range(min(int(subset), len(test))))
     if name != "relpos" and val_fraction > 0:
         train, val = split_validation(train, val_fraction)
     return DataSplits(train, test, num_classes, name, val)
+
+
+def _warn_large_subset(subset: int, name: str, n_train: int, n_test: int) -> None:
+    """Say which split ``dataset.subset`` does not cut (it applies before the validation split)."""
+    short = [
+        f"{split} split ({n} images)" for split, n in (("train", n_train), ("test", n_test)) if n < subset
+    ]
+    if short:
+        log.warning(
+            "dataset.subset=%d is larger than dataset=%s's %s: all of its images are used (train: %d of "
+            "%d images, before the validation split; test: %d of %d)",
+            subset,
+            name,
+            " and ".join(short),
+            min(subset, n_train),
+            n_train,
+            min(subset, n_test),
+            n_test,
+        )
 
 
 def split_validation(train: Dataset, fraction: float, seed: int = 0) -> tuple[Subset, Subset]:
@@ -177,41 +198,148 @@ def _cifar(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
     in_memory = select(dataset, "in_memory", True)
     splits = []
     for train in (True, False):
-        try:
-            if in_memory:
-                ds = cls(str(root), train=train)
-                images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC uint8 -> NCHW
-                splits.append(TensorDataset(images, torch.tensor(ds.targets, dtype=torch.long)))
-            else:
-                splits.append(cls(str(root), train=train, transform=torchvision.transforms.PILToTensor()))
-        except Exception as err:  # unreadable pickles: say which files, never train on half a dataset
-            raise ConfigError(
-                f"dataset={dataset.name}: {_failing_file(err) or 'the files under ' + str(root / folder)} "
-                f"could not be read ({err!r}); replace it with the official release"
-            ) from None
+        if in_memory:
+            ds = cls(str(root), train=train)
+            images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC uint8 -> NCHW
+            splits.append(TensorDataset(images, torch.tensor(ds.targets, dtype=torch.long)))
+        else:
+            splits.append(cls(str(root), train=train, transform=torchvision.transforms.PILToTensor()))
     return splits[0], splits[1], 100 if dataset.name == "cifar100" else 10
 
 
-def _failing_file(err: BaseException) -> str | None:
-    """The file torchvision's CIFAR loader was reading when it failed (its ``file_path`` local)."""
-    tb, found = err.__traceback__, None
-    while tb is not None:
-        local = "path" if tb.tb_frame.f_code.co_name == "_load_meta" else "file_path"
-        found = tb.tb_frame.f_locals.get(local, found)
-        tb = tb.tb_next
-    return str(found) if found is not None else None
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads only what CIFAR's pickles hold: dicts, lists, strings, bytes, numbers and numpy arrays.
+
+    Any other global (``os.system``, ``builtins.eval``, ...) is refused before it is called, so a
+    tampered data file cannot run code. The official files (Python 2 cPickle) name
+    ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and ``numpy.dtype``; files pickled by
+    Python 3 add ``_codecs.encode`` (bytes in protocol 2) or ``numpy._core.numeric._frombuffer``.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        import numpy as np
+
+        if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
+            return getattr(np, name)
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _reconstruct
+        if name == "_frombuffer" and module in ("numpy.core.numeric", "numpy._core.numeric"):
+            return _frombuffer
+        if name == "scalar" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _scalar
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    import numpy as np
+
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"an array of type {subtype!r}, not numpy.ndarray")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _scalar(dtype: Any, data: bytes = b"") -> Any:
+    """A numpy number from its raw bytes (labels pickled from numpy ints); never an object scalar."""
+    import numpy as np
+
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+        raise pickle.UnpicklingError(f"a numpy scalar of dtype {dtype!r}")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+def _frombuffer(buf: bytes, dtype: Any, shape: Any, order: str) -> Any:
+    import numpy as np
+
+    return np.frombuffer(buf, dtype=np.dtype(dtype)).reshape(shape, order=order)
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def read_plain_pickle(path: Path, dataset: str) -> dict[str, Any]:
+    """The dict in the pickle at ``path``, read by ``_PlainUnpickler``: never runs code from the file.
+    Anything else (a foreign global, a damaged file) is ConfigError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            data = _PlainUnpickler(f, encoding="latin1").load()
+    except Exception as err:  # noqa: BLE001  (damaged pickles raise anything from EOFError to KeyError)
+        raise ConfigError(
+            f"dataset={dataset}: {path} could not be read as a CIFAR batch ({type(err).__name__}: {err}); "
+            "it was not executed. Replace it with the official release"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"dataset={dataset}: {path} holds a {type(data).__name__}, not a CIFAR batch dict")
+    return data
+
+
+class _PlainPickles:
+    """torchvision's CIFAR10/CIFAR100 (same attributes, ``__getitem__``, download) with every pickle read
+    by ``read_plain_pickle`` instead of ``pickle.load``, and checked to be a CIFAR batch."""
+
+    def __init__(
+        self,
+        root: str,
+        train: bool = True,
+        transform: Any = None,
+        target_transform: Any = None,
+        download: bool = False,
+    ) -> None:
+        import numpy as np
+        from torchvision.datasets import VisionDataset
+
+        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+        self.train = train
+        if download:
+            self.download()
+        folder = Path(self.root, self.base_folder)
+        name = "cifar100" if "100" in self.base_folder else "cifar10"
+        data, self.targets = [], []
+        for file_name, _ in self.train_list if train else self.test_list:
+            entry = read_plain_pickle(folder / file_name, name)
+            images, labels = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
+            if (
+                not isinstance(images, np.ndarray)
+                or images.dtype != np.uint8
+                or images.ndim != 2
+                or images.shape[1] != 3 * 32 * 32
+                or not isinstance(labels, list)
+                or len(labels) != len(images)
+                or not all(
+                    isinstance(v, int | np.integer) and 0 <= v < (100 if name == "cifar100" else 10)
+                    for v in labels
+                )
+            ):
+                raise ConfigError(
+                    f"dataset={name}: {folder / file_name} is not a CIFAR batch (uint8 'data' of shape "
+                    "(N, 3072) and N labels in range). Replace it with the official release"
+                )
+            data.append(images)
+            self.targets.extend(int(v) for v in labels)
+        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC, as torchvision
+        meta = read_plain_pickle(folder / self.meta["filename"], name)
+        self.classes = meta.get(self.meta["key"])
+        if not isinstance(self.classes, list):
+            raise ConfigError(f"dataset={name}: {folder / self.meta['filename']} holds no class names")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
 def _existence_checked(cls: Any) -> Any:
-    """The torchvision class with its md5 checks reduced to "the file exists".
+    """The torchvision class reading its pickles without running code (``_PlainPickles``), its md5 checks
+    reduced to "the file exists".
 
     torchvision compares every pickle's md5 with the official release's on each construction (about a
-    second for CIFAR); the download itself is still md5-checked by torchvision, and unreadable files fail
-    loudly when loaded. Without the md5s a copy re-pickled elsewhere (or a test's files) loads as well.
+    second for CIFAR); the download itself is still md5-checked by torchvision. Files are safe to read
+    without the md5s because ``_PlainUnpickler`` refuses anything but plain data, so a copy re-pickled
+    elsewhere (or a test's files) loads as well.
     """
     return type(
         cls.__name__,
-        (cls,),
+        (_PlainPickles, cls),
         {
             "train_list": [[name, None] for name, _ in cls.train_list],
             "test_list": [[name, None] for name, _ in cls.test_list],

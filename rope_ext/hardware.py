@@ -90,8 +90,47 @@ def now(device: torch.device) -> float:
     return time.perf_counter()
 
 
+_CPU_PEAK = {"reset": False}  # whether this process's peak RSS was reset (then VmHWM is the job's)
+
+
+def reset_peak_mem(device: torch.device) -> None:
+    """Start this job's peak memory afresh, so that each job of an in-process sweep reports its own.
+
+    CUDA: torch's peak counters. CPU: Linux resets the peak resident set size (VmHWM) on writing 5 to
+    /proc/self/clear_refs; ``getrusage``'s ``ru_maxrss`` cannot be reset. Where that fails, a warning
+    says that ``peak_mem_mb`` is the process's peak so far.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _CPU_PEAK["reset"] = _vm_hwm_kb() is not None
+    except OSError:
+        _CPU_PEAK["reset"] = False
+    if not _CPU_PEAK["reset"]:
+        log.warning("cannot reset the peak memory here: peak_mem_mb is this process's peak so far")
+
+
+def _vm_hwm_kb() -> int | None:
+    """The peak resident set size (kB) since the last reset, from /proc/self/status; None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def peak_mem_mb(device: torch.device) -> float:
-    """GPU: peak memory allocated by torch; CPU: the process's peak resident set size."""
+    """This job's peak (since ``reset_peak_mem``): GPU, memory allocated by torch; CPU, the resident set
+    size (the process's peak so far where it could not be reset)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    hwm = _vm_hwm_kb() if _CPU_PEAK["reset"] else None
+    if hwm is not None:
+        return hwm / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -156,7 +156,8 @@ class Batches:
                 yield self.transform(x), torch.as_tensor(y).to(self.device, non_blocking=True)
             return
         idx = torch.tensor(self.indices(), dtype=torch.long, device=self.device)
-        for batch in idx.split(self.batch_size):
+        # nothing left (an epoch resumed after its last step): no batch, not one empty batch
+        for batch in idx.split(self.batch_size) if idx.numel() else ():
             yield self.transform(self.images[batch]), self.labels[batch]
 
 

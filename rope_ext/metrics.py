@@ -4,6 +4,9 @@ The trainer writes these files, the sweep summary, the report, the tuner and the
 through this module. ``metrics.json`` is written once, when a run finishes; ``failure.json`` is written
 beside it (never over it) when an attempt fails. ``job_result`` says which one a job directory stands for.
 
+Both are strict JSON (no NaN/Infinity tokens): a value that was NaN or infinite is written as null and
+its key (a dotted path) listed in an extra ``nonfinite`` field, present only then.
+
 Versions: 1 is the layout written before the schema carried a version (the same keys, no
 ``schema_version``); 2 adds ``schema_version``. Readers accept both.
 """
@@ -11,13 +14,16 @@ Versions: 1 is the layout written before the schema carried a version (the same 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypedDict
+
+from rope_ext import safe_io
 
 SCHEMA_VERSION = 2
 METRICS_NAME = "metrics.json"
 FAILURE_NAME = "failure.json"
+RUN_NAME = "run.json"  # the run's own resolved config and overrides: readers take its identity from it
 
 
 class EpochRecord(TypedDict):
@@ -42,6 +48,9 @@ class RunMetrics(TypedDict):
     train_img_per_s: float | None  # steady-state training speed, all ranks together
     infer_img_per_s: float | None
     infer_latency_ms: float | None
+    # this job's peak: CUDA, memory allocated by torch; CPU, the resident set size (the process's peak is
+    # reset at the job's start, so each job of an in-process sweep has its own; where the OS cannot
+    # reset it, hardware.peak_mem_mb says so in the log and this is the process's peak so far)
     peak_mem_mb: float
     params: int
     epochs_done: int
@@ -84,15 +93,13 @@ METRICS_KEYS: tuple[str, ...] = tuple(RunMetrics.__annotations__)
 
 
 def write_record(path: Path, record: RunMetrics | FailureRecord | dict[str, Any]) -> None:
-    """Write ``record`` as JSON atomically (a ``.tmp`` beside it, then a rename); stamps the version."""
-    data = {"schema_version": SCHEMA_VERSION, **record}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``record`` as strict JSON atomically, never through a link (``rope_ext.safe_io``); stamps
+    the version. Non-finite numbers are written as null and their keys listed in ``nonfinite``."""
+    data, nonfinite = safe_io.strict_json({"schema_version": SCHEMA_VERSION, **record})
+    if nonfinite or "nonfinite" in data:
+        data["nonfinite"] = sorted(set(data.get("nonfinite") or []) | set(nonfinite))
+    text = safe_io.dumps(data).encode()
+    safe_io.write_atomic(path, lambda f: f.write(text))
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -138,3 +145,10 @@ def job_result(job_dir: Path) -> dict[str, Any]:
         "status": "failed",
         "error": f"no result: neither an ok {METRICS_NAME} nor {FAILURE_NAME}",
     }
+
+
+def record_run(run_dir: Path, config: dict[str, Any], overrides: Sequence[str]) -> None:
+    """``run.json``: the run's resolved ``config`` and its command-line ``overrides``, written atomically by
+    the trainer when a run starts from scratch; every reader (report, tune, summary) takes the run's
+    identity from it, never from Hydra's latest attempt in ``.hydra/``."""
+    write_record(Path(run_dir) / RUN_NAME, {"config": config, "overrides": [str(o) for o in overrides]})

@@ -1,23 +1,38 @@
-"""Time limits and preemption: turn SIGTERM / SIGUSR1 / SIGUSR2 into "checkpoint, then stop".
+"""Time limits, preemption and Ctrl-C: turn SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT into "checkpoint, then
+stop".
 
 The signal handler only records the signal. The training loop looks at ``requested`` at its next sync
-point (every ``train.log_every`` steps, agreed across ranks), saves a mid-epoch checkpoint and raises
+point (every ``train.log_every`` steps, agreed across ranks; right after the step on a single process),
+saves a checkpoint (mid-epoch, or the epoch's own when it was the epoch's last step) and raises
 ``Interrupted``. ``hand_over`` then gives the signal to whoever handled it before us: submitit's
 handler requeues the job (SLURM time limit or preemption, USR2 by default) and exits; with no previous
-handler the process exits with status 128 + signal.
+handler (or Python's own KeyboardInterrupt handler for SIGINT) the process exits with status
+128 + signal. A second SIGINT (Ctrl-C pressed again) exits at once with 130: the checkpoint on disk is
+the previous one, and an interrupted save is completed or discarded by the next run
+(``rope_ext.checkpoint.recover``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT") if hasattr(signal, name)
+)
+
+
+def interrupted_before_training(on_disk: str) -> str:
+    """The one line of a Ctrl-C outside the training loop (setup or final evaluation)."""
+    kept = "no checkpoint was written" if on_disk == "none" else f"the checkpoint ({on_disk}) is kept"
+    return f"interrupted by SIGINT outside the training loop; {kept}, rerun the same command to resume"
 
 
 class Interrupted(Exception):
@@ -48,6 +63,12 @@ class SignalGuard:
         self.restore()
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.signum is not None:
+            log.warning("second SIGINT: exiting at once (exit 130); the previous checkpoint is kept")
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            logging.shutdown()
+            os._exit(130)
         if self.signum is None:
             self.signum = signum
             log.warning(
@@ -68,5 +89,5 @@ class SignalGuard:
         """Restore the previous handlers and call the one for ``signum`` when it is a Python callable."""
         self.restore()
         previous = self._previous.get(signum)
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:  # no KeyboardInterrupt
             previous(signum, None)

@@ -4,7 +4,8 @@
   letters, digits and ``._=,+-``, never ``.``/``..``/empty, so a run stays inside ``outputs/``
   (``multirun/``). ``check_argv`` applies it to the command line before Hydra creates any directory.
 * ``RunLock``: an exclusive ``fcntl.flock`` on ``<run dir>/.lock`` (released by the OS when the process
-  dies); a second process on the same directory is refused naming the PID that holds it.
+  dies; opened without following links, ``rope_ext.safe_io``); a second process on the same directory
+  is refused naming the PID that holds it.
 * ``validate_values``: value checks of known keys that ``config.validate`` leaves out (model shape,
   dropout rates, optimizer, workers, threads, launcher), each a ``ConfigError`` naming key, value and
   what is allowed, before any work starts.
@@ -20,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rope_ext import safe_io
 from rope_ext.config import ConfigError, select
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class RunLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = safe_io.open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a planted link: UnsafePathError
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

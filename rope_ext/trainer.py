@@ -3,8 +3,10 @@
 ``run_job(cfg)`` runs ``train`` and turns its failures into exit codes. ``train`` goes through the job's
 phases in order: check the config, build data, model, optimiser and schedule, lock the run directory and
 resume from its checkpoint, train (warm-up + cosine LR, evaluation and an atomic checkpoint at every epoch
-end, a checkpoint on SIGTERM/SIGUSR too), evaluate at several input sizes, measure inference speed and
-write ``metrics.json``. Bad input stops it before any work with one paragraph naming key, value and what
+end, a checkpoint on SIGTERM/SIGUSR1/SIGUSR2/SIGINT too: exit 128 + signal), evaluate at several input
+sizes, measure inference speed and write ``metrics.json``. Every step checks that its loss, gradients
+and updated weights are finite (read at the next sync point, before any checkpoint): divergence, or a
+failed linear solve, stops the job with exit 3 and the last good checkpoint kept. Bad input stops it before any work with one paragraph naming key, value and what
 is allowed. A failing job writes ``failure.json`` beside its results (``metrics.json`` is only written by
 a finished run and never replaced by a failure); in a multirun it returns, so the sweep goes on; a single
 run exits non-zero. The run directory is locked (``rope_ext.safety.RunLock``) while a job uses it.
@@ -16,7 +18,8 @@ import contextlib
 import errno
 import io
 import logging
-import math
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,8 +35,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import rope_ext
-from rope_ext import checkpoint, distributed, hardware, safety
-from rope_ext.checkpoint import CheckpointError, CheckpointWriteError
+from rope_ext import checkpoint, distributed, hardware, safe_io, safety
+from rope_ext.checkpoint import CheckpointError
 from rope_ext.config import ConfigError, eval_sizes, select, validate
 from rope_ext.data import DataSplits, build_datasets
 from rope_ext.encoding.rotary import OPTION_KEYS
@@ -43,22 +46,26 @@ from rope_ext.loader import Batches, BatchTransform
 from rope_ext.metrics import (
     FAILURE_NAME,
     METRICS_NAME,
+    RUN_NAME,
     SCHEMA_VERSION,
     EpochRecord,
     FailureRecord,
     RunMetrics,
+    record_run,
     write_record,
 )
 from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
-from rope_ext.preemption import Interrupted, SignalGuard
-from rope_ext.report.runs import RUN_NAME, record_run
+from rope_ext.preemption import Interrupted, SignalGuard, interrupted_before_training
 from rope_ext.strict import check_keys
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+# A refused checkpoint (corrupt, of other settings, or whose values cannot be what a run saved: wrong
+# types or shapes, an epoch beyond its history, non-finite weights) is bad input: EXIT_CONFIG, like a bad
+# config, with nothing trained. EXIT_IO: the run's files cannot be written (disk full, read-only, links).
 EXIT_CONFIG, EXIT_NONFINITE, EXIT_IO = 2, 3, 4
 
 # The fields of RunState saved with every checkpoint (top-level keys of checkpoint.pt), restored on resume
@@ -74,8 +81,21 @@ PROGRESS_KEYS = (
 )
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+class Diverged(RuntimeError):
+    """Training diverged (a non-finite loss, gradient or weight, or a failed linear solve); the last good
+    checkpoint is kept and nothing non-finite was saved."""
+
+
+NonFiniteLoss = Diverged  # its earlier name
+
+# Test hook: faults injected at exact steps, "KIND@EPOCH:STEP[,...]" (1-based; STEP "end": right after
+# that epoch's checkpoint). KIND: a signal name (SIGTERM, SIGUSR1, SIGUSR2, SIGINT; SIGINT2 sends two),
+# sent from inside the step, after the backward pass; loss / grad / param: that step's loss, a gradient
+# or, after the update, a weight made NaN; solve: the step's forward raises the LinAlgError of a
+# singular linear solve. Deterministic on every processor, unlike a huge learning rate.
+FAULT_ENV = "ROPE_EXT_FAULT"
+FAULT_KINDS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGINT2", "loss", "grad", "param", "solve")
+Faults = dict[tuple[int, int | None], set[str]]  # (epoch, step or None for "end") -> kinds
 
 
 @dataclass
@@ -93,6 +113,7 @@ class RunState:
     # not saved
     resumed: bool = False
     epochs_done: int = 0  # epochs whose checkpoint is on disk: what failure.json reports
+    on_disk: str = "none"  # what the checkpoint on disk holds, for messages
 
     def saved(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in PROGRESS_KEYS}
@@ -125,6 +146,7 @@ class Context:
     fingerprint: dict[str, Any]  # what a checkpoint must match to be resumed
     steps_per_epoch: int
     bars: bool  # progress bars (rank 0 on a terminal), else log lines
+    faults: Faults = field(default_factory=dict)  # FAULT_ENV's injected faults (tests)
 
 
 @dataclass
@@ -176,7 +198,8 @@ class Engine:
     net: nn.Module  # what trains: the model, under DDP and torch.compile when they are on
 
 
-Pending = tuple[int, torch.Tensor, float]  # (global step, loss (), lr) not yet checked or logged
+# (global step, step in epoch, loss (), lr, finite (3,): loss, gradients, weights) not yet checked or logged
+Pending = tuple[int, int, torch.Tensor, float, torch.Tensor]
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -212,17 +235,30 @@ def run_job(cfg: DictConfig) -> float | None:
         if multirun:
             return None
         raise SystemExit(EXIT_CONFIG) from None
-    except OSError as err:  # disk full, read-only output: one paragraph, no traceback
-        log.error(
-            "I/O error: %s. Free space or fix the permissions (output: %s), then rerun the same command: "
-            "it resumes from the last checkpoint.",
-            _describe_os_error(err, run_dir),
-            run_dir,
-        )
+    except OSError as err:  # disk full, read-only output, a planted link: one paragraph, no traceback
+        if isinstance(err, safe_io.UnsafePathError):
+            log.error("Unsafe run directory: %s.", err)
+        else:
+            log.error(
+                "I/O error: %s. Free space or fix the permissions (output: %s), then rerun the same "
+                "command: it resumes from the last checkpoint.",
+                _describe_os_error(err, run_dir),
+                run_dir,
+            )
         return failed(f"{type(err).__name__}: {err}", EXIT_IO)
-    except NonFiniteLoss as err:
+    except Diverged as err:
         log.error("%s", err)
         return failed(str(err), EXIT_NONFINITE)
+    except torch.linalg.LinAlgError as err:  # outside the loop (final evaluation): the same cause
+        message = _diverged_message(f"the final evaluation's linear solve failed ({_first_line(err)})", job)
+        log.error("%s", message)
+        return failed(message, EXIT_NONFINITE)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop, where nothing needs saving
+        message = interrupted_before_training(job.state.on_disk)
+        log.warning("%s", message)
+        _write_failure(run_dir, cfg, env, message, job.state)
+        tracker.finish(exit_code=130)
+        raise SystemExit(130) from None
     except Interrupted as err:
         log.warning("%s", err)
         _write_failure(run_dir, cfg, env, str(err), job.state)
@@ -252,11 +288,13 @@ def train(
     job = job if job is not None else Job(safety.RunLock(run_dir))
     state = job.state
     started = time.time()
+    faults = faults_from_env()
     # 1. check everything that can be checked before doing any work
     validate(cfg)
     safety.validate_values(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
     check_keys(cfg, HydraConfig.get().runtime.choices)  # typos are refused, not ignored
     device, amp_dtype = hardware.setup(cfg.hardware, env)
+    hardware.reset_peak_mem(device)  # peak_mem_mb is this job's, not an earlier job's of the process
 
     # 2. data, model, optimiser and schedule (still nothing written)
     data, model = _build_data_and_model(cfg, env, device)
@@ -266,7 +304,17 @@ def train(
     )
     bars = env.is_main and sys.stderr.isatty()
     ctx = Context(
-        cfg, run_dir, env, device, amp_dtype, tracker, job.guard, fingerprint, data.train.num_batches, bars
+        cfg,
+        run_dir,
+        env,
+        device,
+        amp_dtype,
+        tracker,
+        job.guard,
+        fingerprint,
+        data.train.num_batches,
+        bars,
+        faults,
     )
 
     # 3. lock the run directory, resume from its checkpoint (refused when corrupt or of other settings)
@@ -287,9 +335,17 @@ def train(
                 losses = _train_epoch(ctx, engine, data.train, state, first_here=state.epoch == first)
                 _end_epoch(ctx, engine, data.val, state, losses)
                 bar.update(1)
-        # a signal after the last step's sync point: the final checkpoint is saved, stop like any other
-        # interruption (exit 128+signal); the rerun resumes with every epoch done and only evaluates
-        late = int(distributed.all_reduce_max([float(job.guard.signum or 0)], device)[0])
+                _inject(ctx, ctx.faults.get((state.epoch, None), set()))
+                # a signal in the epoch's last step or during its end (validation, checkpoint): the
+                # checkpoint just saved is complete, stop like any other interruption (exit 128+signal)
+                late = _agreed_signal(ctx)
+                if late:
+                    where = "after the last epoch (before the final evaluation)"
+                    if state.epoch < cfg.train.epochs:
+                        where = f"after epoch {state.epoch}'s checkpoint"
+                    raise Interrupted(late, where)
+        # a signal after the loop's last check (or a rerun with every epoch done): stop the same way
+        late = _agreed_signal(ctx)
         if late:
             raise Interrupted(late, "after the last epoch (before the final evaluation)")
 
@@ -313,7 +369,6 @@ def _build_data_and_model(
 ) -> tuple[Data, nn.Module]:
     """The datasets as batches and the model on ``device``, the same initial weights on every rank."""
     splits = build_datasets(cfg.dataset)
-    _warn_small_subset(cfg, splits)
     hardware.seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg, splits.num_classes)
     patch = int(model.patch_embed.patch_size[0])
@@ -401,18 +456,32 @@ def _resume(ctx: Context, engine: Engine, state: RunState) -> None:
             "train.resume=false: ignoring %s, it is overwritten at the next save", checkpoint.CKPT_NAME
         )
     if ckpt is not None:
-        engine.model.load_state_dict(ckpt["model"])
-        engine.optimizer.load_state_dict(ckpt["optimizer"])
-        engine.scheduler.load_state_dict(ckpt["scheduler"])  # after the optimizer: it may set the lr
-        engine.scaler.load_state_dict(ckpt["scaler"])
-        state.restore(ckpt)
-        rngs = ckpt["rng"]
-        if len(rngs) == ctx.env.world_size:
-            checkpoint.set_rng_state(rngs[ctx.env.rank])
-        else:
-            log.warning(
-                "checkpoint from %d processes, now %d: RNG streams reseeded", len(rngs), ctx.env.world_size
-            )
+        path = run_dir / checkpoint.CKPT_NAME
+        try:  # a hand-edited or foreign file: one paragraph (exit 2), not a traceback or a bogus record
+            checkpoint.check_progress(ckpt, ctx.steps_per_epoch)
+            engine.model.load_state_dict(ckpt["model"])  # strict: names and shapes
+            checkpoint.check_finite(path, engine.model.state_dict())
+            engine.optimizer.load_state_dict(ckpt["optimizer"])
+            checkpoint.check_optimizer(engine.optimizer)
+            engine.scheduler.load_state_dict(ckpt["scheduler"])  # after the optimizer: it may set the lr
+            engine.scaler.load_state_dict(ckpt["scaler"])
+            state.restore(ckpt)
+            rngs = ckpt["rng"]
+            if len(rngs) == ctx.env.world_size:
+                checkpoint.set_rng_state(rngs[ctx.env.rank])
+            else:
+                log.warning(
+                    "checkpoint from %d processes, now %d: RNG streams reseeded",
+                    len(rngs),
+                    ctx.env.world_size,
+                )
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run: {_first_line(err)}. {checkpoint.HOW}"
+            ) from None
+        state.on_disk = _position(state.epoch, state.step_in_epoch)
         log.info(
             "Resuming from %s: %d of %d epochs done%s, best val_acc %s",
             run_dir / checkpoint.CKPT_NAME,
@@ -422,6 +491,8 @@ def _resume(ctx: Context, engine: Engine, state: RunState) -> None:
             _fmt(state.best_val_acc),
         )
     state.epochs_done, state.resumed = state.epoch, state.epoch > 0 or state.step_in_epoch > 0
+    if ckpt is not None and state.step_in_epoch >= ctx.steps_per_epoch:
+        log.info("the checkpoint holds all of epoch %d's steps: ending that epoch", state.epoch + 1)
 
 
 def _start_tracking(ctx: Context, state: RunState, data: Data, model: nn.Module) -> None:
@@ -465,9 +536,16 @@ def _train_epoch(
     ctx: Context, engine: Engine, batches: Batches, state: RunState, first_here: bool
 ) -> list[torch.Tensor]:
     """The updates of epoch ``state.epoch`` from ``state.step_in_epoch`` on; returns their losses (each
-    a 0-dim tensor still on the device). Counts the images/s of its steady state into ``state.speed``."""
+    a 0-dim tensor still on the device). Counts the images/s of its steady state into ``state.speed``.
+
+    A stop request at a sync point checkpoints mid-epoch and raises Interrupted, except in the epoch's
+    last step: the caller then ends the epoch (its checkpoint is the stop's) and stops. A checkpoint
+    holding all of an epoch's steps (written by earlier versions) resumes as that epoch's end.
+    """
     cfg, device, steps = ctx.cfg, ctx.device, ctx.steps_per_epoch
-    skip = state.step_in_epoch
+    skip = min(state.step_in_epoch, steps)
+    if skip == steps:
+        return []
     batches.set_epoch(state.epoch, skip=skip)
     engine.net.train()
     losses: list[torch.Tensor] = []
@@ -481,11 +559,22 @@ def _train_epoch(
         for i, (x, y) in enumerate(batches):
             if i == warmup and timer_start is None:
                 timer_start = hardware.now(device)
-            loss, lr = _update(ctx, engine, x, y)
+            kinds = ctx.faults.get((state.epoch + 1, step + 1), set())
+            try:
+                loss, lr, finite = _update(ctx, engine, x, y, kinds)
+            except torch.linalg.LinAlgError as err:
+                _check(ctx, state, pending, bar)  # an earlier step's non-finite values are the cause
+                raise Diverged(
+                    _diverged_message(
+                        f"the rotary encoding's linear solve failed ({_first_line(err)}) at epoch "
+                        f"{state.epoch + 1}, step {step + 1}/{steps}",
+                        state,
+                    )
+                ) from None
             step += 1
             state.global_step += 1
             losses.append(loss)
-            pending.append((state.global_step, loss, lr))
+            pending.append((state.global_step, step, loss, lr, finite))
             if timer_start is not None:
                 images += x.shape[0]
             bar.update(1)
@@ -495,9 +584,9 @@ def _train_epoch(
                 or step == steps
                 or (ctx.guard.requested and not ctx.env.enabled)
             ):
-                stop = _check(ctx, state, pending, step, bar)
+                stop = _check(ctx, state, pending, bar)
                 pending = []
-                if stop is not None:
+                if stop is not None and step < steps:
                     state.step_in_epoch = step
                     state.partial_loss = _loss_sums(ctx, losses, state.partial_loss)
                     _save(ctx, engine, state)
@@ -508,48 +597,120 @@ def _train_epoch(
     return losses
 
 
-def _update(ctx: Context, engine: Engine, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _update(
+    ctx: Context, engine: Engine, x: torch.Tensor, y: torch.Tensor, faults: set[str]
+) -> tuple[torch.Tensor, float, torch.Tensor]:
     """One optimiser step on images ``x`` (B, 3, H, W) and labels ``y`` (B,); returns the loss (a 0-dim
-    tensor, not synchronised) and the lr it used."""
+    tensor, not synchronised), the lr it used and whether (3,) the loss, the gradients and the weights
+    after the update are finite (not synchronised either: ``_check`` reads them at the sync point).
+
+    ``faults``: what FAULT_ENV injects into this step (tests)."""
+    if "solve" in faults:
+        raise torch.linalg.LinAlgError(
+            "linalg.solve: The solver failed because the input matrix is singular (injected)."
+        )
     with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.amp_dtype is not None):
         loss = engine.criterion(engine.net(x), y)
+    if "loss" in faults:
+        loss = loss * float("nan")
     engine.optimizer.zero_grad(set_to_none=True)
     engine.scaler.scale(loss).backward()
+    params = [p for p in engine.model.parameters() if p.requires_grad]
+    if "grad" in faults:
+        params[0].grad.fill_(float("inf"))
+    _inject(ctx, faults)
     if ctx.cfg.train.grad_clip:
         engine.scaler.unscale_(engine.optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(engine.net.parameters(), ctx.cfg.train.grad_clip)
+    # with fp16 loss scaling, non-finite gradients are expected now and then: the scaler skips them
+    grads = [p.grad for p in params if p.grad is not None and not engine.scaler.is_enabled()]
+    grads_ok = _finite(grads, loss.device)
     engine.scaler.step(engine.optimizer)
     engine.scaler.update()
     lr = engine.scheduler.get_last_lr()[0]
     engine.scheduler.step()
-    return loss.detach(), lr
+    if "param" in faults:
+        with torch.no_grad():
+            params[0].view(-1)[0] = float("nan")
+    finite = torch.stack([loss.detach().isfinite(), grads_ok, _finite(params, loss.device)])
+    return loss.detach(), lr, finite
 
 
-def _check(ctx: Context, state: RunState, pending: list[Pending], step: int, bar: tqdm) -> int | None:
-    """The loop's sync point: NaN/inf check and stop requests (agreed across ranks), logging.
+def _finite(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Whether every element of ``tensors`` is finite: a 0-dim bool on ``device``, not synchronised.
 
-    Returns the signal number when the job must checkpoint and stop, raises NonFiniteLoss.
+    CUDA: one fused max-abs over all of them (``torch.nn.utils.get_total_norm``, as gradient clipping
+    does: a few kernels, NaN propagates). CPU, where that norm runs tensor by tensor (~24 ms for the
+    default model's 2.7M weights on one thread): the sum of their sums (~1 ms), NaN or infinite exactly
+    when an element is, barring a sum beyond 3e38, which no run's weights reach before they are lost.
     """
+    if not tensors:
+        return torch.ones((), dtype=torch.bool, device=device)
+    if device.type == "cuda":
+        return nn.utils.get_total_norm(tensors, float("inf"), foreach=True).isfinite()
+    return torch.stack([t.sum(dtype=torch.float32) for t in tensors]).sum().isfinite()
+
+
+def _check(ctx: Context, state: RunState, pending: list[Pending], bar: tqdm) -> int | None:
+    """The loop's sync point: the non-finite check and stop requests (agreed across ranks), logging.
+
+    Returns the signal number when the job must checkpoint and stop; raises Diverged naming the first
+    step whose loss, gradients or updated weights were not finite (no checkpoint was written since).
+    """
+    if not pending:
+        return None
     epoch, steps = state.epoch, ctx.steps_per_epoch
-    values = torch.stack([loss for _, loss, _ in pending]).float().cpu().tolist()
-    bad = not all(math.isfinite(v) for v in values)
+    values = torch.stack([loss for _, _, loss, _, _ in pending]).float().cpu().tolist()
+    finite = torch.stack([ok for *_, ok in pending]).cpu()
+    bad = not bool(finite.all())
     flags = distributed.all_reduce_max([float(bad), float(ctx.guard.signum or 0)], ctx.device)
     if flags[0]:
-        raise NonFiniteLoss(
-            f"loss is not finite ({[v for v in values if not math.isfinite(v)][:1] or 'on another rank'}) "
-            f"at epoch {epoch + 1}, step {step}/{steps}: stopped. The last good checkpoint "
-            f"({epoch} epoch(s) done) is kept. Lower train.lr, enable train.grad_clip, or use fp32."
-        )
-    for (global_step, _, lr), value in zip(pending, values):
+        what = f"on another rank, the loss, gradients or weights are not finite (by epoch {epoch + 1}, "
+        what += f"step {pending[-1][1]}/{steps})"
+        for (_, step, _, _, _), value, ok in zip(pending, values, finite.tolist()):
+            if not all(ok):
+                names = ("the loss", "the gradients", "the weights after the update")
+                parts = [n for n, good in zip(names, ok) if not good]
+                listed = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+                what = f"{listed} {'is' if parts == [names[0]] else 'are'} not finite"
+                what += f" (loss {value})" if not ok[0] else ""
+                what += f" at epoch {epoch + 1}, step {step}/{steps}"
+                break
+        raise Diverged(_diverged_message(what, state))
+    for (global_step, _, _, lr, _), value in zip(pending, values):
         ctx.tracker.log(
             {"trainer/step": global_step, "train/loss": value, "train/lr": lr, "trainer/epoch": epoch}
         )
     bar.set_postfix({"loss": f"{values[-1]:.4f}"})
     if not ctx.bars:
         log.info(
-            "epoch %d step %d/%d | loss %.4f | lr %.2e", epoch + 1, step, steps, values[-1], pending[-1][2]
+            "epoch %d step %d/%d | loss %.4f | lr %.2e",
+            epoch + 1,
+            pending[-1][1],
+            steps,
+            values[-1],
+            pending[-1][3],
         )
     return int(flags[1]) or None
+
+
+def _diverged_message(what: str, state: RunState | Job) -> str:
+    """One paragraph: what diverged where, and which checkpoint is kept."""
+    state = state.state if isinstance(state, Job) else state
+    kept = (
+        "no checkpoint was written"
+        if state.on_disk == "none"
+        else f"the last good checkpoint ({state.on_disk}) is kept"
+    )
+    return (
+        f"Training diverged: {what}. Stopped; {kept}, and no checkpoint or result holds these weights. "
+        "Lower train.lr, enable train.grad_clip, or use fp32."
+    )
+
+
+def _agreed_signal(ctx: Context) -> int:
+    """The stop request of any rank (a signal number), 0 when none."""
+    return int(distributed.all_reduce_max([float(ctx.guard.signum or 0)], ctx.device)[0])
 
 
 def _end_epoch(
@@ -590,8 +751,12 @@ def _save(ctx: Context, engine: Engine, state: RunState) -> None:
     rngs = [
         torch.load(io.BytesIO(b), weights_only=True) for b in distributed.all_gather_object(blob.getvalue())
     ]
-    if not ctx.env.is_main:
-        return
+    if ctx.env.is_main:
+        _write_checkpoint(ctx, engine, state, rngs)
+    state.on_disk = _position(state.epoch, state.step_in_epoch)
+
+
+def _write_checkpoint(ctx: Context, engine: Engine, state: RunState, rngs: list[Any]) -> None:
     payload = {
         "model": engine.model.state_dict(),
         "optimizer": engine.optimizer.state_dict(),
@@ -729,6 +894,37 @@ def _write_failure(
 # small utilities
 
 
+def faults_from_env() -> Faults:
+    """FAULT_ENV parsed (see its comment): {(epoch, step or None for "end"): {kind, ...}}."""
+    text = os.environ.get(FAULT_ENV, "").strip()
+    faults: Faults = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, _, where = item.partition("@")
+        epoch, _, step = where.partition(":")
+        if kind not in FAULT_KINDS or not epoch.isdigit() or not (step.isdigit() or step == "end"):
+            raise ConfigError(
+                f"{FAULT_ENV}={text!r}: {item!r} is not KIND@EPOCH:STEP (STEP a number or 'end', KIND one "
+                f"of {', '.join(FAULT_KINDS)}); unset it outside tests"
+            )
+        faults.setdefault((int(epoch), None if step == "end" else int(step)), set()).add(kind)
+    return faults
+
+
+def _inject(ctx: Context, faults: set[str]) -> None:
+    """Send the signals of ``faults`` to this process, as an operator or a scheduler would."""
+    for kind in sorted(k for k in faults if k.startswith("SIG")):
+        for _ in range(2 if kind == "SIGINT2" else 1):
+            os.kill(os.getpid(), getattr(signal, "SIGINT" if kind == "SIGINT2" else kind))
+
+
+def _position(epoch: int, step_in_epoch: int) -> str:
+    return f"{epoch} epoch(s) done" + (f" + {step_in_epoch} step(s)" if step_in_epoch else "")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def speed_warmup(configured: int, steps: int) -> int:
     """Steps left out of ``train_img_per_s`` at the start of a run whose first epoch here has ``steps``.
 
@@ -739,24 +935,12 @@ def speed_warmup(configured: int, steps: int) -> int:
 
 
 def _describe_os_error(err: OSError, run_dir: Path) -> str:
-    if isinstance(err, CheckpointWriteError):
+    if isinstance(err, safe_io.WriteError):
         return str(err)
     return (
         f"could not access {err.filename or run_dir} (errno {err.errno} "
         f"{errno.errorcode.get(err.errno or 0, '?')}: {err.strerror})"
     )
-
-
-def _warn_small_subset(cfg: DictConfig, splits: DataSplits) -> None:
-    subset = select(cfg.dataset, "subset")
-    if subset is not None and (len(splits.train) < subset or len(splits.test) < subset):
-        log.warning(
-            "dataset.subset=%d is larger than dataset=%s (%d train, %d test images): all of them are used",
-            subset,
-            cfg.dataset.name,
-            len(splits.train),
-            len(splits.test),
-        )
 
 
 def _wandb_names(cfg: DictConfig, run_dir: Path) -> tuple[str, str]:

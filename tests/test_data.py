@@ -93,6 +93,78 @@ def test_cifar_missing_offline_says_where_to_put_the_files(tmp_path):
     assert "cifar-10-python.tar.gz" in message and "dataset.root" in message
 
 
+class _Payload:
+    """Unpickling it runs ``touch <marker>``: the proof that a data file ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("name", ["data_batch_2", "test_batch", "batches.meta"])
+def test_a_tampered_cifar_file_is_refused_without_running_its_payload(tmp_path, name):
+    _write_cifar(tmp_path)
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "cifar-10-batches-py" / name
+    with open(path, "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f, protocol=2)
+    with pytest.raises(ConfigError) as info:
+        build_datasets(dataset_cfg(name="cifar10", root=str(tmp_path), download=False, val_fraction=0))
+    message = str(info.value)
+    assert str(path) in message and ("posix.system" in message or "os.system" in message)
+    assert "was not executed" in message
+    assert not marker.exists(), "the pickle's payload ran"
+    pickle.loads(path.read_bytes())  # control: unpickled the ordinary way, the payload does run
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_pickles_of_any_protocol_load(tmp_path, protocol):
+    """Python 3 writes bytes (protocol 2) and arrays (protocol 5) through other globals than the
+    official Python 2 files; the restricted reader takes them all."""
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(tmp_path)
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": data, "labels": [3, 4], "batch_label": b"raw"}, f, protocol=protocol)
+    splits = build_datasets(dataset_cfg(name="cifar10", root=str(tmp_path), download=False))
+    x, y = as_tensors(splits.test)
+    assert y.tolist() == [3, 4] and int(x[1, 0, 0, 0]) == 3072 % 256
+
+
+def test_a_cifar_batch_of_the_wrong_shape_is_refused(tmp_path):
+    _write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((2, 10), dtype=np.uint8), "labels": [0, 1]}, f, protocol=2)
+    with pytest.raises(ConfigError, match="data_batch_1 is not a CIFAR batch"):
+        build_datasets(dataset_cfg(name="cifar10", root=str(tmp_path), download=False))
+
+
+def test_subset_warning_names_the_split_it_does_not_cut(caplog):
+    """digits has 1437 train and 360 test images: subset=512 cuts train (before validation), not test."""
+    build_datasets(dataset_cfg(name="digits", subset=512, val_fraction=0.1))
+    [warning] = [r.getMessage() for r in caplog.records if "dataset.subset" in r.getMessage()]
+    assert "larger than dataset=digits's test split (360 images)" in warning
+    assert "train: 512 of 1437 images, before the validation split" in warning
+    assert "train split (" not in warning
+    caplog.clear()
+    build_datasets(dataset_cfg(name="digits", subset=300))
+    assert "dataset.subset" not in caplog.text
+
+
+def test_an_epoch_resumed_after_its_last_step_yields_no_batch():
+    ds = torch.utils.data.TensorDataset(torch.zeros(8, 3, 2, 2), torch.arange(8))
+    tf = BatchTransform(2, [0.0] * 3, [1.0] * 3, train=True)
+    batches = Batches(ds, batch_size=4, device=torch.device("cpu"), transform=tf, train=True)
+    batches.set_epoch(0, skip=batches.num_batches)
+    assert list(batches) == [] and len(batches) == 0
+
+
 def test_fake_is_deterministic_and_learnable_in_principle():
     cfg = dataset_cfg(name="fake", train_size=40, test_size=8, num_classes=4, noise=0.0)
     a, b = build_datasets(cfg), build_datasets(cfg)

@@ -13,6 +13,7 @@ from harness_helpers import TINY, failure, metrics, output, run_train, start_tra
 
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError
+from rope_ext.trainer import FAULT_ENV
 
 # 4 epochs of 8 steps; the loop checks for signals after every step
 RUN = [*TINY, "train.epochs=4", "dataset.train_size=128", "train.log_every=1"]
@@ -71,17 +72,28 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert good.returncode == 0, output(good)
     run_dir = tmp_path / "outputs" / "nan"
     before = sha(run_dir / "checkpoint.pt")
-    # same run, one more epoch at an absurd peak lr (a key allowed to change on resume; the data may
-    # not change: the fingerprint refuses it): the loss turns NaN during epoch 2
-    bad = run_train([*TINY, "run_id=nan", "train.epochs=2", "train.lr=1e30"], tmp_path)
+    # same run, one more epoch whose first step's loss is NaN: injected (ROPE_EXT_FAULT), not provoked
+    # by a huge lr, whose first symptom (NaN, or a singular solve) depends on the processor
+    bad = run_train([*TINY, "run_id=nan", "train.epochs=2"], tmp_path, extra_env={FAULT_ENV: "loss@2:1"})
     text = output(bad)
     assert bad.returncode == 3, text
-    assert "loss is not finite" in text and "at epoch 2" in text and "last good checkpoint" in text
+    assert "not finite (loss nan) at epoch 2, step 1/" in text and "last good checkpoint" in text
+    assert "Traceback" not in text
     assert sha(run_dir / "checkpoint.pt") == before
     assert json.loads((run_dir / "checkpoint.json").read_text())["epoch"] == 1
     m = failure(run_dir)
     assert m["status"] == "failed" and "not finite" in m["error"] and m["epochs_done"] == 1
     assert metrics(run_dir)["status"] == "ok"  # the finished 1-epoch result is kept beside the failure
+
+
+@pytest.mark.slow
+def test_a_huge_lr_stops_with_exit_3_whatever_diverges_first(tmp_path):
+    """Issue 20's reproduction: on some processors a singular solve comes before any NaN."""
+    bad = run_train([*TINY, "run_id=lr", "train.lr=1e30"], tmp_path)
+    text = output(bad)
+    assert bad.returncode == 3, text
+    assert "Training diverged" in text and "at epoch 1, step" in text and "Traceback" not in text
+    assert not (tmp_path / "outputs" / "lr" / "metrics.json").exists()
 
 
 @pytest.mark.slow

@@ -27,11 +27,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, read_record, write_record
+from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RUN_NAME, read_record, record_run
 
 __all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "RUN_NAME", "Run", "find_runs", "record_run"]
 
-RUN_NAME = "run.json"
 
 SPEEDS = ("train_img_per_s", "infer_img_per_s", "infer_latency_ms")
 RATIO_SUFFIX = "_ratio_vs_none"
@@ -77,13 +76,6 @@ _NUMBERS = (
 
 class UnreadableRun(ValueError):
     """A run directory whose files the readers cannot use (corrupt YAML/JSON, wrong types)."""
-
-
-def record_run(run_dir: Path, config: dict[str, Any], overrides: Sequence[str]) -> None:
-    """``run.json``: the run's resolved ``config`` and its command-line ``overrides``, written atomically
-    (``rope_ext.metrics.write_record``) by the trainer when a run starts from scratch; every reader takes
-    the run's identity from it."""
-    write_record(Path(run_dir) / RUN_NAME, {"config": config, "overrides": [str(o) for o in overrides]})
 
 
 def _literal_resolvers(node: Any) -> Any:
