@@ -81,6 +81,12 @@ def imagefolder_datasets(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
         raise ConfigError(
             "dataset=imagefolder needs dataset.root: the folder that holds train/<class>/ and val/<class>/"
         )
+    if select(dataset, "in_memory", False):
+        raise ConfigError.bad_value(
+            "dataset.in_memory",
+            dataset.in_memory,
+            "false for dataset=imagefolder (images go through workers)",
+        )
     root = Path(str(dataset.root)).expanduser()
     classes = check_root(root)
     train = create_dataset("", root=str(root), split="train", is_training=True)
