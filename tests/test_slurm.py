@@ -176,23 +176,25 @@ def test_preempted_job_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
         assert torch.equal(ours[key], theirs[key]), key
 
 
-# about a minute and a half of training (3 epochs of ~25 s on this kind of machine): more than one run of
-# a 1-minute job (SLURM signals it 30-60 s after its start), less than four
-TIMEOUT = [*TINY, "dataset.train_size=16384", "train.epochs=3", "pe.block=2"]
+# SLURM checks time limits every 30 s and signals up to 30 s early: a 1-minute job gets USR2 30-60 s after
+# it starts, i.e. after 20-50 s of training. This run trains for about a minute on this kind of machine
+# alone (6 epochs of ~10 s): it cannot finish within one job, and finishes within the 6 runs of
+# max_num_timeout=5.
+TIMEOUT = [*TINY, "dataset.train_size=16384", "train.epochs=6", "pe.block=2"]
 
 
 def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path):
     """launcher.timeout_min=1: USR2 before the limit, checkpoint, requeue, resume, until the job is done
-    (max_num_timeout=3) or its time-outs are used up (max_num_timeout=0: failed, and it says so)."""
+    (max_num_timeout=5) or its time-outs are used up (max_num_timeout=0: failed, and it says so)."""
     limit = ["launcher.timeout_min=1", "launcher.signal_delay_s=5"]
     done_dir, used_up_dir = tmp_path / "done" / "sweep", tmp_path / "used_up" / "sweep"
     for d in (done_dir, used_up_dir):
         d.parent.mkdir()
     used_up = start_sweep(slurm_cluster, [*TIMEOUT, *limit, "launcher.max_num_timeout=0"], used_up_dir)
-    done = start_sweep(slurm_cluster, [*TIMEOUT, *limit, "launcher.max_num_timeout=3"], done_dir)
+    done = start_sweep(slurm_cluster, [*TIMEOUT, *limit, "launcher.max_num_timeout=5"], done_dir)
     try:
         used_up_out, _ = used_up.communicate(timeout=300)
-        done_out, _ = done.communicate(timeout=400)
+        done_out, _ = done.communicate(timeout=480)
     finally:
         for p in (used_up, done):
             p.kill()
@@ -208,10 +210,10 @@ def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path
     assert done.returncode == 0, done_out
     (job,) = job_dirs(done_dir)
     metrics = json.loads((job / "metrics.json").read_text())
-    assert metrics["status"] == "ok" and metrics["resumed"] and metrics["epochs_done"] == 3
+    assert metrics["status"] == "ok" and metrics["resumed"] and metrics["epochs_done"] == 6
     log = (job / "train.log").read_text()
     runs = log.count("Resuming from")
-    assert 1 <= runs <= 3 and log.count("interrupted by SIGUSR2") == runs, log
+    assert 1 <= runs <= 5 and log.count("interrupted by SIGUSR2") == runs, log
     assert "this job is timed-out" in submitit_logs(done_dir)
 
 
