@@ -18,7 +18,7 @@ import pytest
 import torch
 from harness_helpers import TINY, TRAIN, env
 
-pytestmark = pytest.mark.slow
+from rope_ext import local_slurm
 
 SLURM = [
     "-m",
@@ -90,6 +90,21 @@ def squeue(cluster, fmt: str) -> list[str]:
     return done.stdout.split()
 
 
+def test_generated_config_addresses_every_daemon_on_the_loopback(tmp_path):
+    conf = local_slurm.slurm_conf(tmp_path, "node7", cpus=4, memory_mb=8000, ports=(7001, 7002))
+    lines = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line and " " not in line)
+    assert lines["SlurmctldHost"] == "node7(127.0.0.1)"
+    assert "NodeName=node7 NodeAddr=127.0.0.1 NodeHostname=node7 CPUs=4 RealMemory=8000" in conf
+    assert (lines["SlurmctldPort"], lines["SlurmdPort"]) == ("7001", "7002")
+    assert lines["AuthInfo"] == f"socket={tmp_path}/munge.socket,cred_expire={local_slurm.REQUEUE_DELAY_S}"
+    assert lines["ProctrackType"] == "proctrack/linuxproc" and lines["TaskPlugin"] == "task/none"
+    assert lines["SelectType"] == "select/cons_tres"
+    # every file of the cluster lives in its state directory
+    paths = [v for k, v in lines.items() if k.endswith(("Location", "Dir", "File"))]
+    assert paths and all(p.startswith(str(tmp_path)) for p in paths)
+
+
+@pytest.mark.slow
 def test_array_sweep_two_jobs(slurm_cluster, tmp_path):
     """pe.block=2,3 is one SLURM array of two jobs: two metrics.json and the sweep table, exit 0."""
     sweep_dir = tmp_path / "sweep"
@@ -109,6 +124,7 @@ def test_array_sweep_two_jobs(slurm_cluster, tmp_path):
     assert out.count("accounting storage is disabled") == 1, out
 
 
+@pytest.mark.slow
 def test_two_tasks_one_ddp_model(slurm_cluster, tmp_path):
     """hardware.devices=2 on CPU: one job of two SLURM tasks, one gloo DDP model, one metrics.json."""
     sweep_dir = tmp_path / "sweep"
@@ -134,6 +150,7 @@ PREEMPT = [
 ]
 
 
+@pytest.mark.slow
 def test_preempted_job_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
     """USR2 after the first epoch's checkpoint: checkpoint, requeue, resume mid-epoch, finish with the
     same weights as an uninterrupted run of the same job."""
@@ -183,6 +200,7 @@ def test_preempted_job_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
 TIMEOUT = [*TINY, "dataset.train_size=16384", "train.epochs=6", "pe.block=2"]
 
 
+@pytest.mark.slow
 def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path):
     """launcher.timeout_min=1: USR2 before the limit, checkpoint, requeue, resume, until the job is done
     (max_num_timeout=5) or its time-outs are used up (max_num_timeout=0: failed, and it says so)."""
@@ -217,6 +235,7 @@ def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path
     assert "this job is timed-out" in submitit_logs(done_dir)
 
 
+@pytest.mark.slow
 def test_sweep_with_a_bad_job(slurm_cluster, tmp_path):
     """One job of the array cannot run: the other finishes, the bad one is listed as failed with its
     reason (failure.json), and the command exits 1."""
