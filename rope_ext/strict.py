@@ -75,10 +75,8 @@ def allowed_keys(choices: Mapping[str, Any], conf_dir: Path = CONF) -> dict[str,
         allowed[group] = _yaml_keys(conf_dir / group / f"{choice}.yaml", group) if choice else set()
     allowed["model"] |= {f"model.{k}" for k in (*PROJECT_MODEL_KEYS, *timm_model_keys())}
     # recipe options are global packages (they also set train.* and optimizer.*): their recipe: node
-    recipe = choices.get("recipe")
-    allowed["recipe"] = (
-        _yaml_keys(conf_dir / "recipe" / f"{recipe}.yaml", "recipe", "recipe") if recipe else set()
-    )
+    if choices.get("recipe"):
+        allowed["recipe"] = _yaml_keys(conf_dir / "recipe" / f"{choices['recipe']}.yaml", "recipe", "recipe")
     return allowed
 
 

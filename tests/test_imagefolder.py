@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from rope_ext import recipe
 from rope_ext.config import ConfigError
 from rope_ext.imagefolder import Transformed, check_root, train_transform
+from rope_ext.strict import check_keys
 
 TINY_IMG = [
     "hardware=cpu",
@@ -179,6 +180,9 @@ def test_recipes_compose_and_check():
         recipe.check(compose_job(["recipe=deit"])[0])
     mixing_only, _ = compose_job(["recipe=deit", "recipe.auto_augment=null", "recipe.re_prob=0"])
     recipe.check(mixing_only)  # Mixup/CutMix on the in-memory digits
+    typo, full = compose_job(["recipe=deit", "+recipe.mixpu=0.5"])
+    with pytest.raises(ConfigError, match=r"recipe.mixpu=0.5 \(did you mean recipe.mixup\?\)"):
+        check_keys(typo, full.hydra.runtime.choices)
     with pytest.raises(ConfigError, match="train.batch_size=7"):
         recipe.check(compose_job(["recipe=deit", "dataset=imagefolder", "train.batch_size=7"])[0])
 
