@@ -31,7 +31,7 @@ from rope_ext.relpos import relpos_validation
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("digits", "cifar10", "cifar100", "fake", "relpos")
+DATASETS = ("digits", "cifar10", "cifar100", "fake", "relpos", "imagefolder")
 
 _CIFAR = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
@@ -61,8 +61,9 @@ class DataSplits:
         return Subset(redrawn, self.test.indices) if isinstance(self.test, Subset) else redrawn
 
 
-def build_datasets(dataset: DictConfig) -> DataSplits:
-    """Build the ``dataset`` config group node's train and test sets (raises ConfigError on bad input)."""
+def build_datasets(dataset: DictConfig, recipe: DictConfig | None = None) -> DataSplits:
+    """Build the ``dataset`` config group node's train and test sets (raises ConfigError on bad input);
+    ``recipe`` (``conf/recipe``): the per-image augmentation of ``imagefolder``."""
     name = dataset.name
     val_fraction = select(dataset, "val_fraction", 0.0)
     if (
@@ -79,6 +80,10 @@ def build_datasets(dataset: DictConfig) -> DataSplits:
         train, test, num_classes = _cifar(dataset)
     elif name == "fake":
         train, test, num_classes = _fake(dataset)
+    elif name == "imagefolder":
+        from rope_ext.imagefolder import imagefolder_datasets
+
+        train, test, num_classes = imagefolder_datasets(dataset)
     elif name == "relpos":
         from rope_ext.relpos import relpos_datasets
 
@@ -103,6 +108,10 @@ def build_datasets(dataset: DictConfig) -> DataSplits:
         test = Subset(test, range(min(int(subset), len(test))))
     if name != "relpos" and val_fraction > 0:
         train, val = split_validation(train, val_fraction)
+    if name == "imagefolder":  # per-image transforms after the split: train's for train, eval's for val
+        from rope_ext.imagefolder import with_transforms
+
+        train, val = with_transforms(train, val, dataset, recipe)
     return DataSplits(train, test, num_classes, name, val)
 
 

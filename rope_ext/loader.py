@@ -134,6 +134,9 @@ class Batches:
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
+        dataset = self.loader.dataset if self.loader is not None else None
+        if self.sampler is not None and hasattr(dataset, "set_epoch"):  # per-image random transforms
+            dataset.set_epoch(epoch, seed=self.sampler.seed)
 
     def indices(self) -> list[int]:
         if self.sampler is None:

@@ -74,6 +74,9 @@ def allowed_keys(choices: Mapping[str, Any], conf_dir: Path = CONF) -> dict[str,
         choice = choices.get(group)
         allowed[group] = _yaml_keys(conf_dir / group / f"{choice}.yaml", group) if choice else set()
     allowed["model"] |= {f"model.{k}" for k in (*PROJECT_MODEL_KEYS, *timm_model_keys())}
+    # recipe options are global packages (they also set train.* and optimizer.*): their recipe: node
+    if choices.get("recipe"):
+        allowed["recipe"] = _yaml_keys(conf_dir / "recipe" / f"{choices['recipe']}.yaml", "recipe", "recipe")
     return allowed
 
 

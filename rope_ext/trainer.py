@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import rope_ext
-from rope_ext import checkpoint, distributed, hardware, safe_io, safety
+from rope_ext import checkpoint, distributed, hardware, recipe, safe_io, safety
 from rope_ext.checkpoint import CheckpointError
 from rope_ext.config import ConfigError, eval_sizes, select, validate
 from rope_ext.data import DataSplits, build_datasets
@@ -196,6 +196,7 @@ class Engine:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     net: nn.Module  # what trains: the model, under DDP and torch.compile when they are on
+    mixup: Any = None  # timm.data.Mixup (recipe.mixup/cutmix): (x, y) -> (mixed x, soft targets)
 
 
 # (global step, step in epoch, loss (), lr, finite (3,): loss, gradients, weights) not yet checked or logged
@@ -264,7 +265,15 @@ def run_job(cfg: DictConfig) -> float | None:
         _write_failure(run_dir, cfg, env, str(err), job.state)
         tracker.finish(exit_code=128 + err.signum)
         distributed.shutdown()
-        job.guard.hand_over(err.signum)  # submitit: requeue and exit
+        try:
+            job.guard.hand_over(err.signum)  # submitit: requeue and exit
+        except Exception as refused:  # submitit did not requeue (time-outs beyond launcher.max_num_timeout)
+            limit = select(cfg, "launcher.max_num_timeout")
+            error = f"{err}; not requeued (launcher.max_num_timeout={limit}): {refused}"
+            log.error("%s", error)
+            _write_failure(run_dir, cfg, env, error, job.state)
+            if multirun:
+                return None
         raise SystemExit(128 + err.signum) from None
     except Exception as err:
         log.exception("job failed")
@@ -293,12 +302,16 @@ def train(
     validate(cfg)
     safety.validate_values(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
     check_keys(cfg, HydraConfig.get().runtime.choices)  # typos are refused, not ignored
+    recipe.check(cfg)
+    if select(cfg, "recipe.lr_batch") is not None:  # the peak lr scales with the global batch
+        with open_dict(cfg):
+            cfg.train.lr = recipe.peak_lr(cfg, env.world_size)
     device, amp_dtype = hardware.setup(cfg.hardware, env)
     hardware.reset_peak_mem(device)  # peak_mem_mb is this job's, not an earlier job's of the process
 
     # 2. data, model, optimiser and schedule (still nothing written)
     data, model = _build_data_and_model(cfg, env, device)
-    engine = _build_engine(cfg, model, data.train.num_batches, device, amp_dtype)
+    engine = _build_engine(cfg, model, data.train.num_batches, device, amp_dtype, data.splits.num_classes)
     fingerprint = checkpoint.fingerprint_of(
         OmegaConf.to_container(cfg, resolve=True), data.splits.num_classes
     )
@@ -368,7 +381,7 @@ def _build_data_and_model(
     cfg: DictConfig, env: distributed.DistEnv, device: torch.device
 ) -> tuple[Data, nn.Module]:
     """The datasets as batches and the model on ``device``, the same initial weights on every rank."""
-    splits = build_datasets(cfg.dataset)
+    splits = build_datasets(cfg.dataset, select(cfg, "recipe"))
     hardware.seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg, splits.num_classes)
     patch = int(model.patch_embed.patch_size[0])
@@ -385,7 +398,7 @@ def _build_data_and_model(
         input_size,
         cfg.dataset.mean,
         cfg.dataset.std,
-        train=True,
+        train=cfg.dataset.name not in recipe.PER_IMAGE_DATASETS,  # those are augmented per image
         crop_padding=select(cfg.dataset, "augment.crop_padding", 0),
         hflip=select(cfg.dataset, "augment.hflip", False),
     )
@@ -413,13 +426,19 @@ def _build_engine(
     steps_per_epoch: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
+    num_classes: int,
 ) -> Engine:
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     # loss scaling only for fp16: bf16 has fp32's exponent range
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    return Engine(model, optimizer, scheduler, scaler, criterion, net=model)
+    mixup = recipe.build_mixup(cfg, num_classes)
+    if mixup is not None:  # soft targets (label smoothing included) from timm's Mixup/CutMix
+        from timm.loss import SoftTargetCrossEntropy
+
+        criterion = SoftTargetCrossEntropy()
+    return Engine(model, optimizer, scheduler, scaler, criterion, net=model, mixup=mixup)
 
 
 def _parallel(ctx: Context, model: nn.Module) -> nn.Module:
@@ -609,6 +628,8 @@ def _update(
         raise torch.linalg.LinAlgError(
             "linalg.solve: The solver failed because the input matrix is singular (injected)."
         )
+    if engine.mixup is not None:
+        x, y = engine.mixup(x, y)
     with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.amp_dtype is not None):
         loss = engine.criterion(engine.net(x), y)
     if "loss" in faults:
