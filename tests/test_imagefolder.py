@@ -189,7 +189,7 @@ def test_recipes_compose_and_check():
 
 def test_imagenet_preset_lists_its_jobs():
     """The ImageNet-1k preset: ViT-S/16 and ViT-B/16 x APE, RoPE-Axial, RoPE-Mixed, one 8-GPU SLURM job each."""
-    args = ["experiment=imagenet_vit", "dataset.root=/data/imagenet"]
+    args = ["experiment=paper/heo2024_imagenet1k", "dataset.root=/data/imagenet"]
     proc = subprocess.run(
         [sys.executable, "-m", "rope_ext.jobs", *args],
         cwd=REPO,
