@@ -63,14 +63,7 @@ class DataSplits:
 def build_datasets(dataset: DictConfig) -> DataSplits:
     """Build the ``dataset`` config group node's train and test sets (raises ConfigError on bad input)."""
     name = dataset.name
-    val_fraction = select(dataset, "val_fraction", 0.0)
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, (int, float))
-        or not 0 <= float(val_fraction) < 1
-    ):
-        raise ConfigError.bad_value("dataset.val_fraction", val_fraction, "a number in [0, 1)")
-    val_fraction = float(val_fraction)
+    val_fraction = float(select(dataset, "val_fraction", 0.0))  # in [0, 1): rope_ext.schema
     val: Dataset | None = None
     if name == "digits":
         train, test, num_classes = _digits()

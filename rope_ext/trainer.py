@@ -52,7 +52,6 @@ from rope_ext.metrics import (
 from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
 from rope_ext.preemption import Interrupted, SignalGuard
-from rope_ext.strict import check_keys
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
 
@@ -200,7 +199,7 @@ def run_job(cfg: DictConfig) -> float | None:
         raise SystemExit(exit_code) from None
 
     try:
-        safety.check_run_dir(run_dir, cfg.get("run_id"), multirun=multirun)
+        safety.check_run_dir(run_dir, multirun=multirun)
         metrics = train(cfg, run_dir, env, tracker, job)
         return metrics["val_acc"] if metrics.get("val_acc") is not None else metrics["test_acc"]
     except (ConfigError, CheckpointError) as err:
@@ -252,9 +251,7 @@ def train(
     state = job.state
     started = time.time()
     # 1. check everything that can be checked before doing any work
-    validate(cfg)
-    safety.validate_values(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
-    check_keys(cfg, HydraConfig.get().runtime.choices)  # typos are refused, not ignored
+    validate(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)  # train.py ran it before Hydra too
     device, amp_dtype = hardware.setup(cfg.hardware, env)
 
     # 2. data, model, optimiser and schedule (still nothing written)
@@ -313,10 +310,7 @@ def _build_data_and_model(
     model = build_model(cfg, splits.num_classes)
     patch = int(model.patch_embed.patch_size[0])
     input_size = int(cfg.dataset.input_size)
-    sizes = eval_sizes(input_size, patch, cfg.eval.input_sizes)
-    for key, size in [("dataset.input_size", input_size)] + [("eval.input_sizes", s) for s in sizes]:
-        if size % patch:
-            raise ConfigError.bad_value(key, size, f"multiples of the patch size {patch}")
+    sizes = eval_sizes(input_size, patch, cfg.eval.input_sizes)  # patch multiples: config.validate
     distributed.init(env, device)
     hardware.seed(cfg.seed + 1 + env.rank)  # augmentation differs across ranks
     model.to(device)

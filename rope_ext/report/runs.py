@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
 from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, read_record
+from rope_ext.schema import replicate_keys, unnamed_keys
 
 __all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "Run", "find_runs"]
 
@@ -33,9 +34,10 @@ FIXED_BLOCK = frozenset(n for n in PE_NAMES if n not in ENCODINGS or ENCODINGS[n
 # variants with a block size N to choose (their impl and N name them in labels)
 FREE_BLOCK = frozenset(n for n, spec in ENCODINGS.items() if spec.block is None)
 VARIANT_ORDER = {name: i for i, name in enumerate(PE_NAMES)}
-# keys of the run config that never make two runs different experiments
-_IGNORED_TOP = {"hydra", "wandb", "run_id", "launcher"}
-_IGNORED_LEAF = {"seed"}
+# keys of the run config that never make two runs different experiments: the schema's keys that don't
+# name the run directory (names_run=False), and seeds (replicates of one experiment)
+_IGNORED_TOP = {"hydra", *(k for k in unnamed_keys() if "." not in k)}
+_IGNORED_LEAF = {k.rsplit(".", 1)[-1] for k in replicate_keys()}
 # identifying fields of failed or missing runs, read from the config when the metrics lack them
 _CONFIG_FALLBACK = {
     "model": "model.name",
