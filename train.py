@@ -32,6 +32,8 @@ if __name__ == "__main__":
     # (every job of a sweep) first, and only a valid one is handed to Hydra. Keeping Hydra's per-attempt
     # files elsewhere (hydra.output_subdir) would still create the run directory and lose the record
     # of the settings a run actually ran with, which the report and tune read.
+    if {"--help", "-h"} & set(sys.argv[1:]) and "--resolve" not in sys.argv:
+        sys.argv.append("--resolve")  # the help shows the values a run uses, interpolations resolved
     try:
         check_command(sys.argv[1:])
     except ConfigError as err:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from rope_ext import schema
 
@@ -102,11 +102,8 @@ def head_dim(model: Any) -> int | None:
 # the schema's own rules: keys, types, choices, ranges
 
 
-def _items(node: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, DictConfig):
-        yield from ((str(k), node[k]) for k in node)
-    elif isinstance(node, Mapping):
-        yield from ((str(k), v) for k, v in node.items())
+def _keys(node: Any) -> list[str]:
+    return [str(k) for k in node] if isinstance(node, DictConfig | Mapping) else []
 
 
 def _plain(value: Any) -> Any:
@@ -180,15 +177,30 @@ def _scalar_ok(tp: Any, value: Any, meta: Mapping[str, Any]) -> bool:
     return ok
 
 
+_UNRESOLVED = object()
+
+
+def _get(node: Any, name: str) -> Any:
+    """``node[name]``, or ``_UNRESOLVED`` for a ``${hydra:...}`` value of a config composed without its
+    Hydra node (a tool's or a test's): Hydra fills those in for a run."""
+    if not isinstance(node, DictConfig | Mapping):
+        return None
+    try:
+        return node.get(name)
+    except InterpolationResolutionError as err:
+        if "HydraConfig was not set" in str(err):
+            return _UNRESOLVED
+        raise
+
+
 def _check_node(node: Any, cls: type, prefix: str) -> None:
-    """Every key of ``node`` is a field of ``cls`` and every value is what its field allows."""
+    """Every value of ``node`` is what its field of ``cls`` allows."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k, _ in _items(node) if k not in fields]
-    if unknown:
-        raise _unknown_keys(node, [f"{prefix}{k}" for k in unknown], [f"{prefix}{k}" for k in fields])
     for name, f in fields.items():
         path = f"{prefix}{name}"
-        value = node.get(name) if isinstance(node, DictConfig | Mapping) else None
+        value = _get(node, name)
+        if value is _UNRESOLVED:
+            continue
         tp, nullable = _base_type(f.type)
         if value is None:
             if not nullable:
@@ -211,40 +223,58 @@ def _check_node(node: Any, cls: type, prefix: str) -> None:
             raise ConfigError.bad_value(path, value, allowed(f))
 
 
+def _find_unknown(node: Any, cls: type, prefix: str, out: list[tuple[str, Any, list[str]]]) -> None:
+    """(dotted key, value, the keys its node allows) of every key under ``node`` not in ``cls``."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in _keys(node):
+        f = fields.get(name)
+        if f is None:
+            out.append((f"{prefix}{name}", _get(node, name), [f"{prefix}{k}" for k in fields]))
+            continue
+        inner = schema.dataclass_of(_base_type(f.type)[0])
+        value = _get(node, name) if inner is not None else None
+        if isinstance(value, DictConfig | Mapping):
+            _find_unknown(value, inner, f"{prefix}{name}.", out)
+
+
 def _names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
 def _unknown_keys(
-    node: Any, keys: list[str], known: list[str], values: Mapping[str, Any] | None = None
+    found: list[tuple[str, Any, list[str]]], typed: Mapping[str, str] | None = None
 ) -> ConfigError:
-    parts = []
-    for key in keys:
+    """One paragraph naming every unknown key, its value (as typed, when given) and the closest known key."""
+    parts, allowed_keys = [], []
+    for key, value, known in found:
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "no similar key"
-        if values and key in values:  # as typed on the command line
-            shown = str(values[key])
-        else:
-            shown = repr(
-                _plain(node.get(key.rsplit(".", 1)[-1])) if isinstance(node, DictConfig | Mapping) else None
-            )
+        shown = str(typed[key]) if typed and key in typed else repr(_plain(value))
         parts.append(f"{key}={shown} ({hint})")
-    plural = "s" if len(keys) > 1 else ""
+        allowed_keys += [k for k in known if k not in allowed_keys]
+    plural = "s" if len(found) > 1 else ""
     return ConfigError(
         f"unknown key{plural} {'; '.join(parts)}; allowed: the keys of rope_ext/schema.py "
-        f"({', '.join(known)}). Unknown keys are refused rather than silently ignored."
+        f"({', '.join(allowed_keys)}). Unknown keys are refused rather than silently ignored."
     )
 
 
 def check_schema(cfg: Any) -> None:
     """The config's keys and values against ``rope_ext.schema.Config`` (works on a plain dict too)."""
-    top = [f for f in dataclasses.fields(schema.Config)]
-    names = [f.name for f in top]
-    unknown = [k for k, _ in _items(cfg) if k not in names and k != "hydra"]
+    top = list(dataclasses.fields(schema.Config))
+    unknown: list[tuple[str, Any, list[str]]] = []
+    top_node = {k: _get(cfg, k) for k in _keys(cfg) if k not in schema.OPTION_SCHEMAS and k != "hydra"}
+    _find_unknown(top_node, schema.Config, "", unknown)
+    for group_name, options in schema.OPTION_SCHEMAS.items():
+        node = _get(cfg, group_name)
+        if isinstance(node, DictConfig | Mapping) and select(node, "name") in options:
+            _find_unknown(node, options[node["name"]], group_name + ".", unknown)
     if unknown:
-        raise _unknown_keys(cfg, unknown, names)
+        raise _unknown_keys(unknown)
     for f in top:
-        value = cfg.get(f.name)
+        value = _get(cfg, f.name)
+        if value is _UNRESOLVED:
+            continue
         cls = schema.dataclass_of(f.type)
         if cls is None:
             if not _scalar_ok(f.type, value, f.metadata):
@@ -277,10 +307,16 @@ def validate(cfg: Any, *, multirun: bool = False) -> None:
 
 
 def _validate(cfg: Any, multirun: bool) -> None:
+    if isinstance(cfg, DictConfig) and "hydra" in cfg:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(cfg)  # what its ${hydra:...} interpolations read
     from rope_ext.safety import check_component
 
     check_schema(cfg)
-    check_component("run_id", select(cfg, "run_id"))
+    run_id = _get(cfg, "run_id")
+    if run_id is not _UNRESOLVED:
+        check_component("run_id", run_id)
     model, train = cfg["model"], cfg["train"]
 
     if model["embed_dim"] % model["num_heads"]:
@@ -433,7 +469,7 @@ def compose_error(err: BaseException, overrides: list[str]) -> ConfigError:
             return ConfigError.bad_value(key, value, allowed(known[key].field))
         parent = key.rpartition(".")[0]
         siblings = [k for k in known if k.rpartition(".")[0] == parent]
-        return _unknown_keys({}, [key], siblings, {key: value})
+        return _unknown_keys([(key, None, siblings)], {key: value})
     return ConfigError(f"{_one_line(err)}.")
 
 

@@ -318,7 +318,7 @@ def register() -> None:
     cs.store(name="schema", node=Config)
     for f in dataclasses.fields(Config):
         cls = dataclass_of(f.type)
-        if not f.metadata.get("group") or cls is None:
+        if f.default is not MISSING or cls is None:  # not a config group of conf/
             continue
         for option, node in OPTION_SCHEMAS.get(f.name, {}).items():
             cs.store(group=f"schema/{f.name}", name=option, node=node)
