@@ -448,10 +448,15 @@ def composer(conf_dir: Path = CONF) -> Iterator[Any]:
 
 def compose_error(err: BaseException, overrides: list[str]) -> ConfigError:
     """Hydra's or OmegaConf's composition error as one paragraph naming key, value and what is allowed."""
-    from hydra.errors import MissingConfigException
+    from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     cause = err.__cause__ or err.__context__
+    if isinstance(err, OverrideParseException):
+        return ConfigError(
+            f"the override {err.override!r} cannot be parsed ({_one_line(err)}); allowed: key=value in "
+            "Hydra's override grammar (quote values with brackets or commas)."
+        )
     if isinstance(err, MissingConfigException) and err.options:
         group, _, option = str(err.missing_cfg_file).rpartition("/")
         return ConfigError.bad_value(
