@@ -313,10 +313,10 @@ def _validate(cfg: Any, multirun: bool) -> None:
         HydraConfig.instance().set_config(cfg)  # what its ${hydra:...} interpolations read
     from rope_ext.safety import check_component
 
-    check_schema(cfg)
     run_id = _get(cfg, "run_id")
-    if run_id is not _UNRESOLVED:
+    if run_id is not _UNRESOLVED:  # first: a bad run_id is a path problem before it is a type problem
         check_component("run_id", run_id)
+    check_schema(cfg)
     model, train = cfg["model"], cfg["train"]
 
     if model["embed_dim"] % model["num_heads"]:

@@ -41,6 +41,7 @@ BAD = [
     (["train.batch_size=10000000"], "train.batch_size=10000000", "<= 65536"),
     (["dataset=fake", "dataset.num_classes=0"], "dataset.num_classes=0", ">= 2"),
     (["dataset.num_workers=-1"], "dataset.num_workers=-1", "auto or an integer"),
+    (["launcher=slurm", "launcher.timeout_min=abc"], "launcher.timeout_min='abc'", "an integer >= 1"),
     # memory-bound sizes, with their limit
     (["model.depth=1000000"], "model.depth=1000000", f"<= {MAX_DEPTH}"),
     (["eval.input_sizes=[100000]"], "eval.input_sizes=[100000]", f"<= {MAX_SIZE_PX}"),

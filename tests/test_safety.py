@@ -112,24 +112,24 @@ BAD_VALUES = {
     "num_heads=0": (["model.num_heads=0"], ["model.num_heads=0", "an integer >= 1"]),
     "patch_size=0": (["model.patch_size=0"], ["model.patch_size=0", "an integer >= 1"]),
     "depth=0": (["model.depth=0"], ["model.depth=0", "an integer >= 1"]),
-    "mlp_ratio=0": (["model.mlp_ratio=0"], ["model.mlp_ratio=0", "(0, inf)"]),
-    "drop_path_rate=2": (["model.drop_path_rate=2"], ["model.drop_path_rate=2", "[0, 1)"]),
+    "mlp_ratio=0": (["model.mlp_ratio=0"], ["model.mlp_ratio=0", "a finite number > 0"]),
+    "drop_path_rate=2": (["model.drop_path_rate=2"], ["model.drop_path_rate=2", ">= 0 and < 1"]),
     "arch unknown": (["model.arch=not_a_model"], ["model.arch='not_a_model'", "timm"]),
-    "threads=-1": (["hardware.threads=-1"], ["hardware.threads=-1", "an integer >= 1, null"]),
+    "threads=-1": (["hardware.threads=-1"], ["hardware.threads=-1", "an integer >= 1", "or null"]),
     "num_workers=-1 streaming": (
         ["dataset.num_workers=-1", "dataset.in_memory=false"],
-        ["dataset.num_workers=-1", "an integer >= 0, auto"],
+        ["dataset.num_workers=-1", "auto or an integer in [0, 1024]"],
     ),
     "betas out of range": (
         ["optimizer.betas=[2,0.9]"],
-        ["optimizer.betas=[2, 0.9]", "two numbers in [0, 1)"],
+        ["optimizer.betas=[2.0, 0.9]", "two numbers in [0, 1)"],
     ),
-    "weight_decay=-1": (["optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", "[0, inf)"]),
+    "weight_decay=-1": (["optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", ">= 0"]),
     "epochs=0": (["train.epochs=0"], ["train.epochs=0", ">= 1"]),
     "min_lr above lr": (["train.lr=0.001", "train.min_lr=0.01"], ["train.min_lr=0.01", "train.lr=0.001"]),
-    "timeout_min=abc": (
-        ["launcher=slurm", "launcher.timeout_min=abc"],
-        ["launcher.timeout_min='abc'", "integer"],
+    "timeout_min=0": (  # timeout_min=abc: refused by composition (tests/test_inputs.py)
+        ["launcher=slurm", "launcher.timeout_min=0"],
+        ["launcher.timeout_min=0", "an integer >= 1"],
     ),
     "checkpoint: code": (
         ["model.checkpoint={tmp}/evil.pth"],
