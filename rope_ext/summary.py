@@ -76,7 +76,7 @@ def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, s
     """Rows of every job under ``sweep_dir`` and (job, error) of the jobs that failed or left nothing."""
     rows, failures = [], []
     for run in find_runs(sweep_dir, jobs_only=True) if sweep_dir.is_dir() else []:
-        # the latest attempt counts here (a failure after an ok result is reported), unlike in the report
+        # the latest attempt counts (a failure after an ok result is reported), as in the report
         result = job_result(run.path)
         rows.append(row_of(run.path.name, result))
         if result.get("status") != "ok":

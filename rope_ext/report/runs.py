@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, read_record
+from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, job_result, read_record
 from rope_ext.schema import replicate_keys, unnamed_keys
 
 __all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "Run", "find_runs"]
@@ -78,16 +78,14 @@ class Run:
         loaded = OmegaConf.to_container(OmegaConf.load(path))
         return [str(o) for o in loaded] if isinstance(loaded, list) else []
 
-    @property
+    @cached_property
     def status(self) -> str:
-        """ok (a finished metrics.json), failed (failure.json or a non-ok metrics.json), or missing."""
-        if self.metrics and self.metrics.get("status", "ok") == "ok":
-            return "ok"
-        if self.failure:
-            return str(self.failure.get("status") or "failed")
-        if not self.metrics:
+        """ok or failed by the one rule of a job's state (``rope_ext.metrics.job_result``: an ok
+        metrics.json unless a newer failure.json says the latest attempt failed); missing when neither
+        record exists."""
+        if not self.metrics and not self.failure:
             return "missing"
-        return str(self.metrics.get("status"))
+        return str(job_result(self.path).get("status") or "failed")
 
     @property
     def error(self) -> str:
