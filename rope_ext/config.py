@@ -259,9 +259,9 @@ def _unknown_keys(
     )
 
 
-def check_schema(cfg: Any) -> None:
-    """The config's keys and values against ``rope_ext.schema.Config`` (works on a plain dict too)."""
-    top = list(dataclasses.fields(schema.Config))
+def check_keys(cfg: Any) -> None:
+    """Every key of the config is a key of ``rope_ext.schema.Config`` (Hydra's ``+key=value`` adds keys
+    OmegaConf's struct mode lets through); one ConfigError names them all (works on a plain dict too)."""
     unknown: list[tuple[str, Any, list[str]]] = []
     top_node = {k: _get(cfg, k) for k in _keys(cfg) if k not in schema.OPTION_SCHEMAS and k != "hydra"}
     _find_unknown(top_node, schema.Config, "", unknown)
@@ -271,7 +271,11 @@ def check_schema(cfg: Any) -> None:
             _find_unknown(node, options[node["name"]], group_name + ".", unknown)
     if unknown:
         raise _unknown_keys(unknown)
-    for f in top:
+
+
+def check_values(cfg: Any) -> None:
+    """Every value against its field of ``rope_ext.schema.Config``: type, choices, range, finite."""
+    for f in dataclasses.fields(schema.Config):
         value = _get(cfg, f.name)
         if value is _UNRESOLVED:
             continue
@@ -316,7 +320,7 @@ def _validate(cfg: Any, multirun: bool) -> None:
     run_id = _get(cfg, "run_id")
     if run_id is not _UNRESOLVED:  # first: a bad run_id is a path problem before it is a type problem
         check_component("run_id", run_id)
-    check_schema(cfg)
+    check_values(cfg)
     model, train = cfg["model"], cfg["train"]
 
     if model["embed_dim"] % model["num_heads"]:
@@ -363,6 +367,7 @@ def _validate(cfg: Any, multirun: bool) -> None:
             "optimizer.betas", _plain(betas), "two numbers in [0, 1), e.g. [0.9, 0.999]"
         )
     _check_launcher(cfg, multirun)
+    check_keys(cfg)  # last, as a value error of a known key says more than a typo beside it
 
 
 def _check_arch(arch: str) -> None:
@@ -528,8 +533,10 @@ def check_path(key: str, value: Any) -> None:
 
 
 def pe_options(pe: Any) -> dict[str, Any]:
-    """The non-null ``pe`` keys other than ``name``: what ``create_vit`` takes as ``pe_options``."""
-    return {k: v for k, v in _plain(pe).items() if k != "name" and v is not None}
+    """The non-null ``pe`` keys of the schema other than ``name``: what ``create_vit`` takes as
+    ``pe_options`` (keys the schema lacks are ``check_keys``'s to refuse)."""
+    known = {f.name for f in dataclasses.fields(schema.PEConfig)} - {"name"}
+    return {k: v for k, v in _plain(pe).items() if k in known and v is not None}
 
 
 def timm_kwargs(model: Any) -> dict[str, Any]:
