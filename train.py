@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import rope_ext.config  # noqa: F401  (registers the resolvers conf/config.yaml uses)
+import rope_ext.config  # noqa: F401  (registers the schema and the resolvers conf/config.yaml uses)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -24,11 +24,18 @@ if __name__ == "__main__":
     import logging
     import sys
 
-    from rope_ext.config import ConfigError
-    from rope_ext.safety import check_argv
+    from rope_ext.config import ConfigError, check_command
 
-    try:  # before Hydra creates the run directory from it
-        check_argv(sys.argv[1:])
+    # Hydra creates the run directory and writes .hydra/{config,overrides,hydra}.yaml and train.log
+    # before the app runs: a refused command would rewrite a finished run's record and leave new
+    # folders. So the command is composed with Hydra's compose API from the same argv and validated
+    # (every job of a sweep) first, and only a valid one is handed to Hydra. Keeping Hydra's per-attempt
+    # files elsewhere (hydra.output_subdir) would still create the run directory and lose the record
+    # of the settings a run actually ran with, which the report and tune read.
+    if {"--help", "-h"} & set(sys.argv[1:]) and "--resolve" not in sys.argv:
+        sys.argv.append("--resolve")  # the help shows the values a run uses, interpolations resolved
+    try:
+        check_command(sys.argv[1:])
     except ConfigError as err:
         logging.basicConfig(format="[%(levelname)s] %(message)s")
         logging.getLogger("rope_ext").error("Invalid configuration: %s Nothing was written.", err)

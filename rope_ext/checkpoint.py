@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rope_ext import safe_io
+from rope_ext.schema import resumable_keys
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +40,8 @@ FORMAT = "rope-ext-checkpoint/1"
 # Config keys that may change between a checkpoint and its resumption: they do not change what the
 # next step computes (tracking, launcher, hardware placement, evaluation, logging), or the trainer
 # adapts to them on purpose (train.epochs extends the schedule, train.lr restarts it at a new peak).
-RESUMABLE_KEYS = (
-    "run_id",
-    "train.epochs",
-    "train.lr",
-    "train.resume",
-    "train.log_every",
-    "train.speed_warmup_steps",
-    "model.pretrained",
-    "model.checkpoint",
-    "dataset.root",
-    "dataset.download",
-    "dataset.in_memory",
-    "dataset.num_workers",
-    "optimizer.lr",
-    "eval.*",
-    "wandb.*",
-    "launcher.*",
-    "hardware.*",
-)
+# The schema's keys with trajectory=False (rope_ext.schema).
+RESUMABLE_KEYS = resumable_keys()
 
 
 HOW = (

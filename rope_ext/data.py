@@ -65,14 +65,7 @@ def build_datasets(dataset: DictConfig, recipe: DictConfig | None = None) -> Dat
     """Build the ``dataset`` config group node's train and test sets (raises ConfigError on bad input);
     ``recipe`` (``conf/recipe``): the per-image augmentation of ``imagefolder``."""
     name = dataset.name
-    val_fraction = select(dataset, "val_fraction", 0.0)
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, (int, float))
-        or not 0 <= float(val_fraction) < 1
-    ):
-        raise ConfigError.bad_value("dataset.val_fraction", val_fraction, "a number in [0, 1)")
-    val_fraction = float(val_fraction)
+    val_fraction = float(select(dataset, "val_fraction", 0.0))  # in [0, 1): rope_ext.schema
     val: Dataset | None = None
     if name == "digits":
         train, test, num_classes = _digits()

@@ -77,16 +77,6 @@ def imagefolder_datasets(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
     """(train images as PIL, untransformed; test images transformed for evaluation; number of classes)."""
     from timm.data import create_dataset
 
-    if select(dataset, "root") in (None, ""):
-        raise ConfigError(
-            "dataset=imagefolder needs dataset.root: the folder that holds train/<class>/ and val/<class>/"
-        )
-    if select(dataset, "in_memory", False):
-        raise ConfigError.bad_value(
-            "dataset.in_memory",
-            dataset.in_memory,
-            "false for dataset=imagefolder (images go through workers)",
-        )
     root = Path(str(dataset.root)).expanduser()
     classes = check_root(root)
     train = create_dataset("", root=str(root), split="train", is_training=True)

@@ -17,7 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -29,37 +28,40 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def list_jobs(overrides: list[str], conf_dir: Path = CONF) -> list[list[str]]:
-    """The overrides of every job ``python train.py -m <overrides>`` launches, in launch order."""
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
+    """The overrides of every job ``python train.py -m <overrides>`` launches, in launch order; a
+    ConfigError when they cannot be parsed or composed."""
+    from rope_ext.config import compose_error, composer
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:  # noqa: BLE001  (Hydra's parse error: one paragraph)
+        raise compose_error(err, overrides) from None
     # Hydra composes a multirun's config without its sweep overrides; so do we, to read the preset's params
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        cfg = compose("config", overrides=fixed, return_hydra_config=True)
+    with composer(conf_dir) as compose_job:
+        cfg = compose_job(fixed)
         params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
         sweep_args = [f"{k}={v}" for k, v in params.items()]
         # the task's own overrides, as Hydra hands them to the sweeper (hydra.* ones configure Hydra)
         sweep_args += [line for line in overrides if not line.lstrip("+~").startswith("hydra.")]
         loader = GlobalHydra.instance().config_loader()
-        full = OverridesParser.create(config_loader=loader).parse_overrides(sweep_args)
-        batches = BasicSweeper.split_arguments(full, max_batch_size=None)
+        try:
+            full = OverridesParser.create(config_loader=loader).parse_overrides(sweep_args)
+            batches = BasicSweeper.split_arguments(full, max_batch_size=None)
+        except Exception as err:  # noqa: BLE001
+            raise compose_error(err, sweep_args) from None
     return [list(job) for batch in batches for job in batch]
 
 
 def check_jobs(jobs: list[list[str]], conf_dir: Path = CONF) -> list[str | None]:
-    """Per job, the ``ConfigError`` its run would stop with (static checks and unknown keys), or None."""
-    from rope_ext.config import ConfigError, validate
-    from rope_ext.strict import check_keys
+    """Per job, the ``ConfigError`` its run would stop with (``config.validate``), or None."""
+    from rope_ext.config import ConfigError, composer, validate
 
     problems: list[str | None] = []
-    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+    with composer(conf_dir) as compose_job:
         for job in jobs:
-            cfg = compose("config", overrides=job, return_hydra_config=True)
-            choices = cfg.hydra.runtime.choices
-            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             try:
-                validate(task)
-                check_keys(task, choices, conf_dir)
+                validate(compose_job(job), multirun=True)
                 problems.append(None)
             except ConfigError as err:
                 problems.append(str(err))
@@ -78,8 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also compose every job and run the checks train.py runs first (exit 2 if any job would stop)",
     )
     args = ap.parse_args(argv)
-    jobs = list_jobs(args.overrides)
-    problems = check_jobs(jobs) if args.check else [None] * len(jobs)
+    from rope_ext.config import ConfigError
+
+    try:
+        jobs = list_jobs(args.overrides)
+        problems = check_jobs(jobs) if args.check else [None] * len(jobs)
+    except ConfigError as err:
+        print(f"python -m rope_ext.jobs: {err}", file=sys.stderr)
+        return 2
     print(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}: python train.py -m {' '.join(args.overrides)}")
     for i, (job, problem) in enumerate(zip(jobs, problems)):
         print(f"#{i} {' '.join(job)}" + (f"\n   refused: {problem}" if problem else ""))

@@ -123,6 +123,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 def job_result(job_dir: Path) -> dict[str, Any]:
     """A job's record: its ok ``metrics.json``, or its ``failure.json`` when that is newer (or alone).
+    The one rule of a job's state: the sweep summary and the report (``Run.status``) both read it.
 
     A failure that follows an ok result carries ``kept_result`` (the ok metrics, still on disk) and an
     error that says so; a directory with neither file is a failure "no result".

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 from torch import nn
 
@@ -16,11 +14,7 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
     """``rope_ext.create_vit`` for ``cfg.model``/``cfg.pe`` at ``dataset.input_size``; its errors become
     ConfigErrors naming the Hydra keys. The model maps images (B, 3, H, W) to logits (B, num_classes)."""
     kwargs = timm_kwargs(cfg.model)
-    checkpoint_path = cfg.model.checkpoint
-    if checkpoint_path is not None and not Path(str(checkpoint_path)).is_file():
-        raise ConfigError.bad_value(
-            "model.checkpoint", checkpoint_path, "null or an existing .pth/.safetensors file"
-        )
+    checkpoint_path = cfg.model.checkpoint  # an existing file: config.validate
     try:
         return rope_ext.create_vit(
             cfg.model.arch,

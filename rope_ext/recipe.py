@@ -25,39 +25,30 @@ PER_IMAGE_DATASETS = ("imagefolder",)
 
 
 def check(cfg: DictConfig) -> None:
-    """The recipe's values (ConfigError naming key, value and what is allowed)."""
+    """The recipe's rules across keys (its ranges and choices are the schema's, ``rope_ext.schema``);
+    called by ``config.validate``. ConfigError naming key, value and what is allowed."""
     recipe = select(cfg, "recipe")
     if recipe is None:
         return
-    for key in ("mixup", "cutmix"):
-        value = select(recipe, key, 0.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError.bad_value(f"recipe.{key}", value, "a number >= 0 (the Beta alpha; 0 disables)")
-    for key in ("re_prob", "mixup_prob", "mixup_switch_prob"):
-        value = select(recipe, key, 0.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ConfigError.bad_value(f"recipe.{key}", value, "a number in [0, 1]")
-    lr_batch = select(recipe, "lr_batch")
-    if lr_batch is not None and (isinstance(lr_batch, bool) or not isinstance(lr_batch, int) or lr_batch < 1):
-        raise ConfigError.bad_value("recipe.lr_batch", lr_batch, "null or a positive integer")
     auto_augment = select(recipe, "auto_augment")
     if auto_augment is not None and not str(auto_augment).startswith(("rand", "augmix", "original", "v0")):
         raise ConfigError.bad_value(
             "recipe.auto_augment", auto_augment, "null or a timm policy such as rand-m9-mstd0.5-inc1"
         )
     per_image = [k for k in ("auto_augment", "re_prob") if select(recipe, k)]
-    if per_image and cfg.dataset.name not in PER_IMAGE_DATASETS:
+    dataset = select(cfg, "dataset.name")
+    if per_image and dataset not in PER_IMAGE_DATASETS:
         raise ConfigError(
             f"recipe={select(recipe, 'name')}: {', '.join(f'recipe.{k}' for k in per_image)} augment each "
-            f"image in the DataLoader workers, which dataset={cfg.dataset.name} (batches augmented on the "
+            f"image in the DataLoader workers, which dataset={dataset} (batches augmented on the "
             f"device) does not have; allowed with: dataset={'|'.join(PER_IMAGE_DATASETS)}. For "
-            f"dataset={cfg.dataset.name} add recipe.auto_augment=null recipe.re_prob=0 (Mixup/CutMix and the "
+            f"dataset={dataset} add recipe.auto_augment=null recipe.re_prob=0 (Mixup/CutMix and the "
             "schedule still apply)."
         )
-    if mixing(cfg) and int(cfg.train.batch_size) % 2:
+    if mixing(cfg) and int(select(cfg, "train.batch_size")) % 2:
         raise ConfigError.bad_value(
             "train.batch_size",
-            cfg.train.batch_size,
+            select(cfg, "train.batch_size"),
             "an even number with recipe.mixup/cutmix (pairs are mixed)",
         )
 

@@ -79,7 +79,9 @@ def _labels(offsets: torch.Tensor, near_max: int) -> torch.Tensor:
 
 
 def _check_int(key: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    from rope_ext.config import is_int
+
+    if not is_int(value) or value < minimum:
         raise ValueError(f"relpos: {key}={value!r} is not allowed; expected an integer >= {minimum}")
     return value
 

@@ -78,7 +78,7 @@ def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, s
     """Rows of every job under ``sweep_dir`` and (job, error) of the jobs that failed or left nothing."""
     rows, failures = [], []
     for run in find_runs(sweep_dir, jobs_only=True) if sweep_dir.is_dir() else []:
-        # the latest attempt counts here (a failure after an ok result is reported), unlike in the report
+        # the latest attempt counts (a failure after an ok result is reported), as in the report
         result = job_result(run.path)
         rows.append(row_of(run.path.name, result))
         if result.get("status") != "ok":
@@ -87,23 +87,12 @@ def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, s
 
 
 def _check_launcher(config: DictConfig) -> None:
-    """The launcher's values, before Hydra's launcher reads them (exit 2 with one paragraph)."""
-    from rope_ext.config import ConfigError
-    from rope_ext.safety import check_int
+    """The sweep's config, before Hydra's launcher reads it (exit 2 with one paragraph). ``train.py``
+    checked every job before Hydra started; this guards sweeps started another way."""
+    from rope_ext.config import ConfigError, validate
 
-    launcher = config.get("launcher")
     try:
-        for key, minimum in (("timeout_min", 1), ("mem_gb", 1), ("cpus_per_task", 1), ("max_num_timeout", 0)):
-            if launcher is not None and key in launcher:
-                check_int(config, f"launcher.{key}", minimum, nullable=True)
-        run_id = next(
-            (o.split("=", 1)[1] for o in config.hydra.overrides.task if o.lstrip("+").startswith("run_id=")),
-            None,
-        )
-        if run_id is not None:
-            from rope_ext.safety import check_argv
-
-            check_argv([f"run_id={run_id}"])
+        validate(config, multirun=True)
     except ConfigError as err:
         log.error("Invalid configuration: %s Nothing was run.", err)
         raise SystemExit(2) from None

@@ -57,7 +57,6 @@ from rope_ext.metrics import (
 from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
 from rope_ext.preemption import Interrupted, SignalGuard, interrupted_before_training
-from rope_ext.strict import check_keys
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
 
@@ -225,7 +224,7 @@ def run_job(cfg: DictConfig) -> float | None:
         raise SystemExit(exit_code) from None
 
     try:
-        safety.check_run_dir(run_dir, cfg.get("run_id"), multirun=multirun)
+        safety.check_run_dir(run_dir, multirun=multirun)
         metrics = train(cfg, run_dir, env, tracker, job)
         return metrics["val_acc"] if metrics.get("val_acc") is not None else metrics["test_acc"]
     except (ConfigError, CheckpointError) as err:
@@ -299,10 +298,7 @@ def train(
     started = time.time()
     faults = faults_from_env()
     # 1. check everything that can be checked before doing any work
-    validate(cfg)
-    safety.validate_values(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
-    check_keys(cfg, HydraConfig.get().runtime.choices)  # typos are refused, not ignored
-    recipe.check(cfg)
+    validate(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)  # train.py ran it before Hydra too
     if select(cfg, "recipe.lr_batch") is not None:  # the peak lr scales with the global batch
         with open_dict(cfg):
             cfg.train.lr = recipe.peak_lr(cfg, env.world_size)
@@ -386,10 +382,7 @@ def _build_data_and_model(
     model = build_model(cfg, splits.num_classes)
     patch = int(model.patch_embed.patch_size[0])
     input_size = int(cfg.dataset.input_size)
-    sizes = eval_sizes(input_size, patch, cfg.eval.input_sizes)
-    for key, size in [("dataset.input_size", input_size)] + [("eval.input_sizes", s) for s in sizes]:
-        if size % patch:
-            raise ConfigError.bad_value(key, size, f"multiples of the patch size {patch}")
+    sizes = eval_sizes(input_size, patch, cfg.eval.input_sizes)  # patch multiples: config.validate
     distributed.init(env, device)
     hardware.seed(cfg.seed + 1 + env.rank)  # augmentation differs across ranks
     model.to(device)

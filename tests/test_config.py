@@ -139,3 +139,43 @@ def test_bad_values_are_named_with_what_is_allowed(overrides, named, allowed):
         validate(cfg)
     message = str(info.value)
     assert named in message and allowed in message and "allowed" in message
+
+
+def test_the_key_lists_come_from_the_schema():
+    """Which keys make two runs different, resumable or replicates: the schema's metadata, one place."""
+    from rope_ext.checkpoint import RESUMABLE_KEYS
+    from rope_ext.report.runs import _IGNORED_LEAF, _IGNORED_TOP
+
+    # the list checkpoint.py stated by hand before the schema: resuming old checkpoints still works
+    assert set(RESUMABLE_KEYS) == {
+        "run_id", "train.epochs", "train.lr", "train.resume", "train.log_every", "train.speed_warmup_steps",
+        "model.pretrained", "model.checkpoint", "dataset.root", "dataset.download", "dataset.in_memory",
+        "dataset.num_workers", "optimizer.lr", "eval.*", "wandb.*", "launcher.*", "hardware.*",
+    }  # fmt: skip
+    cfg = compose_cfg(["launcher=slurm", "launcher.partition=gpu", "train.resume=false", "seed=3"])
+    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert {"run_id", "launcher", "launcher.partition", "train.resume", "wandb.tags"} <= excluded
+    assert not excluded & {"seed", "pe.block", "hardware.devices", "eval.input_sizes"}
+    assert cfg.run_id == "seed=3"  # what names the directory
+    assert _IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher"} and _IGNORED_LEAF == {"seed"}
+
+
+def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(tmp_path):
+    import json
+    import os
+    import time
+
+    from rope_ext.metrics import job_result
+    from rope_ext.report.runs import find_runs
+
+    job = tmp_path / "job"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (job / "metrics.json").write_text(json.dumps({"status": "ok", "test_acc": 50.0}))
+    (job / "failure.json").write_text(json.dumps({"status": "failed", "error": "diverged"}))
+    os.utime(job / "metrics.json", (time.time() - 100, time.time() - 100))
+    (run,) = find_runs(tmp_path)
+    assert run.status == job_result(job)["status"] == "failed"
+    os.utime(job / "failure.json", (time.time() - 200, time.time() - 200))
+    (run,) = find_runs(tmp_path)
+    assert run.status == job_result(job)["status"] == "ok"

@@ -16,11 +16,11 @@ import pytest
 import torch
 from harness_helpers import REPO, compose_job, env, output, run_train
 from omegaconf import OmegaConf
+from rope_ext.strict import check_keys
 
 from rope_ext import recipe
 from rope_ext.config import ConfigError
 from rope_ext.imagefolder import Transformed, check_root, train_transform
-from rope_ext.strict import check_keys
 
 TINY_IMG = [
     "hardware=cpu",

@@ -27,7 +27,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RUN_NAME, read_record, record_run
+from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RUN_NAME, job_result, read_record, record_run
+from rope_ext.schema import replicate_keys, unnamed_keys
 
 __all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "RUN_NAME", "Run", "find_runs", "record_run"]
 
@@ -42,9 +43,10 @@ FIXED_BLOCK = frozenset(n for n in PE_NAMES if n not in ENCODINGS or ENCODINGS[n
 # variants with a block size N to choose (their impl and N name them in labels)
 FREE_BLOCK = frozenset(n for n, spec in ENCODINGS.items() if spec.block is None)
 VARIANT_ORDER = {name: i for i, name in enumerate(PE_NAMES)}
-# keys of the run config that never make two runs different experiments
-_IGNORED_TOP = {"hydra", "wandb", "run_id", "launcher"}
-_IGNORED_LEAF = {"seed"}
+# keys of the run config that never make two runs different experiments: the schema's keys that don't
+# name the run directory (names_run=False), and seeds (replicates of one experiment)
+_IGNORED_TOP = {"hydra", *(k for k in unnamed_keys() if "." not in k)}
+_IGNORED_LEAF = {k.rsplit(".", 1)[-1] for k in replicate_keys()}
 # identifying fields of failed or missing runs, read from the config when the metrics lack them
 _CONFIG_FALLBACK = {
     "model": "model.name",
@@ -159,16 +161,14 @@ class Run:
             raise UnreadableRun(".hydra/overrides.yaml is not a list")
         return [str(o) for o in loaded]
 
-    @property
+    @cached_property
     def status(self) -> str:
-        """ok (a finished metrics.json), failed (failure.json or a non-ok metrics.json), or missing."""
-        if self.metrics and self.metrics.get("status", "ok") == "ok":
-            return "ok"
-        if self.failure:
-            return str(self.failure.get("status") or "failed")
-        if not self.metrics:
+        """ok or failed by the one rule of a job's state (``rope_ext.metrics.job_result``: an ok
+        metrics.json unless a newer failure.json says the latest attempt failed); missing when neither
+        record exists."""
+        if not self.metrics and not self.failure:
             return "missing"
-        return str(self.metrics.get("status"))
+        return str(job_result(self.path).get("status") or "failed")
 
     @property
     def error(self) -> str:
