@@ -476,11 +476,18 @@ def compose_error(err: BaseException, overrides: list[str]) -> ConfigError:
             f"the override {err.override!r} cannot be parsed ({_one_line(err)}); allowed: key=value in "
             "Hydra's override grammar (quote values with brackets or commas)."
         )
-    if isinstance(err, MissingConfigException) and err.options:
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
         group, _, option = str(err.missing_cfg_file).rpartition("/")
-        return ConfigError.bad_value(
-            group or "config", option, ", ".join(sorted(err.options)), "no such option"
-        )
+        # Hydra lists only a group's top-level options; presets live in subfolders (experiment=study/x)
+        options = list(err.options or [])
+        if not options and group and (CONF / group).is_dir():
+            found = [p.relative_to(CONF / group).with_suffix("") for p in (CONF / group).rglob("*.yaml")]
+            # arms and tuned learning rates are added to a preset (+experiment/arm=...), not chosen as one
+            options = [str(p) for p in found if p.parts[0] not in ("arm", "tuned")]
+        if options:
+            return ConfigError.bad_value(
+                group or "config", option, ", ".join(sorted(options)), "no such option"
+            )
     if isinstance(cause, ValidationError | ConfigKeyError | ConfigAttributeError) and cause.full_key:
         key = re.sub(r"\[\d+\]$", "", str(cause.full_key))
         given = {o.lstrip("+~").split("=", 1)[0]: o.split("=", 1)[-1] for o in overrides if "=" in o}

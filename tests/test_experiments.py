@@ -137,7 +137,8 @@ def _sweep_params(cfg) -> dict[str, list[str]]:
 def test_every_preset_composes_and_validates(preset: str) -> None:
     from rope_ext.config import validate
 
-    cfg = _compose(f"experiment={preset}", hydra_config=True)
+    root = ["dataset.root=/data/imagenet"] if preset.startswith("paper/") else []  # the user's own images
+    cfg = _compose(f"experiment={preset}", *root, hydra_config=True)
     validate(cfg)
     for key, values in _sweep_params(cfg).items():  # swept keys exist (or are group options added with +)
         assert key.startswith("+") or OmegaConf.select(cfg, key, default="MISSING") != "MISSING", key

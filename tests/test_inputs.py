@@ -54,7 +54,7 @@ BAD = [
     (["pe.impl="], "pe.impl=''", "null"),
     (["wandb.mode=sometimes"], "wandb.mode='sometimes'", "offline, online, disabled"),
     (["model.pool=mean"], "model.pool='mean'", "cls, avg"),
-    (["experiment=nope"], "experiment='nope'", "digits_blocks"),
+    (["experiment=nope"], "experiment='nope'", "study/digits_blocks"),
     # rules across keys, the head dimension known before any data is built
     (["model=vit_s16", "pe.block=70"], "pe.block=70", "2..64 for head_dim 64"),
     (["model.embed_dim=100", "model.num_heads=3"], "model.embed_dim=100", "a multiple of model.num_heads=3"),
@@ -106,7 +106,7 @@ def test_bad_input_is_refused_before_anything_is_written(argv, named, allowed, t
         ["model=vit_s16", "pe.block=64", "dataset=fake"],
         ["-m", "pe.block=2,3", "seed=0,1"],
         ["-m", "launcher=slurm", "hardware=cpu", "seed=0,1"],
-        ["experiment=digits_blocks", "+experiment/tuned/digits_blocks=axial_block_n3"],
+        ["experiment=study/digits_blocks", "+experiment/tuned/digits_blocks=axial_block_n3"],
         ["--help"],
     ],
 )

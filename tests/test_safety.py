@@ -423,7 +423,8 @@ def test_unwritable_output_stops_the_run_with_one_paragraph(tmp_path, monkeypatc
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is None, caplog.text
     message = errors[0].getMessage()
-    assert f"errno {err} {errno.errorcode[err]}" in message and str(run_dir / "checkpoint.pt.tmp") in message
+    # the run's first write is its own record (run.json), before any checkpoint
+    assert f"errno {err} {errno.errorcode[err]}" in message and str(run_dir / "run.json.tmp") in message
     assert not list(run_dir.glob("*.tmp")) and not (run_dir / "metrics.json").exists()
 
 
