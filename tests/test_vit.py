@@ -131,10 +131,10 @@ def test_class_token_is_not_rotated(tiny_vit):
     model = tiny_vit("axial_block", block=4)
     perturb_rotary(model, 0.3)
     attn = model.blocks[0].attn
-    model.patch_embed(torch.randn(1, 3, 32, 32))  # sets the grid: 8x8
-    pos = attn.grid.positions(torch.device("cpu"))
+    positions = model.positions((32, 32), torch.device("cpu"))  # an 8x8 grid after one class token
+    assert positions.coords.shape == (64, 2) and positions.num_prefix == 1
     q = torch.randn(1, 2, 65, 24)
-    qr = attn.rope.rotate(q, pos, num_prefix=1)
+    qr = attn.rope.rotate(q, positions.coords, num_prefix=positions.num_prefix)
     torch.testing.assert_close(qr[..., 0, :], q[..., 0, :])
     assert not torch.allclose(qr[..., 1:, :], q[..., 1:, :])
 
