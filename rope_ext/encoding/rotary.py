@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -111,36 +110,38 @@ class Augment:
 class RopeSpec:
     """One encoding and every option it takes, with the library's defaults: the one place they live.
 
-    A field left None takes the encoding's own default, filled in by ``validate_pe``, which returns
-    the spec resolved (every field set but ``layout_of``): ``block`` (axial2_*: 2, else 3), ``impl``
-    (the encoding's first of ``ENCODINGS[name].impls``), ``theta`` (``THETA``; ``THETA_MIXED`` for
-    mixed axial_block), ``learnable`` (true for mixed, identity init and lie_block). Plain types only,
-    so OmegaConf takes the class as a structured config (the pe group's schema).
+    A field left None takes its default: the field's own, or where that is None the encoding's,
+    filled in by ``validate_pe``, which returns the spec resolved (every field set but
+    ``layout_of``): ``block`` (axial2_*: 2, else 3), ``impl`` (the first of
+    ``ENCODINGS[name].impls``), ``theta`` (``THETA``; ``THETA_MIXED`` for mixed axial_block),
+    ``learnable`` (true for mixed, identity init and lie_block). Plain types only, so OmegaConf
+    takes the class as a structured config (the pe group's schema; null is allowed everywhere and
+    means the default, as the YAML files have always written it).
     ``spec["block"]`` and ``spec.options()`` read it like the dict of options it replaces.
     """
 
     name: str = "none"
-    block: Optional[int] = None  # N, 2..head_dim  # noqa: UP045 (OmegaConf reads typing.Optional)
-    impl: Optional[str] = None  # noqa: UP045
-    mixed: bool = False
-    dims: int = 2
-    theta: Optional[float] = None  # noqa: UP045
-    learnable: Optional[bool] = None  # noqa: UP045
-    init: str = "axial"
-    coords: str = "patch"
-    augment: Augment = field(default_factory=Augment)
-    layout_of: Optional[int] = None  # noqa: UP045
+    block: int | None = None  # N, 2..head_dim
+    impl: str | None = None  # "fast" | "matrix"
+    mixed: bool | None = False  # every plane a frequency vector over the axes (RoPE-Mixed)
+    dims: int | None = 2  # 1: the flattened token index, 2: (x, y) on the patch grid
+    theta: float | None = None  # frequency base
+    learnable: bool | None = None  # learned frequencies
+    init: str | None = "axial"  # "axial" (RoPE-Axial layout, Q = I) | "identity" (zero frequencies)
+    coords: str | None = "patch"  # "patch" (column, row) | "normalized" (patch centres in [-1, 1])
+    augment: Augment | None = field(default_factory=Augment)
+    layout_of: int | None = None  # axial_block with block 2: the planes of the N×N axial layout
 
     def options(self) -> dict[str, object]:
         """The ``OPTION_KEYS`` as a plain dict (``augment`` a dict too), e.g. for metrics.json."""
         out = {k: getattr(self, k) for k in OPTION_KEYS}
-        out["augment"] = asdict(self.augment)
+        out["augment"] = asdict(self.augment) if self.augment is not None else None
         return out
 
     def __getitem__(self, key: str) -> object:
         if key != "name" and key not in OPTION_KEYS:
             raise KeyError(key)
-        return asdict(self.augment) if key == "augment" else getattr(self, key)
+        return self.options()[key] if key == "augment" else getattr(self, key)
 
 
 def _is_int(value: object) -> bool:
