@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -56,16 +57,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
+# wall: elapsed time; cpu: CPU time of this process (all its threads), which on a machine shared
+# with other jobs leaves out the time they hold the cores (CPU runs only).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed(fn: Callable[[], None], device: torch.device, clock: str = "wall") -> float:
+    now = CLOCKS[clock]
     _sync(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def _round_robin(
-    fns: dict[str, Callable[[], None]], warmup: int, steps: int, device: torch.device
+    fns: dict[str, Callable[[], None]], warmup: int, steps: int, device: torch.device, clock: str = "wall"
 ) -> dict[str, list[float]]:
     """One step of each variant per round, the order rotated every round so no variant always runs
     right after the same neighbour; warm-up rounds are not recorded."""
@@ -74,7 +81,7 @@ def _round_robin(
     for step in range(warmup + steps):
         shift = step % len(labels)
         for label in labels[shift:] + labels[:shift]:
-            t = _timed(fns[label], device)
+            t = _timed(fns[label], device, clock)
             if step >= warmup:
                 times[label].append(t)
     return times
@@ -140,8 +147,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
         inferers[v.label] = infer_step
 
-    train_times = _round_robin(trainers, args.warmup, args.steps, device)
-    infer_times = _round_robin(inferers, args.warmup, args.steps, device)
+    train_times = _round_robin(trainers, args.warmup, args.steps, device, args.clock)
+    infer_times = _round_robin(inferers, args.warmup, args.steps, device, args.clock)
 
     rows = []
     base_train = statistics.median(train_times["none"]) if train_times.get("none") else None
@@ -273,14 +280,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=at_least(0), default=2)
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument(
+        "--clock",
+        default="wall",
+        choices=list(CLOCKS),
+        help="wall: elapsed time; cpu: CPU time of this process, for CPU runs on a shared machine",
+    )
+    p.add_argument(
         "--basis-cost", action="store_true", help="only time the fast path's per-layer basis work for each N"
     )
     args = p.parse_args(argv)
     for key, cifar in CIFAR_SHAPE.items():
         if getattr(args, key) is None:
             setattr(args, key, cifar if args.model == DEFAULT_MODEL else 0)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("argument --device: 'cuda' is not allowed here (no CUDA device); allowed values: auto, cpu")
+    if args.clock == "cpu" and args.device == "cuda":
+        p.error(
+            "argument --clock: 'cpu' is not allowed with --device cuda (GPU work is not CPU time); allowed: wall"
+        )
     try:
         head_dim, patch = _model_shape(args)
     except (RuntimeError, ValueError, TypeError) as err:  # timm: unknown model, or a shape it refuses
@@ -298,8 +313,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _refuse(message: str) -> None:
+    """argparse's way out: usage error on stderr, exit status 2, nothing run."""
+    print(f"python -m rope_ext.bench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Checked here rather than in parse_args, which also reads command lines meant for GPU machines.
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _refuse("argument --device: 'cuda' is not allowed here (no CUDA device); allowed values: auto, cpu")
+    if args.clock == "cpu" and args.device == "auto" and torch.cuda.is_available():
+        _refuse("argument --clock: 'cpu' is not allowed on a CUDA device; allowed: wall, or --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.basis_cost:
@@ -311,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"{args.model} at {args.img_size}px, patch {args.patch_size}, {args.dtype}"
         f"{', compiled' if args.compile else ''}; {where}; train batch {args.train_batch}, "
-        f"infer batch {args.infer_batch}; median of {args.steps} interleaved steps (torch {torch.__version__})"
+        f"infer batch {args.infer_batch}; median {args.clock} time of {args.steps} interleaved steps (torch {torch.__version__})"
     )
     print(format_table(rows, header))
 

@@ -138,7 +138,7 @@ def test_bench_takes_any_block_size_and_reports_every_impl():
 
     args = bench.parse_args(
         "--embed-dim 32 --depth 1 --num-heads 2 --img-size 16 --blocks 2,16 --steps 1 --warmup 0 "
-        "--train-batch 2 --infer-batch 2 --device cpu".split()
+        "--train-batch 2 --infer-batch 2 --device cpu --clock cpu".split()
     )
     rows = {r["variant"]: r for r in bench.run(args)}
     for impl in ("matrix", "fast", "folded"):
@@ -180,7 +180,7 @@ def test_bench_refuses_cuda_without_cuda(capsys):
     from rope_ext import bench
 
     with pytest.raises(SystemExit) as exit_:
-        bench.parse_args(["--device", "cuda"])
+        bench.main(["--device", "cuda"])
     assert (
         exit_.value.code == 2
         and "--device: 'cuda' is not allowed here (no CUDA device)" in capsys.readouterr().err

@@ -346,3 +346,14 @@ def test_create_vit_takes_a_spec():
     assert model.rope_spec == spec and model.blocks[0].attn.rope.spec == spec
     with pytest.raises(ValueError, match="RopeSpec or a pe name with pe_options, not both"):
         create_vit("vit_tiny_patch16_224", pe=spec, pe_options={"block": 3}, num_classes=3, img_size=32)
+
+
+def test_gradient_checkpointing_passes_the_positions_too(tiny_vit):
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_vit("axial_block", block=3, learnable=True).train()
+        model.set_grad_checkpointing(checkpointing)
+        model(x).square().mean().backward()
+        grads.append(model.blocks[1].attn.rope.freqs.grad)
+    torch.testing.assert_close(grads[1], grads[0])
