@@ -554,7 +554,11 @@ class RotaryBase(nn.Module):
     def tables(
         self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
     ) -> tuple[Tensor, ...]:
-        """Per-forward rotation tables, shared by the whole batch; cached while parameters are frozen."""
+        """Per-forward rotation tables, shared by the whole batch; cached while parameters are frozen.
+        Under torch.compile they are part of the graph: a Python cache keyed by storage and version
+        would only make dynamo guard on it and recompile."""
+        if torch.compiler.is_compiling():
+            return self._build_tables(pos, num_prefix)
         key = self._cache_key(grid_key)
         cached = self._cache.get(key)
         if cached is None:
