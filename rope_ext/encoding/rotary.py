@@ -20,10 +20,12 @@ Shapes: H heads, T tokens, D head_dim, N block, nb = D // N blocks, k = N // 2 p
 P = nb·k planes per head, A = dims axes. Dims beyond nb·N (when N does not divide D) and, for odd N,
 the last basis direction of each block are left unrotated. N is any integer in 2..D.
 
-This module is the one source of truth for the encodings' names, option keys, defaults and checks
-(``PE_NAMES``, ``ENCODINGS``, ``OPTION_KEYS``, ``validate_pe`` / ``validate_options``); the Hydra
-harness and ``create_vit`` ask it, and a built layer reports its resolved options (``options()``). Positions (``grid_positions``,
-``augment_positions``) are computed here too, so every variant reads the same coordinates.
+This module is the one source of truth for the encodings' names, options, defaults and checks:
+``RopeSpec`` (every option and its default; also the pe group's OmegaConf schema), ``ENCODINGS``
+(what each encoding accepts), ``validate_pe`` (returns the resolved spec, which ``make_rope`` and
+``create_vit`` consume); a built layer reports its spec (``options()``). Positions
+(``grid_positions``, ``augment_positions``) are computed here too, so every variant reads the same
+coordinates.
 """
 
 from __future__ import annotations
