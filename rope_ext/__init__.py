@@ -1,11 +1,18 @@
 """rope-ext: N×N block rotary position encodings for Vision Transformers.
 
-Public API: ``make_rope``, ``validate_pe`` / ``validate_options``, ``create_vit``, ``resolved_options``,
-``fold_for_inference``,
+Public API: ``RopeSpec`` (an encoding and its options, defaults in one place) from ``validate_pe``
+/ ``validate_options``; ``make_rope`` (one rotary layer); ``create_vit`` (a timm ViT with rotary
+attention, a ``RopeVisionTransformer``), ``resolved_options``, ``fold_for_inference``; measurements
 ``relative_property_error``, ``shift_error`` (with ``shifted_positions``, ``grid_offset``).
 Only torch and timm are imported here; the Hydra harness lives in its own modules.
 """
 
+from rope_ext.encoding.relativity import (
+    grid_offset,
+    relative_property_error,
+    shift_error,
+    shifted_positions,
+)
 from rope_ext.encoding.rotary import (
     COORDS,
     ENCODINGS,
@@ -13,21 +20,20 @@ from rope_ext.encoding.rotary import (
     INITS,
     PE_NAMES,
     ROTARY_NAMES,
+    Augment,
     BlockRotary,
     LieBlockRotary,
+    RopeSpec,
     make_rope,
     validate_options,
     validate_pe,
 )
 from rope_ext.encoding.vit import (
     POOLS,
+    RopeVisionTransformer,
     create_vit,
     fold_for_inference,
-    grid_offset,
-    relative_property_error,
     resolved_options,
-    shift_error,
-    shifted_positions,
 )
 
 __all__ = [
@@ -38,8 +44,11 @@ __all__ = [
     "INITS",
     "PE_NAMES",
     "ROTARY_NAMES",
+    "Augment",
     "BlockRotary",
     "LieBlockRotary",
+    "RopeSpec",
+    "RopeVisionTransformer",
     "create_vit",
     "fold_for_inference",
     "grid_offset",

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from rope_ext.encoding.rotary import make_rope
@@ -54,16 +57,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
+# wall: elapsed time; cpu: CPU time of this process (all its threads), which on a machine shared
+# with other jobs leaves out the time they hold the cores (CPU runs only).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed(fn: Callable[[], None], device: torch.device, clock: str = "wall") -> float:
+    now = CLOCKS[clock]
     _sync(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def _round_robin(
-    fns: dict[str, Callable[[], None]], warmup: int, steps: int, device: torch.device
+    fns: dict[str, Callable[[], None]], warmup: int, steps: int, device: torch.device, clock: str = "wall"
 ) -> dict[str, list[float]]:
     """One step of each variant per round, the order rotated every round so no variant always runs
     right after the same neighbour; warm-up rounds are not recorded."""
@@ -72,7 +81,7 @@ def _round_robin(
     for step in range(warmup + steps):
         shift = step % len(labels)
         for label in labels[shift:] + labels[:shift]:
-            t = _timed(fns[label], device)
+            t = _timed(fns[label], device, clock)
             if step >= warmup:
                 times[label].append(t)
     return times
@@ -138,8 +147,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
         inferers[v.label] = infer_step
 
-    train_times = _round_robin(trainers, args.warmup, args.steps, device)
-    infer_times = _round_robin(inferers, args.warmup, args.steps, device)
+    train_times = _round_robin(trainers, args.warmup, args.steps, device, args.clock)
+    infer_times = _round_robin(inferers, args.warmup, args.steps, device, args.clock)
 
     rows = []
     base_train = statistics.median(train_times["none"]) if train_times.get("none") else None
@@ -213,27 +222,69 @@ def format_table(rows: list[dict], header: str) -> str:
     return f"{header}\n\n{table}"
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed values: an integer >= {low}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def _blocks(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed; allowed values: block sizes separated by commas, e.g. 2,3,4"
+        ) from None
+
+
+def _model_shape(args: argparse.Namespace) -> tuple[int, int]:
+    """(head_dim, patch_size) of the benchmarked model, built on the meta device (no memory, no time)."""
+    shape = {k: getattr(args, k) for k in CIFAR_SHAPE if getattr(args, k)}
+    with torch.device("meta"):
+        model = timm.create_model(args.model, patch_size=args.patch_size, **shape)
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"{args.model!r} is not a timm VisionTransformer")
+    return model.blocks[0].attn.head_dim, args.patch_size
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before any model is built: argparse's one-line error (exit 2)
+    names the argument, its value and what is allowed."""
+    at_least = _int_at_least
     p = argparse.ArgumentParser(prog="python -m rope_ext.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=DEFAULT_MODEL, help="timm model name")
-    p.add_argument("--img-size", type=int, default=32)
-    p.add_argument("--patch-size", type=int, default=4)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="timm model name (a VisionTransformer)")
+    p.add_argument("--img-size", type=at_least(1), default=32, help="a multiple of --patch-size")
+    p.add_argument("--patch-size", type=at_least(1), default=4)
     shape = "default: the CIFAR ViT's {} with the default --model, else (and with 0) the model's own"
-    p.add_argument("--embed-dim", type=int, default=None, help=shape.format(192))
-    p.add_argument("--depth", type=int, default=None, help=shape.format(6))
-    p.add_argument("--num-heads", type=int, default=None, help=shape.format(3))
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--train-batch", type=int, default=64)
-    p.add_argument("--infer-batch", type=int, default=256)
+    p.add_argument("--embed-dim", type=at_least(0), default=None, help=shape.format(192))
+    p.add_argument("--depth", type=at_least(0), default=None, help=shape.format(6))
+    p.add_argument("--num-heads", type=at_least(0), default=None, help=shape.format(3))
+    p.add_argument("--num-classes", type=at_least(1), default=10)
+    p.add_argument("--train-batch", type=at_least(1), default=64)
+    p.add_argument("--infer-batch", type=at_least(1), default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
-    p.add_argument("--blocks", type=lambda s: [int(b) for b in s.split(",")], default=[2, 3, 4, 5, 6])
+    p.add_argument("--blocks", type=_blocks, default=[2, 3, 4, 5, 6], help="block sizes N, 2..head_dim")
     p.add_argument("--only", nargs="*", help="keep variants whose label contains one of these")
     p.add_argument("--lie", action="store_true", help="add the lie_block control (largest block)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--steps", type=at_least(1), default=10, help="timed steps per variant")
+    p.add_argument("--warmup", type=at_least(0), default=2)
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=list(CLOCKS),
+        help="wall: elapsed time; cpu: CPU time of this process, for CPU runs on a shared machine",
+    )
     p.add_argument(
         "--basis-cost", action="store_true", help="only time the fast path's per-layer basis work for each N"
     )
@@ -241,15 +292,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, cifar in CIFAR_SHAPE.items():
         if getattr(args, key) is None:
             setattr(args, key, cifar if args.model == DEFAULT_MODEL else 0)
-    bad = [b for b in args.blocks if b < 2]
+    if args.clock == "cpu" and args.device == "cuda":
+        p.error(
+            "argument --clock: 'cpu' is not allowed with --device cuda (GPU work is not CPU time); allowed: wall"
+        )
+    try:
+        head_dim, patch = _model_shape(args)
+    except (RuntimeError, ValueError, TypeError) as err:  # timm: unknown model, or a shape it refuses
+        p.error(f"argument --model: {args.model!r} with this shape is not allowed ({err})")
+    if args.img_size % patch:
+        p.error(f"argument --img-size: {args.img_size} is not allowed; allowed values: a multiple of {patch}")
+    bad = [b for b in args.blocks if not 2 <= b <= head_dim]
     if bad:
-        # The upper bound is the model's head_dim: make_rope names it when the model is built.
-        p.error(f"--blocks {bad} not allowed; allowed values: 2..head_dim")
+        p.error(
+            f"argument --blocks: {bad} not allowed; allowed values: 2..{head_dim} (head_dim of the model)"
+        )
+    labels = [v.label for v in variants(args.blocks, args.lie)]
+    if args.only and not any(s in label for s in args.only for label in labels):
+        p.error(f"argument --only: {args.only} matches no variant; allowed values: parts of {labels}")
     return args
+
+
+def _refuse(message: str) -> None:
+    """argparse's way out: usage error on stderr, exit status 2, nothing run."""
+    print(f"python -m rope_ext.bench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Checked here rather than in parse_args, which also reads command lines meant for GPU machines.
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _refuse("argument --device: 'cuda' is not allowed here (no CUDA device); allowed values: auto, cpu")
+    if args.clock == "cpu" and args.device == "auto" and torch.cuda.is_available():
+        _refuse("argument --clock: 'cpu' is not allowed on a CUDA device; allowed: wall, or --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.basis_cost:
@@ -261,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"{args.model} at {args.img_size}px, patch {args.patch_size}, {args.dtype}"
         f"{', compiled' if args.compile else ''}; {where}; train batch {args.train_batch}, "
-        f"infer batch {args.infer_batch}; median of {args.steps} interleaved steps (torch {torch.__version__})"
+        f"infer batch {args.infer_batch}; median {args.clock} time of {args.steps} interleaved steps (torch {torch.__version__})"
     )
     print(format_table(rows, header))
 

@@ -59,7 +59,7 @@ def final_evaluation(
     test_acc = test_acc_at.get(str(input_size))
     if test_acc is None:
         test_acc = evaluate(model, test, device, amp_dtype)
-    shift = shift_metrics(model, test, lambda: evaluate(model, test, device, amp_dtype), test_acc)
+    shift = shift_metrics(model, test, lambda: evaluate(model, test, device, amp_dtype))
     return {"test_acc": test_acc, "test_acc_at": test_acc_at, **shift}
 
 

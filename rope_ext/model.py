@@ -7,7 +7,7 @@ from torch import nn
 
 import rope_ext
 from rope_ext.config import ConfigError, pe_options, timm_kwargs
-from rope_ext.encoding.vit import CheckpointFileError
+from rope_ext.encoding.weights import CheckpointFileError
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
@@ -18,10 +18,9 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
     try:
         return rope_ext.create_vit(
             cfg.model.arch,
-            pe=cfg.pe.name,
+            pe=rope_ext.validate_pe(cfg.pe.name, pe_options(cfg.pe), prefix="pe.", name_key="pe.name"),
             num_classes=num_classes,
             img_size=int(cfg.dataset.input_size),
-            pe_options=pe_options(cfg.pe) if cfg.pe.name != "none" else None,
             pretrained=bool(cfg.model.pretrained),
             checkpoint=checkpoint_path,
             **kwargs,

@@ -138,7 +138,7 @@ def test_bench_takes_any_block_size_and_reports_every_impl():
 
     args = bench.parse_args(
         "--embed-dim 32 --depth 1 --num-heads 2 --img-size 16 --blocks 2,16 --steps 1 --warmup 0 "
-        "--train-batch 2 --infer-batch 2 --device cpu".split()
+        "--train-batch 2 --infer-batch 2 --device cpu --clock cpu".split()
     )
     rows = {r["variant"]: r for r in bench.run(args)}
     for impl in ("matrix", "fast", "folded"):
@@ -146,10 +146,42 @@ def test_bench_takes_any_block_size_and_reports_every_impl():
     assert (
         rows["axial_block N=16 fast"]["train_ms"] > 0 and rows["axial_block N=16 folded"]["train_ms"] is None
     )
-    with pytest.raises(ValueError, match="block=17 is not allowed .*2..16 for head_dim 16"):
-        bench.run(
-            bench.parse_args("--embed-dim 32 --depth 1 --num-heads 2 --img-size 16 --blocks 17".split())
-        )
     assert bench.parse_args(["--model", "vit_small_patch16_224"]).embed_dim == 0  # the model's own shape
     table = bench.basis_cost(args, repeats=1)
     assert "| 16 | 1 |" in table and "| 2 |" not in table
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        ("--blocks 65", "argument --blocks: [65] not allowed; allowed values: 2..64 (head_dim of the model)"),
+        ("--embed-dim 32 --num-heads 2 --blocks 2,17", "--blocks: [17] not allowed; allowed values: 2..16"),
+        ("--blocks 2,x", "argument --blocks: '2,x' is not allowed; allowed values: block sizes separated"),
+        ("--img-size 0", "argument --img-size: '0' is not allowed; allowed values: an integer >= 1"),
+        ("--img-size 30", "argument --img-size: 30 is not allowed; allowed values: a multiple of 4"),
+        ("--steps 0", "argument --steps: '0' is not allowed; allowed values: an integer >= 1"),
+        ("--train-batch 0", "argument --train-batch: '0' is not allowed; allowed values: an integer >= 1"),
+        ("--warmup -1", "argument --warmup: '-1' is not allowed; allowed values: an integer >= 0"),
+        ("--only zzz", "argument --only: ['zzz'] matches no variant; allowed values: parts of ['none'"),
+        ("--model resnet_nope", "argument --model: 'resnet_nope' with this shape is not allowed"),
+    ],
+)
+def test_bench_refuses_bad_arguments_in_one_line(argv, message, capsys):
+    from rope_ext import bench
+
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(argv.split())
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_bench_refuses_cuda_without_cuda(capsys):
+    from rope_ext import bench
+
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--device", "cuda"])
+    assert (
+        exit_.value.code == 2
+        and "--device: 'cuda' is not allowed here (no CUDA device)" in capsys.readouterr().err
+    )

@@ -10,7 +10,7 @@ from harness_helpers import TINY as TINY_RUN
 from harness_helpers import TinyVit, run_train
 
 from rope_ext import grid_offset, shift_error, shifted_positions
-from rope_ext.encoding.relativity import perturb
+from rope_ext.encoding.relativity import perturb, shift_metrics
 from rope_ext.encoding.rotary import augment_positions, grid_positions, make_rope
 
 EXACT = [
@@ -55,9 +55,9 @@ def test_lie_block_is_not_shift_invariant_even_with_avg_pool(vit, block):
     assert shift_error(model, IMAGES, (1.0, 1.0)) > 1e-3
 
 
-def test_shift_error_of_a_model_without_positions_is_zero_and_offsets_are_restored(vit):
-    assert shift_error(vit("none", "avg"), IMAGES, (3.0, 3.0)) == 0.0
-    assert shift_error(vit("none", "cls"), IMAGES, (3.0, 3.0)) == 0.0
+def test_shift_error_of_a_model_without_positions_is_not_measured_and_offsets_are_restored(vit):
+    assert shift_error(vit("none", "avg"), IMAGES, (3.0, 3.0)) is None
+    assert shift_error(vit("none", "cls"), IMAGES, (3.0, 3.0)) is None
     model = vit("axial_block", "cls", block=4)
     base = model(IMAGES)
     with shifted_positions(model, (8.0, 8.0)):
@@ -65,7 +65,7 @@ def test_shift_error_of_a_model_without_positions_is_zero_and_offsets_are_restor
     assert not torch.allclose(base, moved, atol=1e-3)
     torch.testing.assert_close(model(IMAGES), base)  # the offset is gone after the block
     with (
-        pytest.raises(ValueError, match="one entry per position axis"),
+        pytest.raises(ValueError, match=r"one finite number per position axis \(2\)"),
         shifted_positions(model, (1.0, 2.0, 3.0)),
     ):
         pass
@@ -76,6 +76,33 @@ def test_grid_offsets_in_the_units_of_the_coordinates(vit):
     assert grid_offset(vit("axial_block", block=4, coords="normalized"), (32, 48), 1) == (2 / 12, 2 / 8)
     assert grid_offset(vit("axial_block", block=4, dims=1), (32, 32)) == (32.0,)
     assert grid_offset(vit("none"), (32, 32)) == ()
+
+
+@pytest.mark.parametrize("offset", [float("nan"), (1.0, float("inf")), "one"])
+def test_shift_error_refuses_a_bad_offset_before_any_forward(vit, offset):
+    with pytest.raises(ValueError, match="offset=.* is not allowed; allowed values: a finite number"):
+        shift_error(vit("axial_block", block=4), IMAGES, offset)
+
+
+def test_shift_error_refuses_a_module_that_is_not_a_vit():
+    with pytest.raises(ValueError, match="shift_error needs a timm VisionTransformer .*got Linear"):
+        shift_error(torch.nn.Linear(3, 3), IMAGES, 1.0)
+
+
+def test_shift_metrics_are_measured_or_absent(vit):
+    """A model without rotary positions gets None for both (nothing was measured, issue 17), and
+    never runs the shifted evaluation; a rotary model gets both measured."""
+    batches = [(IMAGES, torch.zeros(4))]
+
+    def never() -> float:
+        raise AssertionError("evaluated a model without positions")
+
+    assert shift_metrics(vit("none"), batches, never) == {"shift_error": None, "test_acc_shifted": None}
+    shifts = []
+    model = vit("axial_block", "avg", block=4)
+    got = shift_metrics(model, batches, lambda: shifts.append(model.position_offset) or 50.0)
+    assert got["test_acc_shifted"] == 50.0 and 0 <= got["shift_error"] < 1e-5
+    assert shifts == [(4.0, 4.0)] and model.position_offset is None  # half the 8x8 grid, then restored
 
 
 # -- coordinates -------------------------------------------------------------------------------------
@@ -104,8 +131,8 @@ def test_a_normalized_model_runs_at_other_sizes_and_records_its_coords(vit):
     model = vit("axial_block", block=3, coords="normalized")
     for size in (32, 48, 64):
         assert model(torch.randn(1, 3, size, size)).shape == (1, 10)
-    grid = next(m.grid for m in model.modules() if hasattr(m, "grid"))
-    assert grid.coords == "normalized" and grid.positions(torch.device("cpu")).abs().max() < 1
+    assert model.rope_spec.coords == "normalized"
+    assert model.positions((48, 32), torch.device("cpu")).coords.abs().max() < 1
 
 
 # -- augmentation ------------------------------------------------------------------------------------

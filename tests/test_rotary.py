@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from harness_helpers import assert_exact_rotation, perturbed, relative_deviation
+from harness_helpers import REPO, assert_exact_rotation, perturbed, relative_deviation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rope_ext import make_rope
-from rope_ext.encoding.rotary import BlockRotary, rotate_pairs, to_basis
+from rope_ext import RopeSpec, make_rope, validate_pe
+from rope_ext.encoding.rotary import (
+    ENCODINGS,
+    ROTARY_NAMES,
+    THETA,
+    THETA_MIXED,
+    BlockRotary,
+    rotate_pairs,
+    to_basis,
+)
 
 torch.set_default_dtype(torch.float32)
 
@@ -226,6 +234,8 @@ def test_tables_are_cached_while_frozen_and_refreshed_after_an_update():
         ),
         (dict(name="axial_block", init="random"), "init='random' is not allowed"),
         (dict(name="axial_block", theta=-1.0), "theta=-1.0 is not allowed"),
+        (dict(name="axial_block", theta=float("nan")), "theta=nan is not allowed"),
+        (dict(name="axial2_complex", theta=float("inf")), "theta=inf is not allowed"),
         (dict(name="axial_block", colour="red"), "unknown option"),
         (dict(name="axial2_complex", block=4), "block=4 is not allowed for pe='axial2_complex'"),
         (
@@ -275,3 +285,73 @@ def test_basis_matrix_is_the_to_basis_map(block):
     b = rope.basis_matrix()
     torch.testing.assert_close(torch.einsum("hij,bhtj->bhti", b, x), to_basis(x, rope.basis(), block))
     torch.testing.assert_close(b @ b.transpose(-1, -2), torch.eye(16, dtype=torch.float64).expand_as(b))
+
+
+# -- the spec: one place for every option and default --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ROTARY_NAMES)
+def test_a_layer_built_without_options_runs_the_spec_defaults(name):
+    """make_rope with no options holds the resolved spec validate_pe returns, and its values are
+    RopeSpec's field defaults or, where a field defaults to None, the encoding's own default."""
+    rope = make_rope(name, head_dim=24, num_heads=2)
+    spec, defaults = validate_pe(name, {}), RopeSpec()
+    assert rope.spec == spec and rope.spec.name == name
+    for key in ("mixed", "dims", "init", "coords", "augment", "layout_of"):
+        assert getattr(spec, key) == getattr(defaults, key), key
+    enc = ENCODINGS[name]
+    assert rope.block == spec.block == (enc.block or enc.default_block)
+    assert rope.impl == spec.impl == enc.impls[0]
+    assert rope.theta == spec.theta == THETA
+    assert spec.learnable is (name == "lie_block")
+    assert rope.options() == {k: v for k, v in spec.options().items() if k != "augment"}
+
+
+def test_mixed_and_identity_defaults_come_from_the_spec():
+    mixed = make_rope("axial_block", head_dim=24, num_heads=2, mixed=True)
+    assert mixed.theta == THETA_MIXED and mixed.learnable and mixed.freqs.requires_grad
+    identity = make_rope("axial_block", head_dim=24, num_heads=2, init="identity")
+    assert identity.theta == THETA and identity.learnable
+    # a spec goes in as it came out: the same layer as from the name and options
+    spec = validate_pe("axial_block", {"block": 4, "impl": "matrix", "theta": 50})
+    assert (
+        make_rope(spec, head_dim=24, num_heads=2).options()
+        == make_rope("axial_block", head_dim=24, num_heads=2, block=4, impl="matrix", theta=50).options()
+    )
+    with pytest.raises(ValueError, match="block=4 is not allowed .*2..3 for head_dim 3"):
+        make_rope(spec, head_dim=3, num_heads=2)
+
+
+def test_none_takes_options_only_at_their_defaults():
+    assert validate_pe("none", RopeSpec().options()) == RopeSpec()
+    with pytest.raises(ValueError, match="pe.coords set with pe='none'"):
+        validate_pe("none", {"coords": "normalized"}, prefix="pe.")
+
+
+def _schema():
+    """RopeSpec as OmegaConf's structured config, made writable as a Hydra group schema must be."""
+    from omegaconf import OmegaConf
+
+    def writable(node):
+        OmegaConf.set_readonly(node, None)
+        for key in node:
+            child = node._get_node(key)
+            if OmegaConf.is_config(child):
+                writable(child)
+        return node
+
+    return writable(OmegaConf.structured(RopeSpec))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "conf" / "pe").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_pe_file_fits_the_spec_as_a_structured_config(path):
+    """RopeSpec as OmegaConf schema: each conf/pe file merges onto it (no unknown key, every type
+    right), and the spec that comes out validates to what the file's own options give."""
+    from omegaconf import OmegaConf
+
+    text = OmegaConf.load(path)
+    merged = OmegaConf.merge(_schema(), text)
+    spec = OmegaConf.to_object(merged)
+    assert isinstance(spec, RopeSpec) and spec.name == path.stem
+    written = {k: v for k, v in OmegaConf.to_container(text).items() if k != "name" and v is not None}
+    assert validate_pe(spec.name, spec) == validate_pe(text.name, written)

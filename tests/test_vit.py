@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import time
 
 import pytest
@@ -11,7 +13,7 @@ from safetensors.torch import save_file
 
 from rope_ext import create_vit, fold_for_inference, relative_property_error
 from rope_ext.encoding.relativity import perturb_rotary
-from rope_ext.encoding.vit import RopeAttention, rotary_attentions
+from rope_ext.encoding.vit import RopeAttention, RopeVisionTransformer, rotary_attentions
 
 VARIANTS = [
     ("none", {}),
@@ -131,10 +133,10 @@ def test_class_token_is_not_rotated(tiny_vit):
     model = tiny_vit("axial_block", block=4)
     perturb_rotary(model, 0.3)
     attn = model.blocks[0].attn
-    model.patch_embed(torch.randn(1, 3, 32, 32))  # sets the grid: 8x8
-    pos = attn.grid.positions(torch.device("cpu"))
+    positions = model.positions((32, 32), torch.device("cpu"))  # an 8x8 grid after one class token
+    assert positions.coords.shape == (64, 2) and positions.num_prefix == 1
     q = torch.randn(1, 2, 65, 24)
-    qr = attn.rope.rotate(q, pos, num_prefix=1)
+    qr = attn.rope.rotate(q, positions.coords, num_prefix=positions.num_prefix)
     torch.testing.assert_close(qr[..., 0, :], q[..., 0, :])
     assert not torch.allclose(qr[..., 1:, :], q[..., 1:, :])
 
@@ -263,3 +265,95 @@ def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
         assert got["block"] == 2
     if pe == "lie_block":
         assert got["learnable"] is True
+
+
+# -- positions: computed once per forward, passed explicitly -------------------------------------------
+
+
+def test_positions_are_computed_once_per_forward_and_tables_reused_across_steps(tiny_vit, monkeypatch):
+    """One grid of positions per forward whatever the depth; each layer builds its rotation table
+    on the first forward and reuses it while positions and (frozen) parameters stay the same."""
+    import rope_ext.encoding.vit as vit
+    from rope_ext.encoding.rotary import BlockRotary
+
+    model = tiny_vit("axial_block", block=3, vit_kwargs={"depth": 3})
+    grids, tables = [], []
+    grid_positions, build_tables = vit.grid_positions, BlockRotary._build_tables
+    monkeypatch.setattr(vit, "grid_positions", lambda *a, **kw: grids.append(a) or grid_positions(*a, **kw))
+    monkeypatch.setattr(
+        BlockRotary, "_build_tables", lambda self, *a: tables.append(self) or build_tables(self, *a)
+    )
+    x = torch.randn(2, 3, 32, 32)
+    for step in range(3):
+        loss = model.train()(x).square().mean()
+        loss.backward()
+        assert len(grids) == step + 1 and grids[-1][:2] == (8, 8)
+    assert len(tables) == 3 and {id(t) for t in tables} == {id(b.attn.rope) for b in model.blocks}
+    model(torch.randn(1, 3, 48, 32))  # another grid: new positions, new tables
+    assert grids[-1][:2] == (12, 8) and len(tables) == 6
+
+
+def test_blocks_take_positions_explicitly(tiny_vit):
+    model = tiny_vit("axial2_complex")
+    assert isinstance(model, RopeVisionTransformer) and model.rope_spec.name == "axial2_complex"
+    assert not model.patch_embed._forward_pre_hooks
+    tokens = torch.randn(1, 65, 48)
+    with pytest.raises(TypeError, match="positions"):
+        model.blocks[0](tokens)
+    out = model.blocks[0](tokens, model.positions((32, 32), torch.device("cpu")))
+    assert out.shape == tokens.shape
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_pickled_or_copied_model_runs_and_keeps_no_stale_tables(tiny_vit, how):
+    model = tiny_vit("axial_block", block=4).eval()
+    perturb_rotary(model, 0.3)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)  # fills every layer's table cache
+        clone = pickle.loads(pickle.dumps(model)) if how == "pickle" else copy.deepcopy(model)
+        assert type(clone) is RopeVisionTransformer and clone.rope_spec == model.rope_spec
+        torch.testing.assert_close(clone(x), ref)
+        assert clone(torch.randn(1, 3, 48, 48)).shape == (1, 10)
+        for blk in clone.blocks:
+            blk.attn.rope.freqs.mul_(1.5)
+        assert not torch.allclose(clone(x), ref, atol=1e-4)  # new frequencies, new tables
+        torch.testing.assert_close(model(x), ref)  # the original is untouched
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True])
+def test_create_vit_refuses_a_bad_class_count(tiny_vit, value):
+    with pytest.raises(
+        ValueError, match=f"num_classes={value!r} is not allowed; allowed values: an integer >= 0"
+    ):
+        tiny_vit("axial2_complex", num_classes=value)
+
+
+def test_create_vit_takes_a_spec():
+    from rope_ext import validate_pe
+
+    spec = validate_pe("axial_block", {"block": 4, "coords": "normalized"})
+    model = create_vit(
+        "vit_tiny_patch16_224",
+        pe=spec,
+        num_classes=3,
+        img_size=32,
+        patch_size=4,
+        embed_dim=48,
+        depth=1,
+        num_heads=2,
+    )
+    assert model.rope_spec == spec and model.blocks[0].attn.rope.spec == spec
+    with pytest.raises(ValueError, match="RopeSpec or a pe name with pe_options, not both"):
+        create_vit("vit_tiny_patch16_224", pe=spec, pe_options={"block": 3}, num_classes=3, img_size=32)
+
+
+def test_gradient_checkpointing_passes_the_positions_too(tiny_vit):
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_vit("axial_block", block=3, learnable=True).train()
+        model.set_grad_checkpointing(checkpointing)
+        model(x).square().mean().backward()
+        grads.append(model.blocks[1].attn.rope.freqs.grad)
+    torch.testing.assert_close(grads[1], grads[0])

@@ -1,6 +1,7 @@
 """The encoding library: rotary position encodings for timm ViTs. Imports torch and timm only.
 
-``rotary`` holds the math of every encoding (its options, checks and the rotation itself; the matrix and
-fast paths share parameters), ``vit`` puts it into timm's VisionTransformer, ``relativity`` measures
-the relative property and the shift error. The public names are re-exported by ``rope_ext``.
+``rotary`` holds the math of every encoding (``RopeSpec``: its options and defaults, the checks, the
+rotation itself; the matrix and fast paths share parameters), ``vit`` puts it into timm's
+VisionTransformer (``RopeVisionTransformer``), ``weights`` loads pretrained or local weights,
+``relativity`` measures the relative property and the shift error. The public names are re-exported by ``rope_ext``.
 """

@@ -20,17 +20,19 @@ Shapes: H heads, T tokens, D head_dim, N block, nb = D // N blocks, k = N // 2 p
 P = nb·k planes per head, A = dims axes. Dims beyond nb·N (when N does not divide D) and, for odd N,
 the last basis direction of each block are left unrotated. N is any integer in 2..D.
 
-This module is the one source of truth for the encodings' names, option keys, defaults and checks
-(``PE_NAMES``, ``ENCODINGS``, ``OPTION_KEYS``, ``validate_pe`` / ``validate_options``); the Hydra
-harness and ``create_vit`` ask it, and a built layer reports its resolved options (``options()``). Positions (``grid_positions``,
-``augment_positions``) are computed here too, so every variant reads the same coordinates.
+This module is the one source of truth for the encodings' names, options, defaults and checks:
+``RopeSpec`` (every option and its default; also the pe group's OmegaConf schema), ``ENCODINGS``
+(what each encoding accepts), ``validate_pe`` (returns the resolved spec, which ``make_rope`` and
+``create_vit`` consume); a built layer reports its spec (``options()``). Positions
+(``grid_positions``, ``augment_positions``) are computed here too, so every variant reads the same
+coordinates.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +57,9 @@ OPTION_KEYS = (
     "augment",
     "layout_of",
 )
+# Frequency bases: a mixed plane has a frequency vector over the axes, so a smaller base spreads
+# its initial frequencies as Heo et al.'s RoPE-Mixed does.
+THETA, THETA_MIXED = 100.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -89,22 +94,80 @@ ENCODINGS: dict[str, Encoding] = {
 }
 
 
+@dataclass(frozen=True)
+class Augment:
+    """DINOv3's coordinate augmentation in training, one draw per forward (``augment_positions``):
+    ``shift`` in coordinate units, ``jitter``/``rescale`` >= 1 (scales in [1/value, value]); 0 is off."""
+
+    shift: float = 0.0
+    jitter: float = 0.0
+    rescale: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.jitter or self.rescale)
+
+
+@dataclass(frozen=True)
+class RopeSpec:
+    """One encoding and every option it takes, with the library's defaults: the one place they live.
+
+    A field left None takes its default: the field's own, or where that is None the encoding's,
+    filled in by ``validate_pe``, which returns the spec resolved (every field set but
+    ``layout_of``): ``block`` (axial2_*: 2, else 3), ``impl`` (the first of
+    ``ENCODINGS[name].impls``), ``theta`` (``THETA``; ``THETA_MIXED`` for mixed axial_block),
+    ``learnable`` (true for mixed, identity init and lie_block). Plain types only, so OmegaConf
+    takes the class as a structured config (the pe group's schema; null is allowed everywhere and
+    means the default, as the YAML files have always written it).
+    ``spec["block"]`` and ``spec.options()`` read it like the dict of options it replaces.
+    """
+
+    name: str = "none"
+    block: int | None = None  # N, 2..head_dim
+    impl: str | None = None  # "fast" | "matrix"
+    mixed: bool | None = False  # every plane a frequency vector over the axes (RoPE-Mixed)
+    dims: int | None = 2  # 1: the flattened token index, 2: (x, y) on the patch grid
+    theta: float | None = None  # frequency base
+    learnable: bool | None = None  # learned frequencies
+    init: str | None = "axial"  # "axial" (RoPE-Axial layout, Q = I) | "identity" (zero frequencies)
+    coords: str | None = "patch"  # "patch" (column, row) | "normalized" (patch centres in [-1, 1])
+    augment: Augment | None = field(default_factory=Augment)
+    layout_of: int | None = None  # axial_block with block 2: the planes of the N×N axial layout
+
+    def options(self) -> dict[str, object]:
+        """The ``OPTION_KEYS`` as a plain dict (``augment`` a dict too), e.g. for metrics.json."""
+        out = {k: getattr(self, k) for k in OPTION_KEYS}
+        out["augment"] = asdict(self.augment) if self.augment is not None else None
+        return out
+
+    def __getitem__(self, key: str) -> object:
+        if key != "name" and key not in OPTION_KEYS:
+            raise KeyError(key)
+        return self.options()[key] if key == "augment" else getattr(self, key)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_options(options: Mapping[str, object] | RopeSpec) -> dict[str, object]:
+    if isinstance(options, RopeSpec):
+        return options.options()
+    return dict(options)
 
 
 def validate_options(
-    name: str, options: Mapping[str, object], *, head_dim: int | None = None, prefix: str = ""
-) -> dict[str, object]:
-    """Check the options of rotary encoding ``name`` and return them with every default filled in.
+    name: str, options: Mapping[str, object] | RopeSpec, *, head_dim: int | None = None, prefix: str = ""
+) -> RopeSpec:
+    """Check the options of rotary encoding ``name`` and return its spec with every default filled in.
 
     ``head_dim``: the model's head dimension when known (bounds ``block`` and ``layout_of``);
-    ``prefix``: prepended to key names in messages (the harness passes ``"pe."``). Raises
-    ValueError naming the key, the value and what is allowed.
+    ``prefix``: prepended to key names in messages (the harness passes ``"pe."``). Null options take
+    the defaults. Raises ValueError naming the key, the value and what is allowed.
     """
 
     def bad(key: str, value: object, allowed: str, why: str = "") -> ValueError:
@@ -121,52 +184,49 @@ def validate_options(
         raise ValueError(
             f"{prefix}name={name!r} is not a rotary encoding; allowed values: {', '.join(ROTARY_NAMES)}"
         )
-    spec = ENCODINGS[name]
+    enc = ENCODINGS[name]
+    options = _as_options(options)
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise ValueError(
             f"unknown option(s) {[prefix + k for k in unknown]} for pe={name!r}; "
             f"allowed keys: {', '.join(prefix + k for k in OPTION_KEYS)}"
         )
-    out = dict(options)
+    given = {k: v for k, v in options.items() if v is not None}
+    defaults = RopeSpec()
     span = f"2..{head_dim} for head_dim {head_dim}" if head_dim is not None else "2..head_dim"
-    block = out.get("block")
-    if spec.block is not None:
-        if block is not None and block != spec.block:
-            raise bad("block", block, f"{spec.block} or null", "use axial_block for other sizes")
-        block = spec.block
+    block = given.get("block")
+    if enc.block is not None:
+        if block is not None and block != enc.block:
+            raise bad("block", block, f"{enc.block} or null", "use axial_block for other sizes")
+        block = enc.block
     elif block is None:
-        block = spec.default_block
+        block = enc.default_block
     if not _is_int(block) or block < 2 or (head_dim is not None and block > head_dim):
         raise bad("block", block, f"an integer in {span}")
-    out["block"] = block
-    dims = out.get("dims", 2)
+    dims = given.get("dims", defaults.dims)
     choice("dims", dims, DIMS)
-    out["dims"] = dims
-    impl = out.get("impl") or spec.impls[0]
-    choice("impl", impl, spec.impls)
-    out["impl"] = impl
-    mixed = out.get("mixed", False)
-    mixed = False if mixed is None else mixed
-    choice("mixed", mixed, (False, True) if spec.mixed else (False,))
-    out["mixed"] = mixed
-    init = out.get("init") or "axial"
+    impl = given.get("impl", enc.impls[0])
+    choice("impl", impl, enc.impls)
+    mixed = given.get("mixed", defaults.mixed)
+    choice("mixed", mixed, (False, True) if enc.mixed else (False,))
+    init = given.get("init", defaults.init)
     choice("init", init, INITS)
-    out["init"] = init
-    theta = out.get("theta")
-    if theta is not None and (not _is_number(theta) or theta <= 0):
-        raise bad("theta", theta, "a positive number or null (package default)")
-    out["theta"] = theta
-    learnable = out.get("learnable")
+    theta = given.get("theta", THETA_MIXED if mixed and name != "lie_block" else THETA)
+    if not _is_number(theta) or theta <= 0:
+        raise bad("theta", theta, "a finite positive number or null (package default)")
+    learnable = given.get("learnable")
     if learnable is not None:
-        choice("learnable", learnable, (False, True) if spec.learnable_false else (True,))
+        choice("learnable", learnable, (False, True) if enc.learnable_false else (True,))
         if init == "identity" and not learnable:
             raise bad("learnable", learnable, "True or null", "with init='identity' frequencies would stay 0")
-    out["learnable"] = learnable
-    coords = out.get("coords") or "patch"
+    else:
+        learnable = not enc.learnable_false or init == "identity" or mixed
+    coords = given.get("coords", defaults.coords)
     choice("coords", coords, COORDS)
-    out["coords"] = coords
-    augment = out.get("augment") or {}
+    augment = given.get("augment", {})
+    if isinstance(augment, Augment):
+        augment = asdict(augment)
     if not isinstance(augment, Mapping) or set(augment) - set(AUGMENT_KEYS):
         raise bad("augment", augment, f"a mapping with keys {', '.join(AUGMENT_KEYS)}")
     augment = {k: (augment.get(k) or 0) for k in AUGMENT_KEYS}
@@ -176,41 +236,58 @@ def validate_options(
         value = augment[key]
         if not _is_number(value) or not (value == 0 or value >= 1):
             raise bad(f"augment.{key}", value, "0 (off) or a number >= 1 (scales drawn in [1/value, value])")
-    out["augment"] = augment
-    layout_of = out.get("layout_of")
+    layout_of = given.get("layout_of")
     if layout_of is not None:
-        if not spec.layout_of or block != 2:
+        if not enc.layout_of or block != 2:
             raise bad("layout_of", layout_of, "null", "only pe='axial_block' with block=2 takes it")
         if not _is_int(layout_of) or layout_of < 2 or (head_dim is not None and layout_of > head_dim):
             raise bad("layout_of", layout_of, f"null or an integer in {span}")
-    out["layout_of"] = layout_of
-    return out
+    return RopeSpec(
+        name=name,
+        block=block,
+        impl=impl,
+        mixed=mixed,
+        dims=dims,
+        theta=float(theta),
+        learnable=learnable,
+        init=init,
+        coords=coords,
+        augment=Augment(**{k: float(v) for k, v in augment.items()}),
+        layout_of=layout_of,
+    )
 
 
 def validate_pe(
     name: str,
-    options: Mapping[str, object],
+    options: Mapping[str, object] | RopeSpec,
     *,
     head_dim: int | None = None,
     prefix: str = "",
     name_key: str = "pe",
-) -> dict[str, object]:
+) -> RopeSpec:
     """Check any encoding, ``none`` included: ``name`` one of ``PE_NAMES``, its options as
-    ``validate_options`` checks them. Returns the options with defaults filled in ({} for ``none``).
+    ``validate_options`` checks them. Returns the resolved ``RopeSpec`` (``RopeSpec()`` for ``none``).
 
     The one check of an encoding the harness (``config.validate``) and ``create_vit`` share;
     ``name_key`` is how messages call the name (the harness: ``"pe.name"``), ``prefix`` as in
-    ``validate_options``. Raises ValueError naming the key, the value and what is allowed.
+    ``validate_options``. ``options`` may hold every key at its ``RopeSpec`` default (a config
+    built on the schema); ``none`` refuses any other value. Raises ValueError naming the key, the
+    value and what is allowed.
     """
     if name not in PE_NAMES:
         raise ValueError(f"{name_key}={name!r} is not allowed; allowed values: {', '.join(PE_NAMES)}")
     if name == "none":
-        if options:
-            keys = ", ".join(prefix + k for k in sorted(options))
+        defaults = RopeSpec().options()
+        options = _as_options(options)
+        changed = sorted(
+            k for k, v in options.items() if v is not None and (k not in defaults or v != defaults[k])
+        )
+        if changed:
+            keys = ", ".join(prefix + k for k in changed)
             raise ValueError(
                 f"{keys} set with pe='none', which takes no options; allowed values: null (or a rotary pe)"
             )
-        return {}
+        return RopeSpec()
     return validate_options(name, options, head_dim=head_dim, prefix=prefix)
 
 
@@ -437,6 +514,10 @@ class _TableCache:
         self.key: Hashable | None = None
         self.value: tuple[Tensor, ...] | None = None
 
+    def __reduce__(self) -> tuple:
+        # A copy or pickle starts empty: its keys name the original's parameter storage.
+        return (_TableCache, ())
+
     def get(self, key: Hashable | None) -> tuple[Tensor, ...] | None:
         return self.value if key is not None and key == self.key else None
 
@@ -448,13 +529,18 @@ class _TableCache:
 class RotaryBase(nn.Module):
     """Shared plumbing: position checks, table caching, the dense rotation from generators."""
 
-    variant: str
-    impl: str
-
-    def __init__(self, *, head_dim: int, num_heads: int, dims: int, block: int) -> None:
+    def __init__(self, spec: RopeSpec, *, head_dim: int, num_heads: int) -> None:
         super().__init__()
-        self.head_dim, self.num_heads, self.dims, self.block = head_dim, num_heads, dims, block
-        self.num_blocks = head_dim // block
+        self.spec = spec  # resolved (validate_pe): every option a plain value
+        self.head_dim, self.num_heads, self.dims, self.block = head_dim, num_heads, spec.dims, spec.block
+        self.variant, self.impl, self.init, self.coords, self.theta = (
+            spec.name,
+            spec.impl,
+            spec.init,
+            spec.coords,
+            spec.theta,
+        )
+        self.num_blocks = head_dim // spec.block
         self._cache = _TableCache()
 
     def generators(self) -> Tensor:
@@ -470,7 +556,11 @@ class RotaryBase(nn.Module):
     def tables(
         self, pos: Tensor, num_prefix: int = 0, grid_key: Hashable | None = None
     ) -> tuple[Tensor, ...]:
-        """Per-forward rotation tables, shared by the whole batch; cached while parameters are frozen."""
+        """Per-forward rotation tables, shared by the whole batch; cached while parameters are frozen.
+        Under torch.compile they are part of the graph: a Python cache keyed by storage and version
+        would only make dynamo guard on it and recompile."""
+        if torch.compiler.is_compiling():
+            return self._build_tables(pos, num_prefix)
         key = self._cache_key(grid_key)
         cached = self._cache.get(key)
         if cached is None:
@@ -534,9 +624,8 @@ class RotaryBase(nn.Module):
 
     def options(self) -> dict[str, object]:
         """The encoding's options as this layer applies them (package defaults resolved), for the
-        run's records; keys of ``OPTION_KEYS`` the layer does not hold (``augment`` belongs to the
-        model's positions) are left out."""
-        raise NotImplementedError
+        run's records; ``augment`` (it belongs to the model's positions) is left out."""
+        return {k: v for k, v in self.spec.options().items() if k != "augment"}
 
     def extra_repr(self) -> str:
         return (
@@ -554,27 +643,10 @@ class BlockRotary(RotaryBase):
       commutes with every plane rotation and so changes nothing, and after ``fold``).
     """
 
-    def __init__(
-        self,
-        *,
-        head_dim: int,
-        num_heads: int,
-        dims: int = 2,
-        block: int = 2,
-        impl: str = "fast",
-        mixed: bool = False,
-        theta: float | None = None,
-        learnable: bool | None = None,
-        init: str = "axial",
-        variant: str = "axial_block",
-        coords: str = "patch",
-        layout_of: int | None = None,
-    ) -> None:
-        super().__init__(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block)
-        self.variant, self.impl, self.mixed, self.init = variant, impl, bool(mixed), init
-        self.coords, self.layout_of = coords, layout_of
-        self.theta = float(theta) if theta is not None else (10.0 if mixed else 100.0)
-        self.learnable = bool(learnable) if learnable is not None else (init == "identity" or self.mixed)
+    def __init__(self, spec: RopeSpec, *, head_dim: int, num_heads: int) -> None:
+        super().__init__(spec, head_dim=head_dim, num_heads=num_heads)
+        self.mixed, self.layout_of, self.learnable = spec.mixed, spec.layout_of, spec.learnable
+        block, dims, init, coords, layout_of = spec.block, spec.dims, spec.init, spec.coords, spec.layout_of
         self.use_complex = True
         self.folded = False
         k = block // 2
@@ -610,19 +682,6 @@ class BlockRotary(RotaryBase):
             self._register_basis_layout()
         else:
             self.register_parameter("basis_skew", None)
-
-    def options(self) -> dict[str, object]:
-        return {
-            "block": self.block,
-            "impl": self.impl,
-            "mixed": self.mixed,
-            "dims": self.dims,
-            "theta": self.theta,
-            "learnable": self.learnable,
-            "init": self.init,
-            "coords": self.coords,
-            "layout_of": self.layout_of,
-        }
 
     # -- parameters as math -------------------------------------------------------------------
 
@@ -743,6 +802,7 @@ class BlockRotary(RotaryBase):
         self.basis_skew = None
         self.folded = True
         self.impl = "fast"
+        self.spec = replace(self.spec, impl="fast")
         self._cache = _TableCache()
 
 
@@ -755,21 +815,9 @@ class LieBlockRotary(RotaryBase):
     follows one axis, Q = I), so a fresh model equals ``axial_block`` and training breaks commutation.
     """
 
-    def __init__(
-        self,
-        *,
-        head_dim: int,
-        num_heads: int,
-        dims: int = 2,
-        block: int = 2,
-        theta: float | None = None,
-        init: str = "axial",
-        impl: str = "matrix",
-        coords: str = "patch",
-    ) -> None:
-        super().__init__(head_dim=head_dim, num_heads=num_heads, dims=dims, block=block)
-        self.variant, self.impl, self.init, self.coords = "lie_block", impl, init, coords
-        self.theta = float(theta) if theta is not None else 100.0
+    def __init__(self, spec: RopeSpec, *, head_dim: int, num_heads: int) -> None:
+        super().__init__(spec, head_dim=head_dim, num_heads=num_heads)
+        block, dims, init, coords = spec.block, spec.dims, spec.init, spec.coords
         k = block // 2
         scale = NORMALIZED_SCALE if coords == "normalized" else 1.0
         freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta, scale)
@@ -783,19 +831,6 @@ class LieBlockRotary(RotaryBase):
         onehot = F.one_hot(axis, dims).T.float().view(dims, self.num_blocks, k)  # [A, nb, k]
         gen[..., idx] = -(onehot * freqs.view(self.num_blocks, k))[:, None]
         self.generator_skew = nn.Parameter(gen)
-
-    def options(self) -> dict[str, object]:
-        # No `mixed` (free generators already mix the axes) and no `layout_of`: the layer has neither.
-        # The generators are always trained, whatever `learnable` said (ENCODINGS refuses False).
-        return {
-            "block": self.block,
-            "impl": self.impl,
-            "dims": self.dims,
-            "theta": self.theta,
-            "learnable": True,
-            "init": self.init,
-            "coords": self.coords,
-        }
 
     def generators(self) -> Tensor:
         return block_diagonal(skew(self.generator_skew, self.block), self.head_dim)
@@ -821,42 +856,36 @@ class LieBlockRotary(RotaryBase):
 Rotary = BlockRotary | LieBlockRotary
 
 
-def make_rope(name: str, *, head_dim: int, num_heads: int, dims: int = 2, **options: object) -> Rotary:
-    """Build a rotary encoding by name: one of ``ROTARY_NAMES`` (options checked by ``validate_options``).
+def make_rope(
+    name: str | RopeSpec, *, head_dim: int, num_heads: int, dims: int | None = None, **options: object
+) -> Rotary:
+    """Build one rotary layer from a ``RopeSpec`` or by name: one of ``ROTARY_NAMES`` with options
+    (checked by ``validate_options``; defaults as ``RopeSpec`` says).
 
     Options: ``block`` (N, 2..head_dim; axial2_* fix it to 2), ``impl`` ("matrix" | "fast";
-    lie_block: "matrix" only), ``mixed`` (bool; axial_block only), ``theta`` (frequency base,
-    default 100 axial / 10 mixed), ``learnable`` (bool, default: false for axial, true for mixed or
-    identity init), ``init`` ("axial": the 2×2 RoPE-Axial layout with Q = I; "identity": zero
-    frequencies), ``coords`` ("patch" | "normalized": the unit positions come in, which sets the
-    frequency scale, see ``NORMALIZED_SCALE``), ``layout_of`` (axial_block with block 2: carry
-    the planes of the N×N axial layout). ``augment`` belongs to the model's positions
+    lie_block: "matrix" only), ``mixed`` (bool; axial_block only), ``dims`` (1 | 2), ``theta``
+    (frequency base, default 100 axial / 10 mixed), ``learnable`` (bool, default: false for axial,
+    true for mixed or identity init), ``init`` ("axial": the 2×2 RoPE-Axial layout with Q = I;
+    "identity": zero frequencies), ``coords`` ("patch" | "normalized": the unit positions come in,
+    which sets the frequency scale, see ``NORMALIZED_SCALE``), ``layout_of`` (axial_block with block
+    2: carry the planes of the N×N axial layout). ``augment`` belongs to the model's positions
     (``create_vit``), not to one layer. Raises ValueError naming the key, the value and what is allowed.
     """
     if not _is_int(head_dim) or head_dim < 2 or not _is_int(num_heads) or num_heads < 1:
         raise ValueError(f"head_dim={head_dim!r} and num_heads={num_heads!r} must be positive integers")
-    if "augment" in options:
+    if isinstance(name, RopeSpec):
+        if options or dims is not None:
+            raise ValueError("make_rope takes a RopeSpec or a name with options, not both")
+        spec = name
+        options = spec.options()
+        name = spec.name
+    elif "augment" in options:
         raise ValueError(
             "augment is not an option of one rotary layer: pass it in create_vit's pe_options "
             "(positions are augmented once per forward for all layers)"
         )
-    opts = validate_options(name, {"dims": dims, **options}, head_dim=head_dim)
-    common = dict(
-        head_dim=head_dim,
-        num_heads=num_heads,
-        dims=opts["dims"],
-        block=opts["block"],
-        theta=opts["theta"],
-        init=opts["init"],
-        coords=opts["coords"],
-    )
-    if name == "lie_block":
-        return LieBlockRotary(impl=opts["impl"], **common)
-    return BlockRotary(
-        impl=opts["impl"],
-        mixed=opts["mixed"],
-        learnable=opts["learnable"],
-        variant=name,
-        layout_of=opts["layout_of"],
-        **common,
-    )
+    elif dims is not None:
+        options["dims"] = dims
+    spec = validate_options(name, options, head_dim=head_dim)  # block and layout_of against head_dim
+    layer = LieBlockRotary if name == "lie_block" else BlockRotary
+    return layer(spec, head_dim=head_dim, num_heads=num_heads)
