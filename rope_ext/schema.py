@@ -20,6 +20,7 @@ options are checked by ``rope_ext.encoding.rotary.validate_pe`` (the library's r
 """
 
 import dataclasses
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from rope_ext.encoding.rotary import RopeSpec
 from rope_ext.encoding.vit import POOLS, POS_EMBEDS
 
 # Upper bounds of memory-bound sizes: a value past them cannot fit a machine of this project's kind
@@ -109,30 +111,29 @@ class ModelConfig:
     pos_drop_rate: float | None = key(None, ge=0, lt=1)
 
 
-@dataclass
-class PEAugmentConfig:
-    shift: float = key(0.0, help="translate all positions by U(-shift, shift) per axis")
-    jitter: float = key(0.0, help="scale each axis by exp(U(-log jitter, log jitter)); 0 or >= 1")
-    rescale: float = key(0.0, help="scale both axes by one exp(U(-log r, log r)); 0 or >= 1")
+def _writable(frozen: type, name: str) -> type:
+    """A mutable copy of one of the library's frozen spec dataclasses, same fields, types and defaults:
+    Hydra writes command-line overrides into the composed config, which a frozen node refuses."""
+    hints = typing.get_type_hints(frozen)
+    fields = []
+    for f in dataclasses.fields(frozen):
+        tp = hints[f.name]
+        inner = next((a for a in (tp, *getattr(tp, "__args__", ())) if dataclasses.is_dataclass(a)), None)
+        if inner is not None:  # a nested spec (pe.augment): its own mutable copy
+            copy = _writable(inner, name + f.name.capitalize())
+            tp = copy | None if type(None) in getattr(tp, "__args__", ()) else copy
+            fields.append((f.name, tp, field(default_factory=copy)))
+        elif f.default_factory is not dataclasses.MISSING:
+            fields.append((f.name, tp, field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, tp, field(default=f.default)))
+    return dataclasses.make_dataclass(name, fields, namespace={"__doc__": frozen.__doc__})
 
 
-@dataclass
-class PEConfig:
-    """``conf/pe``: the position encoding. null: the library's default for that encoding. Which values
-    and combinations each encoding takes is ``rope_ext.encoding.rotary.validate_pe``'s to say (the
-    library's rules, in one place); the schema gives the types."""
-
-    name: str = key(help="none | axial2_matrix | axial2_complex | axial_block | lie_block")
-    block: int | None = key(None, help="N of the NxN blocks, 2..head_dim")
-    impl: str | None = key(None, help="fast | matrix")
-    mixed: bool | None = key(None)
-    dims: int | None = key(None, help="1 | 2")
-    theta: float | None = key(None, help="frequency base")
-    learnable: bool | None = key(None)
-    init: str | None = key(None, help="axial | identity")
-    coords: str | None = key(None, help="patch | normalized")
-    augment: PEAugmentConfig | None = key(None)
-    layout_of: int | None = key(None)
+# ``conf/pe``: the position encoding. Its fields, types and defaults are the library's RopeSpec (the one
+# place they live; null means the encoding's default); which values and combinations each encoding takes
+# is ``rope_ext.encoding.rotary.validate_pe``'s to say. The YAML files set only ``name``.
+PEConfig = _writable(RopeSpec, "PEConfig")
 
 
 @dataclass

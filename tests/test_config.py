@@ -9,7 +9,8 @@ import pytest
 from harness_helpers import compose_job
 from omegaconf import OmegaConf
 
-from rope_ext.config import ConfigError, eval_sizes, slug, validate
+from rope_ext.config import ConfigError, eval_sizes, pe_options, slug, validate
+from rope_ext.encoding.rotary import validate_pe
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # the experiment group (presets) is composed by tests/test_experiments.py
@@ -59,7 +60,10 @@ def test_defaults(monkeypatch):
         "adamw",
     )
     assert (choices.hardware, choices.launcher) == ("auto", "local")
-    assert (cfg.pe.block, cfg.pe.impl) == (3, "fast") and (cfg.train.epochs, cfg.train.batch_size) == (10, 64)
+    # the config leaves pe options at null (the library's default); validation resolves them
+    spec = validate_pe(cfg.pe.name, pe_options(cfg.pe))
+    assert (spec.block, spec.impl) == (3, "fast") and (cfg.train.epochs, cfg.train.batch_size) == (10, 64)
+    assert cfg.pe.block is None, "conf/pe/*.yaml restate no library default"
     assert cfg.model.pos_embed is None and cfg.model.pretrained is False and cfg.model.checkpoint is None
     assert cfg.dataset.input_size == 16 and cfg.dataset.subset is None  # digits: 8x8 scans
     assert cfg.wandb.mode == "offline"
