@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from rope_ext import safe_io
+from rope_ext.config import is_int, is_number
 from rope_ext.schema import resumable_keys
 
 log = logging.getLogger(__name__)
@@ -263,12 +263,6 @@ def check_progress(state: dict[str, Any], steps_per_epoch: int) -> None:
         shown = repr(value) if len(repr(value)) < 80 else repr(value)[:77] + "..."
         return CheckpointError(f"checkpoint value {key}={shown} is not {allowed}. {HOW}")
 
-    def is_int(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def is_num(value: Any) -> bool:
-        return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
     epoch, step, total = state.get("epoch"), state.get("step_in_epoch"), state.get("global_step")
     history = state.get("history")
     if not is_int(epoch) or epoch < 0:
@@ -280,21 +274,21 @@ def check_progress(state: dict[str, Any], steps_per_epoch: int) -> None:
         if not isinstance(entry, dict) or entry.get("epoch") != i + 1:
             raise bad(f"history[{i}]", entry, f"the record of epoch {i + 1}")
         for key in ("train_loss", "lr", "val_acc"):
-            if not (is_num(entry.get(key)) or (key == "val_acc" and entry.get(key) is None)):
+            if not (is_number(entry.get(key)) or (key == "val_acc" and entry.get(key) is None)):
                 raise bad(f"history[{i}].{key}", entry.get(key), "a finite number")
     if not is_int(step) or not 0 <= step <= steps_per_epoch:
         raise bad("step_in_epoch", step, f"an integer in [0, {steps_per_epoch}] (steps per epoch)")
     if not is_int(total) or total < epoch + step:
         raise bad("global_step", total, f"an integer >= epoch + step_in_epoch = {epoch + step}")
     best, best_epoch = state.get("best_val_acc"), state.get("best_epoch")
-    if best is not None and not (is_num(best) and 0 <= best <= 100):
+    if best is not None and not (is_number(best) and 0 <= best <= 100):
         raise bad("best_val_acc", best, "null or a percentage")
     if best_epoch is not None and not (is_int(best_epoch) and 1 <= best_epoch <= epoch):
         raise bad("best_epoch", best_epoch, f"null or an integer in [1, {epoch}]")
     speed, partial = state.get("speed"), state.get("partial_loss")
-    if not isinstance(speed, dict) or not all(is_num(speed.get(k)) for k in ("images", "seconds")):
+    if not isinstance(speed, dict) or not all(is_number(speed.get(k)) for k in ("images", "seconds")):
         raise bad("speed", speed, "{'images': number, 'seconds': number}")
-    if not isinstance(partial, list) or len(partial) != 2 or not all(is_num(v) for v in partial):
+    if not isinstance(partial, list) or len(partial) != 2 or not all(is_number(v) for v in partial):
         raise bad("partial_loss", partial, "[sum, count] of finite numbers")
     rngs = state.get("rng")
     if not isinstance(rngs, list) or not rngs or not all(isinstance(r, dict) for r in rngs):

@@ -28,7 +28,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from rope_ext.encoding.rotary import RopeSpec
+from rope_ext.encoding.rotary import Augment, RopeSpec
 from rope_ext.encoding.vit import POOLS, POS_EMBEDS
 
 # Upper bounds of memory-bound sizes: a value past them cannot fit a machine of this project's kind
@@ -111,29 +111,33 @@ class ModelConfig:
     pos_drop_rate: float | None = key(None, ge=0, lt=1)
 
 
-def _writable(frozen: type, name: str) -> type:
+def _writable(frozen: type, name: str, nested: dict[str, type] | None = None) -> type:
     """A mutable copy of one of the library's frozen spec dataclasses, same fields, types and defaults:
-    Hydra writes command-line overrides into the composed config, which a frozen node refuses."""
-    hints = typing.get_type_hints(frozen)
+    Hydra writes command-line overrides into the composed config, which a frozen node refuses.
+    ``nested``: the mutable copies of its nested specs, by field. The copy is a module attribute of this
+    module (``__module__`` set), so pickle (submitit's jobs) finds it by name instead of copying it."""
+    hints, nested = typing.get_type_hints(frozen), nested or {}
     fields = []
     for f in dataclasses.fields(frozen):
         tp = hints[f.name]
-        inner = next((a for a in (tp, *getattr(tp, "__args__", ())) if dataclasses.is_dataclass(a)), None)
-        if inner is not None:  # a nested spec (pe.augment): its own mutable copy
-            copy = _writable(inner, name + f.name.capitalize())
+        if f.name in nested:
+            copy = nested[f.name]
             tp = copy | None if type(None) in getattr(tp, "__args__", ()) else copy
             fields.append((f.name, tp, field(default_factory=copy)))
         elif f.default_factory is not dataclasses.MISSING:
             fields.append((f.name, tp, field(default_factory=f.default_factory)))
         else:
             fields.append((f.name, tp, field(default=f.default)))
-    return dataclasses.make_dataclass(name, fields, namespace={"__doc__": frozen.__doc__})
+    cls = dataclasses.make_dataclass(name, fields, namespace={"__doc__": frozen.__doc__})
+    cls.__module__ = __name__
+    return cls
 
 
 # ``conf/pe``: the position encoding. Its fields, types and defaults are the library's RopeSpec (the one
 # place they live; null means the encoding's default); which values and combinations each encoding takes
 # is ``rope_ext.encoding.rotary.validate_pe``'s to say. The YAML files set only ``name``.
-PEConfig = _writable(RopeSpec, "PEConfig")
+PEAugmentConfig = _writable(Augment, "PEAugmentConfig")
+PEConfig = _writable(RopeSpec, "PEConfig", nested={"augment": PEAugmentConfig})
 
 
 @dataclass
