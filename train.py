@@ -1,43 +1,10 @@
-"""rope-ext training app: ``python train.py [overrides]`` (Hydra). See ``python train.py --help``.
+"""rope-ext training app: ``python train.py [overrides]`` (Hydra; the app itself is ``rope_ext.app``).
 
 Single run: ``python train.py pe=axial_block pe.block=4``; sweep: ``python train.py -m pe.block=2,3,4``;
-DDP: ``torchrun --nproc_per_node=K train.py ...``. Outputs go to ``outputs/<run_id>/`` (multirun:
-``multirun/<sweep>/<job>/``); rerunning the same command resumes from the checkpoint there.
+DDP: ``torchrun --nproc_per_node=K train.py ...``. ``python train.py --help`` lists the config groups.
 """
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-import rope_ext.config  # noqa: F401  (registers the schema and the resolvers conf/config.yaml uses)
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    from rope_ext.trainer import run_job
-
-    return run_job(cfg)
-
+from rope_ext.app import run
 
 if __name__ == "__main__":
-    import logging
-    import sys
-
-    from rope_ext.config import ConfigError, check_command
-
-    # Hydra creates the run directory and writes .hydra/{config,overrides,hydra}.yaml and train.log
-    # before the app runs: a refused command would rewrite a finished run's record and leave new
-    # folders. So the command is composed with Hydra's compose API from the same argv and validated
-    # (every job of a sweep) first, and only a valid one is handed to Hydra. Keeping Hydra's per-attempt
-    # files elsewhere (hydra.output_subdir) would still create the run directory and lose the record
-    # of the settings a run actually ran with, which the report and tune read.
-    if {"--help", "-h"} & set(sys.argv[1:]) and "--resolve" not in sys.argv:
-        sys.argv.append("--resolve")  # the help shows the values a run uses, interpolations resolved
-    try:
-        check_command(sys.argv[1:])
-    except ConfigError as err:
-        logging.basicConfig(format="[%(levelname)s] %(message)s")
-        logging.getLogger("rope_ext").error("Invalid configuration: %s Nothing was written.", err)
-        sys.exit(2)
-    main()
+    run()

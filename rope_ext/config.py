@@ -36,7 +36,9 @@ from rope_ext.encoding.rotary import validate_pe
 
 log = logging.getLogger(__name__)
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+# The one place that knows where conf/ is: inside the package (a link to the repository's conf/ in a
+# checkout; the copied files in an installed package, pyproject's package-data)
+CONF = Path(__file__).resolve().parent / "conf"
 # keys of the model group that are not timm keyword arguments
 MODEL_KEYS = ("name", "arch", "input_size", "pretrained", "checkpoint", "pos_embed")
 

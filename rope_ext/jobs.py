@@ -22,9 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-import rope_ext.config  # noqa: F401  (registers the resolvers conf/config.yaml uses)
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from rope_ext.config import CONF  # also registers the schema and the resolvers conf/config.yaml uses
 
 
 def list_jobs(overrides: list[str], conf_dir: Path = CONF) -> list[list[str]]:

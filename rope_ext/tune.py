@@ -24,13 +24,11 @@ from typing import Any
 
 import yaml
 
-from rope_ext.config import ConfigError
+from rope_ext.config import CONF, ConfigError
 from rope_ext.report.runs import Run, find_runs
 from rope_ext.safety import COMPONENT, COMPONENT_ALLOWED
 
 __all__ = ["choose_lrs", "main", "write_tuned"]
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def _lr(run: Run) -> float | None:
@@ -83,7 +81,7 @@ def choose_lrs(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
 
 
 def write_tuned(
-    choice: dict[str, dict[str, Any]], study: str, source: str, conf_dir: Path = CONF_DIR
+    choice: dict[str, dict[str, Any]], study: str, source: str, conf_dir: Path = CONF
 ) -> list[Path]:
     """One ``conf/experiment/tuned/<study>/<arm>.yaml`` per arm; returns the written paths. The study and
     arms are checked first (``check_names``: ``ConfigError``, nothing written)."""
@@ -114,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rope_ext.tune", description=__doc__.splitlines()[0])
     parser.add_argument("dir", help="the tuning multirun's sweep directory")
     parser.add_argument("--study", required=True, help="the final preset's name, e.g. digits_blocks")
-    parser.add_argument("--conf", default=str(CONF_DIR), help="the conf/ directory to write into")
+    parser.add_argument("--conf", default=str(CONF), help="the conf/ directory to write into")
     args = parser.parse_args(argv)
     try:
         check_component("--study", args.study)
