@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from rope_ext import safe_io
+from rope_ext.provenance import Provenance
 
 SCHEMA_VERSION = 2
 METRICS_NAME = "metrics.json"
@@ -55,7 +56,9 @@ class RunMetrics(TypedDict):
     params: int
     epochs_done: int
     relative_error: float  # max over rotary layers of |R(p_i)^T R(p_j) - R(p_j - p_i)|
-    shift_error: float  # the whole model: logits moved by a one-patch shift of every position
+    shift_error: (
+        float | None
+    )  # the whole model: logits moved by a one-patch shift; None without rotary layers
     test_acc_shifted: float | None
     pe: dict[str, Any]  # the encoding's resolved options (rotary.OPTION_KEYS and name)
     model: str
@@ -72,6 +75,7 @@ class RunMetrics(TypedDict):
     history: list[EpochRecord]
     resumed: bool
     wall_s: float
+    provenance: Provenance  # versions, processor / GPU, threads, code revision (rope_ext.provenance)
 
 
 class FailureRecord(TypedDict, total=False):
@@ -87,6 +91,7 @@ class FailureRecord(TypedDict, total=False):
     input_size: int | None
     seed: int | None
     failed_at: str
+    provenance: Provenance
 
 
 METRICS_KEYS: tuple[str, ...] = tuple(RunMetrics.__annotations__)

@@ -57,6 +57,7 @@ from rope_ext.metrics import (
 from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
 from rope_ext.preemption import Interrupted, SignalGuard, interrupted_before_training
+from rope_ext.provenance import provenance
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
 
@@ -858,6 +859,7 @@ def _run_metrics(
         "history": state.history,
         "resumed": state.resumed,
         "wall_s": time.time() - started,
+        "provenance": provenance(ctx.device),  # what a bit-for-bit rerun needs: versions, processor, code
     }
 
 
@@ -896,6 +898,7 @@ def _write_failure(
     record["pe"] = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in pe.items()}
     record |= {"model": value("model.name"), "dataset": value("dataset.name")}
     record |= {"input_size": value("dataset.input_size"), "seed": select(cfg, "seed")}
+    record["provenance"] = provenance()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         record["failed_at"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -40,6 +40,7 @@ _DEFAULTS: dict[str, Any] = {
     "history": [],
     "resumed": False,
     "wall_s": 0.0,
+    "provenance": {},
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from harness_helpers import TINY, compose_job, failure, metrics, output, run_train, wandb_history
 
@@ -229,6 +230,12 @@ def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
     assert set(m) == set(schema.RunMetrics.__annotations__)
     assert m["schema_version"] == schema.SCHEMA_VERSION and m["status"] == "ok"
     assert set(m["history"][0]) == set(schema.EpochRecord.__annotations__)
+    # provenance: what a bit-for-bit rerun needs, measured (never a placeholder string)
+    prov = m["provenance"]
+    assert (
+        torch.__version__.startswith(prov["versions"]["torch"]) and prov["threads"] == torch.get_num_threads()
+    )
+    assert set(prov["revision"]) == {"commit", "dirty", "reason"}
 
     task, _ = compose_job([*tiny, *SMALL, "train.epochs=1", "train.lr=-1"], tmp_path / "bad")
     with pytest.raises(SystemExit):
@@ -239,3 +246,4 @@ def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
         f["schema_version"] == schema.SCHEMA_VERSION and f["status"] == "failed" and "train.lr" in f["error"]
     )
     assert set(f["pe"]) == {"name", *OPTION_KEYS} and isinstance(f["pe"]["augment"], dict)
+    assert torch.__version__.startswith(f["provenance"]["versions"]["torch"])
