@@ -244,7 +244,7 @@ def test_sweep_with_a_bad_job(slurm_cluster, tmp_path):
     proc = sweep(slurm_cluster, [*TINY, "train.lr=0.001,1e30"], sweep_dir)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
-    good, bad = sweep_dir / "train.lr=0.001", sweep_dir / "train.lr=1e30"
+    good, bad = sweep_dir / "train.lr=0.001", sweep_dir / "train.lr=1e+30"  # as Hydra prints it
     assert json.loads((good / "metrics.json").read_text())["status"] == "ok"
     assert not (bad / "metrics.json").exists()
     error = json.loads((bad / "failure.json").read_text())["error"]
