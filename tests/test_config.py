@@ -149,7 +149,7 @@ def test_bad_values_are_named_with_what_is_allowed(overrides, named, allowed):
 def test_the_key_lists_come_from_the_schema():
     """Which keys make two runs different, resumable or replicates: the schema's metadata, one place."""
     from rope_ext.checkpoint import RESUMABLE_KEYS
-    from rope_ext.report.runs import _IGNORED_LEAF, _IGNORED_TOP
+    from rope_ext.report.runs import IGNORED_LEAF, IGNORED_TOP
 
     # the list checkpoint.py stated by hand before the schema: resuming old checkpoints still works
     assert set(RESUMABLE_KEYS) == {
@@ -162,7 +162,7 @@ def test_the_key_lists_come_from_the_schema():
     assert {"run_id", "launcher", "launcher.partition", "train.resume", "wandb.tags"} <= excluded
     assert not excluded & {"seed", "pe.block", "hardware.devices", "eval.input_sizes"}
     assert cfg.run_id == "seed=3"  # what names the directory
-    assert _IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher"} and _IGNORED_LEAF == {"seed"}
+    assert IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher"} and IGNORED_LEAF == {"seed"}
 
 
 def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(tmp_path):

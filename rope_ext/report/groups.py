@@ -14,7 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rope_ext.report.runs import FIXED_BLOCK, FREE_BLOCK, SPEEDS, VARIANT_ORDER, Run
+from rope_ext.report.runs import (
+    FIXED_BLOCK,
+    FREE_BLOCK,
+    IGNORED_LEAF,  # keys that never name an arm: the schema's (names_run=False, replicate)
+    IGNORED_TOP,
+    SPEEDS,
+    VARIANT_ORDER,
+    Run,
+)
 from rope_ext.report.tables import numbers
 
 __all__ = [
@@ -84,11 +92,6 @@ def arm_name(group: Group) -> str:
     return group.name or group.first.arm_label or group.first.arm
 
 
-# command-line keys that never name an arm: where a run goes and how it is launched or logged, and seeds
-_NOT_ARM_TOP = frozenset({"hydra", "wandb", "run_id", "launcher"})
-_NOT_ARM_LEAF = frozenset({"seed"})
-
-
 def _arm_key(key: str) -> bool:
     return key == "experiment/arm" or key.startswith("experiment/tuned/")
 
@@ -101,7 +104,7 @@ def swept(run: Run) -> dict[str, str]:
         key, sep, value = override.partition("=")
         key = key.lstrip("+~")
         top = key.split(".")[0].split("/")[0]
-        if sep and top not in _NOT_ARM_TOP and key.rsplit(".", 1)[-1] not in _NOT_ARM_LEAF:
+        if sep and top not in IGNORED_TOP and key.rsplit(".", 1)[-1] not in IGNORED_LEAF:
             out[key] = value
     return out
 

@@ -45,8 +45,8 @@ FREE_BLOCK = frozenset(n for n, spec in ENCODINGS.items() if spec.block is None)
 VARIANT_ORDER = {name: i for i, name in enumerate(PE_NAMES)}
 # keys of the run config that never make two runs different experiments: the schema's keys that don't
 # name the run directory (names_run=False), and seeds (replicates of one experiment)
-_IGNORED_TOP = {"hydra", *(k for k in unnamed_keys() if "." not in k)}
-_IGNORED_LEAF = {k.rsplit(".", 1)[-1] for k in replicate_keys()}
+IGNORED_TOP = {"hydra", *(k for k in unnamed_keys() if "." not in k)}
+IGNORED_LEAF = {k.rsplit(".", 1)[-1] for k in replicate_keys()}
 # identifying fields of failed or missing runs, read from the config when the metrics lack them
 _CONFIG_FALLBACK = {
     "model": "model.name",
@@ -232,11 +232,11 @@ class Run:
 
     def identity(self) -> tuple[tuple[str, str], ...]:
         """What makes an experiment: the flattened config without seeds, paths of Hydra and W&B."""
-        flat = _flatten({k: v for k, v in self.config.items() if k not in _IGNORED_TOP})
+        flat = _flatten({k: v for k, v in self.config.items() if k not in IGNORED_TOP})
         items = [
             (k, v if isinstance(v, str) else json.dumps(v))
             for k, v in flat.items()
-            if k.rsplit(".", 1)[-1] not in _IGNORED_LEAF
+            if k.rsplit(".", 1)[-1] not in IGNORED_LEAF
         ]
         return (("__sweep__", self.sweep), *sorted(items))
 
