@@ -315,6 +315,15 @@ class WandbConfig:
 
 
 @dataclass
+class StudyConfig:
+    """A study's pre-registered equivalence margins, written in its preset before the runs: the report
+    tests equivalence (TOST) against them (``rope_ext.report``, docs/statistics.md); null: no verdict."""
+
+    margin: float | None = key(None, gt=0, help="points, at the training size")
+    margin_extrap: float | None = key(None, gt=0, help="points, at every other evaluation size")
+
+
+@dataclass
 class Config:
     """The composed config of a job (``conf/config.yaml`` and one option of every group)."""
 
@@ -331,6 +340,7 @@ class Config:
     hardware: HardwareConfig = group(trajectory=False)
     launcher: LauncherConfig = group(trajectory=False, names_run=False)
     recipe: RecipeConfig = group()
+    study: StudyConfig = group(StudyConfig, trajectory=False, names_run=False)
 
 
 # Per group whose options differ in their keys: the schema of each option, by the option's ``name``

@@ -156,13 +156,14 @@ def test_the_key_lists_come_from_the_schema():
         "run_id", "train.epochs", "train.lr", "train.resume", "train.log_every", "train.speed_warmup_steps",
         "model.pretrained", "model.checkpoint", "dataset.root", "dataset.download", "dataset.in_memory",
         "dataset.num_workers", "optimizer.lr", "eval.*", "wandb.*", "launcher.*", "hardware.*",
+        "study.*",  # added since: a study's margins (the report's, never the training's)
     }  # fmt: skip
     cfg = compose_cfg(["launcher=slurm", "launcher.partition=gpu", "train.resume=false", "seed=3"])
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
     assert {"run_id", "launcher", "launcher.partition", "train.resume", "wandb.tags"} <= excluded
     assert not excluded & {"seed", "pe.block", "hardware.devices", "eval.input_sizes"}
     assert cfg.run_id == "seed=3"  # what names the directory
-    assert IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher"} and IGNORED_LEAF == {"seed"}
+    assert IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher", "study"} and IGNORED_LEAF == {"seed"}
 
 
 def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(tmp_path):
@@ -184,3 +185,16 @@ def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(t
     os.utime(job / "failure.json", (time.time() - 200, time.time() - 200))
     (run,) = find_runs(tmp_path)
     assert run.status == job_result(job)["status"] == "ok"
+
+
+def test_a_studys_margins_are_schema_keys_the_report_reads():
+    """study.margin / study.margin_extrap: typed, positive, not part of a run's identity."""
+    from rope_ext.report.arms import MARGIN_KEYS
+    from rope_ext.schema import unnamed_keys
+
+    cfg = compose_cfg(["study.margin=1.5", "study.margin_extrap=5"])
+    assert (cfg.study.margin, cfg.study.margin_extrap) == (1.5, 5.0)
+    assert {OmegaConf.select(cfg, k) for k in MARGIN_KEYS.values()} == {1.5, 5.0}
+    assert "study" in unnamed_keys()
+    with pytest.raises(ConfigError, match="study.margin=-1"):
+        validate(compose_cfg(["study.margin=-1"]))
