@@ -337,3 +337,18 @@ def test_readme_python_example_runs_and_its_folded_model_gives_the_same_logits()
     with torch.no_grad():
         assert torch.allclose(model(x), fast(x), atol=1e-5)
     assert scope["rope_ext"].relative_property_error(model) < 1e-6
+
+
+def test_the_job_lister_piped_into_head_ends_quietly():
+    """``python -m rope_ext.jobs ... | head -1``: the closed pipe is no traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        # 3000 lines: more than a pipe's buffer, so the lister is still writing when the pipe closes
+        [sys.executable, "-m", "rope_ext.jobs", "pe.block=2,3,4,5,6", "seed=range(0,600)"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout.readline().startswith(b"3000 jobs")
+    proc.stdout.close()  # as head does after its line
+    assert proc.wait(timeout=120) == 0 and b"Traceback" not in proc.stderr.read()
