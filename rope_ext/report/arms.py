@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rope_ext import stats
-from rope_ext.report.groups import Group, arm_name, swept
+from rope_ext.report.groups import Group, arm_name, eval_sizes, swept
 from rope_ext.report.runs import Run
 from rope_ext.report.tables import ci_cell, csv_table, markdown_table, p_cell
 
@@ -201,17 +201,9 @@ def acc_at(run: Run, size: int) -> float | None:
 
 def _sizes(members: Sequence[Group]) -> list[int]:
     """Every evaluation size of a table's runs and their training size, ascending."""
-    sizes: set[int] = set()
-    for g in members:
-        for r in g.runs:
-            if isinstance(r.field_value("input_size"), int):
-                sizes.add(r.field_value("input_size"))
-            for key in r.metrics.get("test_acc_at") or {}:
-                try:
-                    sizes.add(int(key))
-                except ValueError:
-                    continue
-    return sorted(sizes)
+    runs = [r for g in members for r in g.runs]
+    trained = {r.field_value("input_size") for r in runs}
+    return sorted(set(eval_sizes(runs)) | {s for s in trained if isinstance(s, int)})
 
 
 def _seed(run: Run) -> int:
