@@ -2,7 +2,7 @@
 
 * ``check_component``: a ``run_id`` (and every directory name a sweep derives) is one path component of
   letters, digits and ``._=,+-``, never ``.``/``..``/empty, so a run stays inside ``outputs/``
-  (``multirun/``). ``check_argv`` applies it to ``run_id=`` overrides of a raw command line.
+  (``multirun/``); ``config.validate`` applies it to ``run_id``, ``config.check_path`` to sweep paths.
 * ``RunLock``: an exclusive ``fcntl.flock`` on ``<run dir>/.lock`` (released by the OS when the process
   dies; opened without following links, ``rope_ext.safe_io``); a second process on the same directory
   is refused naming the PID that holds it.
@@ -38,18 +38,6 @@ def check_component(key: str, value: Any) -> None:
     text = "" if value is None else str(value)
     if not COMPONENT.fullmatch(text) or text in (".", ".."):
         raise ConfigError.bad_value(key, value, COMPONENT_ALLOWED, "it names the run directory")
-
-
-def check_argv(argv: list[str]) -> None:
-    """``run_id=`` overrides on the command line, checked before Hydra creates the run directory."""
-    for arg in argv:
-        match = re.fullmatch(r"\+{0,2}run_id=(.*)", arg, flags=re.S)
-        if match is None:
-            continue
-        value = match.group(1).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        check_component("run_id", value)
 
 
 def check_run_dir(run_dir: Path, *, multirun: bool) -> None:

@@ -37,9 +37,9 @@ from harness_helpers import (
 
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError, CheckpointWriteError
-from rope_ext.config import ConfigError
+from rope_ext.config import ConfigError, check_command
 from rope_ext.metrics import job_result
-from rope_ext.safety import RunDirBusy, RunLock, check_argv
+from rope_ext.safety import RunDirBusy, RunLock
 
 SMALL = [
     "dataset=fake",
@@ -214,9 +214,10 @@ def test_degenerate_values_warn(tmp_path, caplog):
 
 @pytest.mark.parametrize("value", ["../../escape", "..", ".", "", "a/b", "x y", "/abs"])
 def test_run_id_on_the_command_line_is_one_component(value):
+    """Through train.py's own check of the command line, before Hydra creates the run directory."""
     with pytest.raises(ConfigError, match="run_id"):
-        check_argv([f"run_id={value}"])
-    check_argv(["run_id=pe.block=3,seed=1_x+y-z"])  # what the override-derived ids look like
+        check_command([f"run_id={value}"])
+    check_command(["run_id='pe.block=3,seed=1_x+y-z'"])  # what the override-derived ids look like
 
 
 @pytest.mark.slow
