@@ -6,7 +6,7 @@
 #   2. a few hundred training steps of two variants on random CIFAR-size data with bf16 autocast and
 #      torch.compile (experiments/gpu_smoke.py), failing if a loss is not finite or did not fall.
 # Usage: bash experiments/gpu_check.sh            (writes a log under $OUT, or experiments/results/)
-# Record the printed tables, with date and card, in experiments/RESULTS.md.
+# Record the printed tables, with date and card, in README.md ("Measured on a GPU").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
