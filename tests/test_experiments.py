@@ -74,21 +74,12 @@ def _gpu_smoke():
     return module
 
 
+# The smoke script's own quick check on a CPU: two steps, no compile, fp32.
+SMOKE_ON_CPU = "--device cpu --no-compile --dtype fp32 --steps 2 --batch 4 --samples 16".split()
+
+
 def test_gpu_smoke_runs_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [
-        "--device",
-        "cpu",
-        "--no-compile",
-        "--dtype",
-        "fp32",
-        "--steps",
-        "2",
-        "--batch",
-        "4",
-        "--samples",
-        "16",
-    ]
-    assert _gpu_smoke().main([*argv, "--variants", "none,axial_block:4"]) == 0
+    assert _gpu_smoke().main([*SMOKE_ON_CPU, "--variants", "none,axial_block:4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("none ") for line in lines)
     assert any(line.startswith("axial_block:4 ") and "FAIL" not in line for line in lines)
@@ -113,19 +104,7 @@ def test_gpu_smoke_and_bench_run_without_the_harness_dependencies(tmp_path: Path
     )
     root = EXPERIMENTS.parent
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}", "WANDB_MODE": "disabled"}
-    smoke = [sys.executable, str(EXPERIMENTS / "gpu_smoke.py"), "--device", "cpu", "--no-compile"]
-    smoke += [
-        "--dtype",
-        "fp32",
-        "--steps",
-        "2",
-        "--batch",
-        "4",
-        "--samples",
-        "16",
-        "--variants",
-        "axial_block:4",
-    ]
+    smoke = [sys.executable, str(EXPERIMENTS / "gpu_smoke.py"), *SMOKE_ON_CPU, "--variants", "axial_block:4"]
     out = subprocess.run(smoke, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     probe = "import omegaconf"
