@@ -32,7 +32,7 @@ from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseExceptio
 from rope_ext import schema
 
 # The encodings' names, options and checks live in rope_ext.encoding.rotary alone
-from rope_ext.encoding.rotary import validate_pe
+from rope_ext.encoding.rotary import is_int, is_number, validate_pe  # is_*: the library's, one definition
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,6 @@ def select(node: Any, key: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
-
-
-def is_int(value: Any) -> bool:
-    """An integer that is not a bool (YAML's ``true`` is no count)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """A finite int or float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def head_dim(model: Any) -> int | None:

@@ -56,9 +56,8 @@ class RunMetrics(TypedDict):
     params: int
     epochs_done: int
     relative_error: float  # max over rotary layers of |R(p_i)^T R(p_j) - R(p_j - p_i)|
-    shift_error: (
-        float | None
-    )  # the whole model: logits moved by a one-patch shift; None without rotary layers
+    # the whole model: logits moved by a one-patch shift of every position; None without rotary layers
+    shift_error: float | None
     test_acc_shifted: float | None
     pe: dict[str, Any]  # the encoding's resolved options (rotary.OPTION_KEYS and name)
     model: str

@@ -33,6 +33,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
+from rope_ext.encoding.rotary import is_int
+
 __all__ = [
     "DIRECTIONS",
     "DISTANCES",
@@ -79,9 +81,7 @@ def _labels(offsets: torch.Tensor, near_max: int) -> torch.Tensor:
 
 
 def _check_int(key: str, value: object, minimum: int) -> int:
-    # Not config.is_int: that module needs omegaconf, and the GPU smoke test builds this dataset
-    # with torch alone.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"relpos: {key}={value!r} is not allowed; expected an integer >= {minimum}")
     return value
 

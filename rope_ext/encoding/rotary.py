@@ -146,11 +146,13 @@ class RopeSpec:
         return self.options()[key] if key == "augment" else getattr(self, key)
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An integer that is not a bool (YAML's ``true`` is no count). The harness checks with it too."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A finite int or float, not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -202,7 +204,7 @@ def validate_options(
         block = enc.block
     elif block is None:
         block = enc.default_block
-    if not _is_int(block) or block < 2 or (head_dim is not None and block > head_dim):
+    if not is_int(block) or block < 2 or (head_dim is not None and block > head_dim):
         raise bad("block", block, f"an integer in {span}")
     dims = given.get("dims", defaults.dims)
     choice("dims", dims, DIMS)
@@ -213,7 +215,7 @@ def validate_options(
     init = given.get("init", defaults.init)
     choice("init", init, INITS)
     theta = given.get("theta", THETA_MIXED if mixed and name != "lie_block" else THETA)
-    if not _is_number(theta) or theta <= 0:
+    if not is_number(theta) or theta <= 0:
         raise bad("theta", theta, "a finite positive number or null (package default)")
     learnable = given.get("learnable")
     if learnable is not None:
@@ -230,17 +232,17 @@ def validate_options(
     if not isinstance(augment, Mapping) or set(augment) - set(AUGMENT_KEYS):
         raise bad("augment", augment, f"a mapping with keys {', '.join(AUGMENT_KEYS)}")
     augment = {k: (augment.get(k) or 0) for k in AUGMENT_KEYS}
-    if not _is_number(augment["shift"]) or augment["shift"] < 0:
+    if not is_number(augment["shift"]) or augment["shift"] < 0:
         raise bad("augment.shift", augment["shift"], "0 (off) or a positive number (coordinate units)")
     for key in ("jitter", "rescale"):
         value = augment[key]
-        if not _is_number(value) or not (value == 0 or value >= 1):
+        if not is_number(value) or not (value == 0 or value >= 1):
             raise bad(f"augment.{key}", value, "0 (off) or a number >= 1 (scales drawn in [1/value, value])")
     layout_of = given.get("layout_of")
     if layout_of is not None:
         if not enc.layout_of or block != 2:
             raise bad("layout_of", layout_of, "null", "only pe='axial_block' with block=2 takes it")
-        if not _is_int(layout_of) or layout_of < 2 or (head_dim is not None and layout_of > head_dim):
+        if not is_int(layout_of) or layout_of < 2 or (head_dim is not None and layout_of > head_dim):
             raise bad("layout_of", layout_of, f"null or an integer in {span}")
     return RopeSpec(
         name=name,
@@ -871,7 +873,7 @@ def make_rope(
     2: carry the planes of the N×N axial layout). ``augment`` belongs to the model's positions
     (``create_vit``), not to one layer. Raises ValueError naming the key, the value and what is allowed.
     """
-    if not _is_int(head_dim) or head_dim < 2 or not _is_int(num_heads) or num_heads < 1:
+    if not is_int(head_dim) or head_dim < 2 or not is_int(num_heads) or num_heads < 1:
         raise ValueError(f"head_dim={head_dim!r} and num_heads={num_heads!r} must be positive integers")
     if isinstance(name, RopeSpec):
         if options or dims is not None:
