@@ -3,10 +3,11 @@
 Public API: ``RopeSpec`` (an encoding and its options, defaults in one place) from ``validate_pe``
 / ``validate_options``; ``make_rope`` (one rotary layer); ``create_vit`` (a timm ViT with rotary
 attention, a ``RopeVisionTransformer``), ``resolved_options``, ``fold_for_inference``; measurements
-``relative_property_error``, ``shift_error`` (with ``shifted_positions``, ``grid_offset``).
+``relative_property_error``, ``shift_error``, ``basis_motion`` (with ``shifted_positions``, ``grid_offset``).
 Only torch and timm are imported here; the Hydra harness lives in its own modules.
 """
 
+from rope_ext.encoding.motion import basis_motion
 from rope_ext.encoding.relativity import (
     grid_offset,
     relative_property_error,
@@ -49,6 +50,7 @@ __all__ = [
     "LieBlockRotary",
     "RopeSpec",
     "RopeVisionTransformer",
+    "basis_motion",
     "create_vit",
     "fold_for_inference",
     "grid_offset",

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from rope_ext import safe_io
 from rope_ext.provenance import Provenance
+
+if TYPE_CHECKING:
+    from rope_ext.encoding.motion import LayerMotion
 
 SCHEMA_VERSION = 2
 METRICS_NAME = "metrics.json"
@@ -59,6 +62,9 @@ class RunMetrics(TypedDict):
     # the whole model: logits moved by a one-patch shift of every position; None without rotary layers
     shift_error: float | None
     test_acc_shifted: float | None
+    # per rotary layer, how far training moved the block bases Q (rope_ext.encoding.motion); None
+    # where no layer has a basis (N = 2, no rotary encoding, lie_block)
+    basis_motion: list[LayerMotion] | None
     pe: dict[str, Any]  # the encoding's resolved options (rotary.OPTION_KEYS and name)
     model: str
     dataset: str

@@ -8,6 +8,7 @@ be found is None (never a placeholder string), and ``revision.reason`` says why 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -17,7 +18,15 @@ from typing import TypedDict
 
 import torch
 
-__all__ = ["PACKAGES", "Provenance", "Revision", "code_revision", "processor_name", "provenance"]
+__all__ = [
+    "PACKAGES",
+    "Provenance",
+    "Revision",
+    "code_revision",
+    "process_revision",
+    "processor_name",
+    "provenance",
+]
 
 PACKAGES = ("torch", "timm", "numpy", "scipy", "hydra-core", "omegaconf", "wandb")
 # untracked files here are run outputs, not code: they do not make the tree dirty
@@ -109,11 +118,20 @@ def code_revision(repo_dir: Path = REPO_DIR, timeout: float = 5.0) -> Revision:
     return {"commit": commit, "dirty": dirty, "reason": None}
 
 
-def provenance(device: torch.device | None = None, repo_dir: Path = REPO_DIR) -> Provenance:
-    """The provenance record of a run on ``device`` (the GPU's name is recorded when it is a CUDA
-    device; None: the current CUDA device if one is in use, else none), code from ``repo_dir``.
+@functools.cache
+def process_revision() -> Revision:
+    """The revision of the code this process runs: ``code_revision`` of this checkout, read once, at the
+    first call. Python has the code in memory from then on, so a commit made while a long sweep runs
+    in this process is not what its later jobs ran (the trainer calls this when a job starts)."""
+    return code_revision(REPO_DIR)
 
-    Costs one git call (``code_revision``) and no CUDA initialisation on a CPU run.
+
+def provenance(device: torch.device | None = None, repo_dir: Path | None = None) -> Provenance:
+    """The provenance record of a run on ``device`` (the GPU's name is recorded when it is a CUDA
+    device; None: the current CUDA device if one is in use, else none), code from ``repo_dir``
+    (None: this process's own code, ``process_revision``).
+
+    Costs at most one git call and no CUDA initialisation on a CPU run.
     """
     gpu: str | None = None
     try:
@@ -131,7 +149,7 @@ def provenance(device: torch.device | None = None, repo_dir: Path = REPO_DIR) ->
         "gpu": gpu,
         "cuda": torch.version.cuda,
         "threads": int(torch.get_num_threads()),
-        "revision": code_revision(repo_dir),
+        "revision": process_revision() if repo_dir is None else code_revision(repo_dir),
     }
 
 

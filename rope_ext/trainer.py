@@ -57,7 +57,7 @@ from rope_ext.metrics import (
 from rope_ext.model import build_model
 from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
 from rope_ext.preemption import Interrupted, SignalGuard, interrupted_before_training
-from rope_ext.provenance import provenance
+from rope_ext.provenance import process_revision, provenance
 from rope_ext.summary import format_table, row_of
 from rope_ext.tracking import Tracker
 
@@ -297,6 +297,7 @@ def train(
     job = job if job is not None else Job(safety.RunLock(run_dir))
     state = job.state
     started = time.time()
+    process_revision()  # the code this process loaded: a commit made during a long sweep is not it
     faults = faults_from_env()
     # 1. check everything that can be checked before doing any work
     validate(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)  # train.py ran it before Hydra too
@@ -844,6 +845,7 @@ def _run_metrics(
         # the whole model's relativity (rope_ext.encoding.relativity)
         "shift_error": measured["shift_error"],
         "test_acc_shifted": measured["test_acc_shifted"],
+        "basis_motion": rope_ext.basis_motion(model),
         "pe": resolved_options(model, cfg.pe),
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,

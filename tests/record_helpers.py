@@ -25,6 +25,7 @@ _DEFAULTS: dict[str, Any] = {
     "relative_error": 0.0,
     "shift_error": 0.0,
     "test_acc_shifted": None,
+    "basis_motion": None,
     "pe": {"name": "none"},
     "model": "vit_cifar",
     "dataset": "fake",

@@ -1,6 +1,9 @@
-"""Blocks of any size 2..head_dim: the relative property, matrix ≡ fast ≡ folded, the layout_of control."""
+"""Blocks of any size 2..head_dim: the relative property, matrix ≡ fast ≡ folded, the layout_of control,
+the frozen basis and the basis motion recorded."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -8,9 +11,9 @@ from harness_helpers import assert_exact_rotation, perturbed, relative_deviation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rope_ext import fold_for_inference, make_rope
+from rope_ext import basis_motion, create_vit, fold_for_inference, make_rope, validate_pe
 from rope_ext.encoding.relativity import perturb_rotary
-from rope_ext.encoding.rotary import axial_layout
+from rope_ext.encoding.rotary import axial_layout, plane_tilts, rotation_angles, skew
 
 torch.set_default_dtype(torch.float32)
 
@@ -185,3 +188,110 @@ def test_bench_refuses_cuda_without_cuda(capsys):
         exit_.value.code == 2
         and "--device: 'cuda' is not allowed here (no CUDA device)" in capsys.readouterr().err
     )
+
+
+# -- the frozen basis and how far a learned one moves ---------------------------------------------------
+
+
+def test_frozen_basis_is_the_layout_control_with_its_dims_permuted():
+    """pe.basis=frozen keeps Q = I: N = 3 is then the layout_of=3 control up to a fixed permutation of
+    the head dims (block b's dims 3b, 3b+1 are plane b's pair 2b, 2b+1; its third dim is unrotated)."""
+    frozen = make_rope("axial_block", head_dim=64, num_heads=2, block=3, basis="frozen", impl="matrix")
+    control = make_rope("axial_block", head_dim=64, num_heads=2, block=2, layout_of=3, impl="matrix")
+    assert not frozen.basis_skew.requires_grad and frozen.spec.basis == "frozen"
+    perm = torch.empty(64, dtype=torch.long)
+    b = torch.arange(21)
+    perm[3 * b], perm[3 * b + 1], perm[3 * b + 2], perm[63] = 2 * b, 2 * b + 1, 42 + b, 63
+    pos = torch.randn(9, 2) * 6
+    r_frozen, r_control = frozen.rotation(pos), control.rotation(pos)
+    torch.testing.assert_close(r_frozen, r_control[..., perm[:, None], perm[None, :]])
+
+
+def test_frozen_basis_stays_at_its_init_in_training_and_a_learned_one_moves():
+    torch.manual_seed(0)
+    runs = {}
+    for basis in ("learned", "frozen"):
+        model = create_vit(
+            "vit_tiny_patch16_224",
+            pe="axial_block",
+            pe_options={"block": 3, "basis": basis},
+            num_classes=3,
+            img_size=16,
+            patch_size=4,
+            depth=2,
+            embed_dim=24,
+            num_heads=2,
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-2)
+        x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        runs[basis] = basis_motion(model)
+    assert [m["layer"] for m in runs["frozen"]] == [0, 1]
+    assert all(m[k] == 0.0 for m in runs["frozen"] for k in m if k != "layer")
+    assert all(m["angle_max_deg"] > 0.01 and m["tilt_max_deg"] > 0.01 for m in runs["learned"])
+
+
+def test_basis_option_only_where_a_basis_exists():
+    assert validate_pe("axial_block", {"block": 3}).basis == "learned"
+    assert validate_pe("axial_block", {"block": 2}).basis is None
+    assert validate_pe("lie_block", {}).basis is None and validate_pe("none", {}).basis is None
+    for name, opts in [("axial_block", {"block": 2}), ("axial2_complex", {}), ("lie_block", {"block": 4})]:
+        with pytest.raises(
+            ValueError, match=r"basis='frozen' is not allowed .*only pe='axial_block' with block > 2"
+        ):
+            validate_pe(name, {**opts, "basis": "frozen"})
+    with pytest.raises(
+        ValueError, match=r"basis='fixed' is not allowed .*allowed values: 'learned', 'frozen'"
+    ):
+        validate_pe("axial_block", {"block": 4, "basis": "fixed"})
+
+
+def _plane_rotation(angles: torch.Tensor, n: int) -> torch.Tensor:
+    """Block-diagonal rotations inside the planes (2i, 2i+1) of an n×n block: what D(p) commutes with."""
+    g = torch.eye(n, dtype=torch.float64)
+    for i, a in enumerate(angles.tolist()):
+        c, s = math.cos(a), math.sin(a)
+        g[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    return g
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(3, 7), seed=st.integers(0, 2**16), scale=st.floats(0.0, 2.0))
+def test_plane_tilt_ignores_the_gauge_and_rotation_angle_does_not(n, seed, scale):
+    gen = torch.Generator().manual_seed(seed)
+    s = skew(torch.randn(n * (n - 1) // 2, generator=gen, dtype=torch.float64) * scale, n)
+    eye = torch.eye(n, dtype=torch.float64)
+    q = torch.linalg.solve(eye - s, eye + s)
+    g = _plane_rotation(torch.rand(n // 2, generator=gen, dtype=torch.float64) * 3, n)
+    torch.testing.assert_close(plane_tilts(q @ g), plane_tilts(q), atol=1e-6, rtol=0)
+    assert (plane_tilts(q) >= 0).all() and (plane_tilts(q) <= torch.pi / 2 + 1e-9).all()
+    # a pure in-plane rotation moves no plane, though Q itself turns by its largest angle
+    angles = torch.tensor([0.4 + 0.1 * i for i in range(n // 2)], dtype=torch.float64)
+    g = _plane_rotation(angles, n)
+    torch.testing.assert_close(plane_tilts(g), torch.zeros(n // 2, dtype=torch.float64), atol=1e-7, rtol=0)
+    torch.testing.assert_close(rotation_angles(g), angles.max())
+
+
+def test_tilt_of_a_known_rotation_out_of_the_plane():
+    """Turning the 3×3 block by φ about the plane's x axis tilts the (x, y) plane by exactly φ."""
+    for phi in (0.0, 0.3, 1.2):
+        c, s = math.cos(phi), math.sin(phi)
+        q = torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+        torch.testing.assert_close(plane_tilts(q), torch.tensor([phi], dtype=torch.float64))
+        torch.testing.assert_close(rotation_angles(q), torch.tensor(phi, dtype=torch.float64))
+
+
+def test_basis_motion_is_absent_without_a_basis_and_after_folding():
+    kw = dict(num_classes=3, img_size=16, patch_size=4, depth=2, embed_dim=24, num_heads=2)
+    assert basis_motion(create_vit("vit_tiny_patch16_224", pe="none", **kw)) is None
+    assert basis_motion(create_vit("vit_tiny_patch16_224", pe="axial2_complex", **kw)) is None
+    model = create_vit("vit_tiny_patch16_224", pe="axial_block", pe_options={"block": 4}, **kw)
+    fresh = basis_motion(model)
+    assert len(fresh) == 2 and all(m["angle_max_deg"] == 0.0 for m in fresh)
+    perturb_rotary(model, 0.3, seed=1)
+    assert all(m["tilt_mean_deg"] > 0 for m in basis_motion(model))
+    assert basis_motion(fold_for_inference(model)) is None

@@ -122,6 +122,8 @@ BAD = [
     (["pe.augment.shift=-1"], "pe.augment.shift=-1", "0 (off) or a positive number"),
     (["pe.layout_of=3"], "pe.layout_of=3", "null"),
     (["pe.block=2", "pe.layout_of=65"], "pe.layout_of=65", "2..64 for head_dim 64"),
+    (["pe.block=2", "pe.basis=frozen"], "pe.basis='frozen'", "null"),
+    (["pe.basis=fixed"], "pe.basis='fixed'", "'learned', 'frozen'"),
     (["model.pool=mean"], "model.pool='mean'", "cls, avg"),
     (["pe=none", "pe.coords=normalized"], "pe.coords set with pe='none'", "null"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),

@@ -185,6 +185,60 @@ def test_holm_covers_every_table_and_arms_meet_the_baseline_at_their_own_lr(tmp_
     assert n4.count("n/a") >= 2  # margin, TOST p and verdict
 
 
+def test_arms_option_reports_planned_contrasts_as_their_own_family(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--arms keeps only the named arms and the baseline: the Holm family shrinks to those contrasts and
+    the other arms are nowhere in the report; an unknown name exits 2 listing the arms, writing nothing."""
+    root = tmp_path / "multirun" / "contrasts"
+    jitter = [0.3, -0.5, 0.1, 0.8, -0.2, -0.6]
+    n = 0
+    for arm, off in {"n3": 0.0, "n3_frozen": 0.4, "layout3": -0.3, "n16": -2.0}.items():
+        for seed in range(6):
+            e = jitter[seed] * (1.0 if arm == "n3" else 0.7)
+            learned = arm == "n3"
+            motion = [
+                {"layer": i, "tilt_max_deg": t, "angle_max_deg": 2 * t} for i, t in enumerate((1.5, seed))
+            ]
+            history = [
+                {"epoch": ep, "train_loss": 2.0 / ep, "val_acc": 50.0 + ep + seed, "lr": 1e-3}
+                for ep in (1, 2)
+            ]
+            _job(
+                root / str(n),
+                arm,
+                seed,
+                {32: 90 + off + e, 48: 70 + off + e},
+                {"margin": 1.5, "margin_extrap": 5},
+                basis_motion=motion if learned else None,
+                history=history,
+            )
+            n += 1
+    out = tmp_path / "report"
+    argv = [str(root), "--no-wandb", "--baseline", "n3", "--out", str(out)]
+    assert report.main([*argv, "--arms", "n3_frozen,layout3"]) == 0
+    rows = _rows(out / "stats.csv")
+    assert {r["arm"] for r in rows} == {"n3", "n3_frozen", "layout3"}
+    compared = [r for r in rows if r["arm"] != r["baseline"]]
+    assert len(compared) == 4 and {r["family_size"] for r in compared} == {"4"}
+    assert {r["arm"] for r in _rows(out / "runs.csv")} == {"n3", "n3_frozen", "layout3"}
+    assert "n16" not in (out / "report.md").read_text()
+    # per-run rows carry the largest basis motion over layers (empty without a basis) and the curves
+    runs = _rows(out / "runs.csv")
+    tilt = {(r["arm"], r["seed"]): r["basis_tilt_max_deg"] for r in runs if r["size"] == "32"}
+    assert tilt[("n3", "0")] == "1.5" and tilt[("n3", "4")] == "4" and tilt[("layout3", "0")] == ""
+    assert {r["basis_angle_max_deg"] for r in runs if r["arm"] == "n3" and r["seed"] == "5"} == {"10"}
+    curves = _rows(out / "history.csv")
+    assert len(curves) == 3 * 6 * 2 and {r["arm"] for r in curves} == {"n3", "n3_frozen", "layout3"}
+    row = next(r for r in curves if (r["arm"], r["seed"], r["epoch"]) == ("layout3", "3", "2"))
+    assert float(row["val_acc"]) == 55.0 and float(row["train_loss"]) == 1.0
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert report.main([str(root), "--no-wandb", "--baseline", "n3", "--out", str(bad), "--arms", "n5"]) == 2
+    err = capsys.readouterr().err
+    assert "--arms names 'n5', which is no arm" in err and "'n16'" in err and not bad.exists()
+
+
 def test_margins_from_the_command_line_and_refused_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

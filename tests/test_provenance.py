@@ -107,3 +107,22 @@ def test_processor_name_reads_cpuinfo(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nBogoMIPS\t: 50\n")  # e.g. arm64: no model name line
     assert provenance.processor_name(info) == (platform.processor() or None)
     assert provenance.processor_name(tmp_path / "missing") == (platform.processor() or None)
+
+
+def test_a_process_records_the_revision_it_loaded_not_a_later_commit(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long in-process sweep: jobs after a commit made mid-sweep still ran the code loaded at the start."""
+    monkeypatch.setattr(provenance, "REPO_DIR", repo)
+    provenance.process_revision.cache_clear()
+    try:
+        first = _git(repo, "rev-parse", "HEAD").strip()
+        assert provenance.process_revision()["commit"] == first  # the trainer calls it as a job starts
+        (repo / "code.py").write_text("x = 2\n")
+        _git(repo, "commit", "-qam", "two")
+        assert _git(repo, "rev-parse", "HEAD").strip() != first
+        assert provenance.provenance(torch.device("cpu"))["revision"]["commit"] == first
+        # an explicit checkout is read as it is now
+        assert provenance.provenance(torch.device("cpu"), repo_dir=repo)["revision"]["commit"] != first
+    finally:
+        provenance.process_revision.cache_clear()

@@ -56,7 +56,12 @@ OPTION_KEYS = (
     "coords",
     "augment",
     "layout_of",
+    "basis",
 )
+# What happens to an N×N block's basis Q in training: learned, or frozen at its init (Q = I), which
+# isolates the effect of learning Q (with fixed axial frequencies it is the only difference between
+# N×N blocks and the 2×2 planes of the same layout).
+BASES = ("learned", "frozen")
 # Frequency bases: a mixed plane has a frequency vector over the axes, so a smaller base spreads
 # its initial frequencies as Heo et al.'s RoPE-Mixed does.
 THETA, THETA_MIXED = 100.0, 10.0
@@ -114,9 +119,10 @@ class RopeSpec:
 
     A field left None takes its default: the field's own, or where that is None the encoding's,
     filled in by ``validate_pe``, which returns the spec resolved (every field set but
-    ``layout_of``): ``block`` (axial2_*: 2, else 3), ``impl`` (the first of
+    ``layout_of`` and, without a basis, ``basis``): ``block`` (axial2_*: 2, else 3), ``impl`` (the first of
     ``ENCODINGS[name].impls``), ``theta`` (``THETA``; ``THETA_MIXED`` for mixed axial_block),
-    ``learnable`` (true for mixed, identity init and lie_block). Plain types only, so OmegaConf
+    ``learnable`` (true for mixed, identity init and lie_block), ``basis`` ("learned" where a block
+    has a basis, axial_block with N > 2; else None). Plain types only, so OmegaConf
     takes the class as a structured config (the pe group's schema; null is allowed everywhere and
     means the default, as the YAML files have always written it).
     ``spec["block"]`` and ``spec.options()`` read it like the dict of options it replaces.
@@ -133,6 +139,7 @@ class RopeSpec:
     coords: str | None = "patch"  # "patch" (column, row) | "normalized" (patch centres in [-1, 1])
     augment: Augment | None = field(default_factory=Augment)
     layout_of: int | None = None  # axial_block with block 2: the planes of the N×N axial layout
+    basis: str | None = None  # axial_block with block > 2: "learned" | "frozen" (Q kept at its init, I)
 
     def options(self) -> dict[str, object]:
         """The ``OPTION_KEYS`` as a plain dict (``augment`` a dict too), e.g. for metrics.json."""
@@ -244,6 +251,12 @@ def validate_options(
             raise bad("layout_of", layout_of, "null", "only pe='axial_block' with block=2 takes it")
         if not is_int(layout_of) or layout_of < 2 or (head_dim is not None and layout_of > head_dim):
             raise bad("layout_of", layout_of, f"null or an integer in {span}")
+    has_basis = name == "axial_block" and block > 2
+    basis = given.get("basis", "learned" if has_basis else None)
+    if basis is not None:
+        if not has_basis:
+            raise bad("basis", basis, "null", "only pe='axial_block' with block > 2 has a basis")
+        choice("basis", basis, BASES)
     return RopeSpec(
         name=name,
         block=block,
@@ -256,6 +269,7 @@ def validate_options(
         coords=coords,
         augment=Augment(**{k: float(v) for k, v in augment.items()}),
         layout_of=layout_of,
+        basis=basis,
     )
 
 
@@ -304,6 +318,32 @@ def skew(params: Tensor, n: int) -> Tensor:
     out = params.new_zeros(*params.shape[:-1], n, n)
     out[..., rows, cols] = params
     return out - out.transpose(-1, -2)
+
+
+def rotation_angles(q: Tensor) -> Tensor:
+    """Rotations q [..., N, N] -> [...]: the largest rotation angle of each (radians, in [0, π]),
+    the largest |arg| of its eigenvalues. 0 for Q = I, the init of every block basis."""
+    return torch.linalg.eigvals(q.detach().double()).angle().abs().amax(-1).to(q.dtype)
+
+
+def plane_tilts(q: Tensor) -> Tensor:
+    """Block bases q [..., N, N] -> [..., N // 2]: for each rotated plane i (coordinates 2i, 2i+1)
+    the largest principal angle between the plane and its image under q (radians, in [0, π/2]).
+
+    Unlike ``rotation_angles`` it ignores the part of q that changes nothing: q·G, with G any
+    rotation inside the planes (what D(p) commutes with), has the same tilts. So it measures how
+    far training moved the planes the positions rotate, not the gauge.
+    """
+    k = q.shape[-1] // 2
+    q64 = q.detach().double()
+    rows = 2 * torch.arange(k, device=q.device)[:, None] + torch.arange(2, device=q.device)  # [k, 2]
+    inside = q64[..., rows[:, :, None], rows[:, None, :]]  # [..., k, 2, 2]: P_iᵀ q P_i
+    outside = q64[..., :, rows].movedim(-2, -3).clone()  # [..., k, N, 2]: q P_i ...
+    outside[..., torch.arange(k, device=q.device)[:, None], rows, :] = 0  # ... less its part in the plane
+    # cos and sin of the largest principal angle, combined by atan2: acos alone loses half the digits
+    # near 0, where the learned bases mostly are
+    cos, sin = torch.linalg.svdvals(inside).amin(-1), torch.linalg.svdvals(outside).amax(-1)
+    return torch.atan2(sin, cos).to(q.dtype)
 
 
 def axial_layout(
@@ -680,7 +720,8 @@ class BlockRotary(RotaryBase):
             init_freqs.zero_()
         self.freqs = nn.Parameter(init_freqs.contiguous(), requires_grad=self.learnable)
         if block > 2:
-            self.basis_skew = nn.Parameter(torch.zeros(num_heads, self.num_blocks, block * (block - 1) // 2))
+            skew_init = torch.zeros(num_heads, self.num_blocks, block * (block - 1) // 2)
+            self.basis_skew = nn.Parameter(skew_init, requires_grad=spec.basis != "frozen")
             self._register_basis_layout()
         else:
             self.register_parameter("basis_skew", None)

@@ -26,6 +26,7 @@ from rope_ext.report.tables import ci_cell, csv_table, markdown_table, p_cell
 __all__ = [
     "MARGIN_KEYS",
     "NO_MARGINS",
+    "HISTORY_COLUMNS",
     "RUN_COLUMNS",
     "STAT_COLUMNS",
     "BaselineError",
@@ -35,7 +36,10 @@ __all__ = [
     "arm_statistics",
     "resolve_baselines",
     "resolve_margins",
+    "select_arms",
     "statistics_markdown",
+    "history_rows",
+    "write_history_csv",
     "write_runs_csv",
     "write_stats_csv",
 ]
@@ -50,7 +54,8 @@ STAT_COLUMNS = ["table", "arm", "baseline", "size", "extrap", "seeds", "n"]
 STAT_COLUMNS += ["acc_mean", "acc_ci_low", "acc_ci_high", "diff", *stats.EQUIVALENCE_COLUMNS]
 STAT_COLUMNS += ["lr", "val_acc_mean", "test_acc_shifted_mean", "shift_error_mean", "command"]
 RUN_COLUMNS = ["table", "arm", "baseline", "size", "extrap", "seed", "acc", "margin", "val_acc", "lr"]
-RUN_COLUMNS += ["command"]
+RUN_COLUMNS += ["best_epoch", "epochs_done", "basis_tilt_max_deg", "basis_angle_max_deg", "command"]
+HISTORY_COLUMNS = ["table", "arm", "seed", "lr", "epoch", "train_loss", "val_acc", "epoch_lr"]
 # the columns that need a margin: left null (n/a) for a comparison without one
 _MARGIN_COLUMNS = ("margin", "p_tost", "p_tost_t", "p_tost_sign_flip", "verdict")
 ALPHA = 0.05
@@ -118,6 +123,22 @@ def _matches(wanted: str, members: Sequence[Group]) -> list[Group]:
         if found:
             return found
     return []
+
+
+def select_arms(groups: Sequence[Group], arms: Sequence[str], baseline: str | None) -> list[Group]:
+    """Only the arms ``arms`` names (each as ``--baseline`` names one, see ``_matches``) and the baseline,
+    in every table: a report of a few planned contrasts gets its own Holm family, not the whole sweep's.
+    Raises ``BaselineError`` for a name that matches no arm of any table, listing the arms."""
+    keep: set[int] = set()
+    for wanted in [*arms, *([baseline] if baseline is not None else [])]:
+        found = [g for members in _tables(groups).values() for g in _matches(wanted, members)]
+        if not found:
+            names = sorted({arm_name(g) for g in groups})
+            raise BaselineError(
+                f"report: --arms names {wanted!r}, which is no arm. The arms: {', '.join(map(repr, names))}"
+            )
+        keep |= {id(g) for g in found}
+    return [g for g in groups if id(g) in keep]
 
 
 def resolve_baselines(groups: Sequence[Group], baseline: str | None) -> dict[TableKey, Group | None]:
@@ -288,6 +309,9 @@ def arm_statistics(
                             "margin": margin,
                             "val_acc": r.metrics.get("val_acc"),
                             "lr": r.cfg("train.lr"),
+                            "best_epoch": r.metrics.get("best_epoch"),
+                            "epochs_done": r.metrics.get("epochs_done"),
+                            **_basis_maxima(r),
                             "command": r.command(),
                         }
                     )
@@ -300,6 +324,46 @@ def arm_statistics(
             cols = {**cols, **{k: None for k in _MARGIN_COLUMNS}}
         row.update(cols)
     return rows, run_rows, info
+
+
+def _basis_maxima(run: Run) -> dict[str, float | None]:
+    """The run's largest plane tilt and basis angle over its layers (metrics.json ``basis_motion``);
+    None where it has no basis or predates the record."""
+    layers = run.metrics.get("basis_motion") or []
+    out: dict[str, float | None] = {}
+    for column, key in (("basis_tilt_max_deg", "tilt_max_deg"), ("basis_angle_max_deg", "angle_max_deg")):
+        values = [m.get(key) for m in layers if isinstance(m, dict) and isinstance(m.get(key), int | float)]
+        out[column] = max(values) if values else None
+    return out
+
+
+def history_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """One row per ok run and epoch of its metrics.json ``history`` (``HISTORY_COLUMNS``): the learning
+    curves, so convergence can be checked from the committed report without the run directories."""
+    out: list[dict[str, Any]] = []
+    for key, members in _tables(groups).items():
+        for g in members:
+            for r in g.runs:
+                if r.status != "ok":
+                    continue
+                for h in r.metrics.get("history") or []:
+                    common = {"table": _table_name(key), "arm": arm_name(g), "seed": _seed(r)}
+                    out.append(
+                        {
+                            **common,
+                            "lr": r.cfg("train.lr"),
+                            "epoch": h.get("epoch"),
+                            "train_loss": h.get("train_loss"),
+                            "val_acc": h.get("val_acc"),
+                            "epoch_lr": h.get("lr"),
+                        }
+                    )
+    return out
+
+
+def write_history_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """``history.csv``: the rows of ``history_rows`` (``HISTORY_COLUMNS``)."""
+    csv_table(path, HISTORY_COLUMNS, rows)
 
 
 def write_stats_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:

@@ -1,5 +1,5 @@
 """The command line of the report: ``python -m rope_ext.report DIR [--out OUT] [--no-wandb] [--baseline ARM]
-[--margin M] [--margin-extrap M]``."""
+[--arms A,B] [--margin M] [--margin-extrap M]``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the report of ``DIR``; print report.md. Exit status 2 when DIR holds no readable runs, ``--out``
-    is a file, ``--baseline`` names no arm (or several of one table) or a margin is not a number > 0, differs
+    is a file, ``--baseline`` or ``--arms`` names no arm (``--baseline`` several of one table) or a margin is not a number > 0, differs
     between runs of one table or contradicts the runs' recorded one; 4 when the output cannot be written."""
     parser = argparse.ArgumentParser(
         prog="python -m rope_ext.report",
@@ -31,6 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the arm every other arm is compared with: its name as the report shows it (pe.block=2, an "
         "experiment/arm name such as axial2_complex), key=value overrides that single it out, or a variant "
         "label (axial_block N=2 fast); default: none (APE) when present. Unknown: exit 2 listing the arms",
+    )
+    parser.add_argument(
+        "--arms",
+        default=None,
+        help="comma-separated arms (named as for --baseline) to report with the baseline, the rest of DIR "
+        "left out: planned contrasts get their own Holm family. Unknown: exit 2 listing the arms",
     )
     parser.add_argument(
         "--margin",
@@ -53,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             wandb_log=not args.no_wandb,
             baseline=args.baseline,
             margins=Margins(args.margin, args.margin_extrap),
+            arms=[a for a in (args.arms or "").split(",") if a],
         )
     except (FileNotFoundError, NotADirectoryError, BaselineError, MarginError) as exc:
         print(exc, file=sys.stderr)

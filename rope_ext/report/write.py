@@ -12,9 +12,12 @@ from rope_ext.report.arms import (
     NO_MARGINS,
     Margins,
     arm_statistics,
+    history_rows,
     resolve_baselines,
     resolve_margins,
+    select_arms,
     statistics_markdown,
+    write_history_csv,
     write_runs_csv,
     write_stats_csv,
 )
@@ -157,10 +160,11 @@ def write_report(
     wandb_log: bool = True,
     baseline: str | None = None,
     margins: Margins = NO_MARGINS,
+    arms: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write ``report.csv``, ``stats.csv``, ``runs.csv``, ``report.md`` and the plots for the runs under
+    """Write ``report.csv``, ``stats.csv``, ``runs.csv``, ``history.csv``, ``report.md`` and the plots for the runs under
     ``root``; return a summary. ``margins``: the equivalence margins where the runs recorded none
-    (``arms.resolve_margins``).
+    (``arms.resolve_margins``); ``arms``: report only these arms and the baseline (``arms.select_arms``).
 
     Run directories whose files cannot be used are left out and listed (``skipped``). Raises
     ``FileNotFoundError`` (no runs), ``NotADirectoryError`` (``out`` is a file), ``arms.BaselineError`` or
@@ -183,6 +187,10 @@ def write_report(
         )
     compute_ratios(runs)
     groups = group_runs(runs)
+    if arms:
+        groups = select_arms(groups, arms, baseline)
+        kept = {id(r) for g in groups for r in g.runs}
+        runs = [r for r in runs if id(r) in kept]
     bases = resolve_baselines(groups, baseline)  # an unknown --baseline stops here, nothing written
     resolve_margins(groups, margins)  # so does a bad or contradicting margin
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +198,7 @@ def write_report(
     stat_rows, run_rows, info = arm_statistics(groups, baseline, margins)
     write_stats_csv(stat_rows, out_dir / "stats.csv")
     write_runs_csv(run_rows, out_dir / "runs.csv")
+    write_history_csv(history_rows(groups), out_dir / "history.csv")
     base_groups = [g for g in bases.values() if g is not None]
     plots = write_plots(runs, groups, out_dir, base_groups, root.resolve().name)
     stat_lines = statistics_markdown(stat_rows, info)
@@ -204,6 +213,7 @@ def write_report(
         "csv": out_dir / "report.csv",
         "stats_csv": out_dir / "stats.csv",
         "runs_csv": out_dir / "runs.csv",
+        "history_csv": out_dir / "history.csv",
         "stats": stat_rows,
         "md": out_dir / "report.md",
         "plots": plots,
