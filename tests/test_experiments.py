@@ -414,3 +414,43 @@ def test_every_arm_of_every_study_validates_and_builds_its_model(study: str) -> 
         size = int(cfg.dataset.input_size)
         with torch.no_grad():
             assert model(torch.randn(2, 3, size, size)).shape == (2, 10), arm
+
+
+def test_stall_check_counts_stalls_and_pairs_budgets_by_seed(tmp_path: Path) -> None:
+    """experiments/stall_check.py on a runs.csv in the report's format: a seed stalls when its final
+    validation accuracy is under 70 %; the budget effect is the mean of the per-seed differences."""
+    import csv
+
+    from rope_ext.report.arms import RUN_COLUMNS
+
+    rows = []
+    for arm, base in (("ape", 80.0), ("rope", 95.0)):
+        for epochs, gain in ((40, 0.0), (120, 2.0)):
+            for seed in range(3):
+                val = base + gain + seed if not (arm == "ape" and epochs == 40 and seed == 0) else 55.0
+                for size, extrap in ((24, False), (32, True)):
+                    rows.append(
+                        {
+                            "arm": f"{arm} train.epochs={epochs}",
+                            "size": size,
+                            "extrap": extrap,
+                            "seed": seed,
+                            "acc": val - (10 if extrap else 0) + (0.5 * seed if epochs == 120 else 0),
+                            "val_acc": val,
+                            "best_epoch": epochs - seed,
+                        }
+                    )
+    with (tmp_path / "runs.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RUN_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in RUN_COLUMNS} for r in rows)
+    script = ROOT / "experiments" / "stall_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert "| ape | 40 | 3 | 1 | 55.0 | 38-40 |" in lines  # seed 0 stalled at 55 %
+    assert "| ape | 120 | 3 | 0 | 82.0 | 118-120 |" in lines
+    assert "| rope | 40 | 3 | 0 | 95.0 | 38-40 |" in lines
+    rope24 = next(line for line in lines if line.startswith("| rope | 24 |"))
+    assert "| +2.50 [" in rope24  # gain 2 plus 0.5 * seed averaged over seeds 0..2

@@ -337,6 +337,10 @@ def _basis_maxima(run: Run) -> dict[str, float | None]:
     return out
 
 
+def _round(value: Any) -> Any:
+    return float(f"{value:.5g}") if isinstance(value, float) and math.isfinite(value) else value
+
+
 def history_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     """One row per ok run and epoch of its metrics.json ``history`` (``HISTORY_COLUMNS``): the learning
     curves, so convergence can be checked from the committed report without the run directories."""
@@ -353,9 +357,10 @@ def history_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
                             **common,
                             "lr": r.cfg("train.lr"),
                             "epoch": h.get("epoch"),
-                            "train_loss": h.get("train_loss"),
+                            # 5 significant digits: the curves' shape, a fifth of the file of full floats
+                            "train_loss": _round(h.get("train_loss")),
                             "val_acc": h.get("val_acc"),
-                            "epoch_lr": h.get("lr"),
+                            "epoch_lr": _round(h.get("lr")),
                         }
                     )
     return out
