@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from harness_helpers import assert_exact_rotation, perturbed, relative_deviation
+from harness_helpers import assert_exact_rotation, build_tiny_vit, perturbed, relative_deviation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rope_ext import basis_motion, create_vit, fold_for_inference, make_rope, validate_pe
+from rope_ext import basis_motion, fold_for_inference, make_rope, validate_pe
 from rope_ext.encoding.relativity import perturb_rotary
 from rope_ext.encoding.rotary import axial_layout, plane_tilts, rotation_angles, skew
 
@@ -211,17 +211,7 @@ def test_frozen_basis_stays_at_its_init_in_training_and_a_learned_one_moves():
     torch.manual_seed(0)
     runs = {}
     for basis in ("learned", "frozen"):
-        model = create_vit(
-            "vit_tiny_patch16_224",
-            pe="axial_block",
-            pe_options={"block": 3, "basis": basis},
-            num_classes=3,
-            img_size=16,
-            patch_size=4,
-            depth=2,
-            embed_dim=24,
-            num_heads=2,
-        )
+        model = build_tiny_vit("axial_block", num_classes=3, img_size=16, block=3, basis=basis)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-2)
         x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
@@ -286,10 +276,10 @@ def test_tilt_of_a_known_rotation_out_of_the_plane():
 
 
 def test_basis_motion_is_absent_without_a_basis_and_after_folding():
-    kw = dict(num_classes=3, img_size=16, patch_size=4, depth=2, embed_dim=24, num_heads=2)
-    assert basis_motion(create_vit("vit_tiny_patch16_224", pe="none", **kw)) is None
-    assert basis_motion(create_vit("vit_tiny_patch16_224", pe="axial2_complex", **kw)) is None
-    model = create_vit("vit_tiny_patch16_224", pe="axial_block", pe_options={"block": 4}, **kw)
+    kw = dict(num_classes=3, img_size=16)
+    assert basis_motion(build_tiny_vit("none", **kw)) is None
+    assert basis_motion(build_tiny_vit("axial2_complex", **kw)) is None
+    model = build_tiny_vit("axial_block", block=4, **kw)
     fresh = basis_motion(model)
     assert len(fresh) == 2 and all(m["angle_max_deg"] == 0.0 for m in fresh)
     perturb_rotary(model, 0.3, seed=1)
