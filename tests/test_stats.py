@@ -140,7 +140,7 @@ def test_sign_flip_is_exact_enumeration(d: list[float], mu: float, alternative: 
 
 def test_sign_flip_matches_scipy_permutation_test_and_its_floor() -> None:
     rng = np.random.default_rng(3)
-    for n in (5, 9, 12):
+    for n in (5, 9, 12, 18):  # 18: the digits blocks study's seeds, exact as scipy's
         e = rng.normal(0.4, 1.0, n)
         for alt in ("two-sided", "greater", "less"):
             ref = sst.permutation_test(
@@ -151,11 +151,12 @@ def test_sign_flip_matches_scipy_permutation_test_and_its_floor() -> None:
     assert stats.sign_flip_p(np.arange(1.0, 13.0)) == pytest.approx(2 / 4096)
     assert stats.sign_flip_p(np.ones(8)) == pytest.approx(2 / 256)  # the floor at n = 8: 0.0078
     assert stats.sign_flip_p(np.zeros(5)) == 1.0
-    # above 16 pairs: a fixed sample, still a valid p (never 0) and reproducible
-    big = rng.normal(0.0, 1.0, 20)
+    assert stats.sign_flip_p(np.arange(1.0, 21.0)) == pytest.approx(2 / 2**20)  # exact up to 22 pairs
+    # above 22 pairs: a fixed sample, still a valid p (never 0) and reproducible
+    big = rng.normal(0.0, 1.0, 24)
     p = stats.sign_flip_p(big)
     assert 0 < p <= 1 and p == stats.sign_flip_p(big)
-    assert stats.sign_flip_p(np.arange(1.0, 21.0)) == pytest.approx(
+    assert stats.sign_flip_p(np.arange(1.0, 25.0)) == pytest.approx(
         1 / (stats.SIGN_FLIP_SAMPLES + 1), rel=0.5
     )
 
