@@ -300,3 +300,11 @@ def test_unmeasured_metrics_are_absent_not_zero(tmp_path: Path) -> None:
     }
     assert body["ape"]["shift error"] == "n/a" and body["ape"]["shifted acc %"] == "n/a"
     assert body["axial2"]["shifted acc %"] == f"80.50 ± {st.tstd([80.0, 81.0]):.2f}"
+
+
+def test_seeds_are_listed_in_numeric_order(tmp_path: Path) -> None:
+    root = tmp_path / "multirun" / "twelve"
+    for seed in range(12):
+        _job(root / str(seed), "axial2", seed, {32: 90.0 + seed % 3, 48: 70.0}, None)
+    summary = report.write_report(root, wandb_log=False)
+    assert "| 0,1,2,3,4,5,6,7,8,9,10,11 |" in summary["md"].read_text()

@@ -162,6 +162,13 @@ def eval_sizes(runs: Sequence[Run]) -> list[int]:
     return sorted(sizes)
 
 
+def _seed_order(run: Run) -> tuple[bool, Any]:
+    """Integer seeds in numeric order (0, 1, 2, ..., 10, not 0, 1, 10), then any other seed as text."""
+    seed = run.field_value("seed")
+    is_int = isinstance(seed, int) and not isinstance(seed, bool)
+    return (not is_int, seed if is_int else str(seed))
+
+
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Group the ok runs by identity (config minus seed); name the config keys that differ elsewhere."""
     groups: dict[tuple[Any, ...], list[Run]] = {}
@@ -169,7 +176,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         if run.status == "ok":
             groups.setdefault(run.identity(), []).append(run)
     name_arms(runs)
-    result = [Group(sorted(g, key=lambda r: str(r.field_value("seed")))) for g in groups.values()]
+    result = [Group(sorted(g, key=_seed_order)) for g in groups.values()]
     # config keys that vary between groups but have no column of their own
     flats = [dict(g.first.identity()) for g in result]
     keys = sorted({k for f in flats for k in f})
