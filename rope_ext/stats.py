@@ -296,8 +296,9 @@ def sign_flip_p(
     p is ``2 / 2**n`` two-sided: 0.0078 at n = 8, 0.00049 at n = 12); above, ``(1 + hits) / (1 + B)``
     over B = 65536 patterns from a fixed seed. Ties count as hits (with a 1e-9 relative tolerance for
     float sums). Same values as ``scipy.stats.permutation_test((d - mu,), np.mean,
-    permutation_type="samples", n_resamples=np.inf)``. Defined for every n >= 1 and for zero spread;
-    None only for n = 0.
+    permutation_type="samples", n_resamples=np.inf)`` except on ties that float rounding splits, which
+    scipy can miss (accuracies are counts of images, so exact ties are common). Defined for every n >= 1
+    and for zero spread; None only for n = 0.
     """
     e = _clean(diffs) - mu
     n = len(e)

@@ -308,3 +308,38 @@ def test_seeds_are_listed_in_numeric_order(tmp_path: Path) -> None:
         _job(root / str(seed), "axial2", seed, {32: 90.0 + seed % 3, 48: 70.0}, None)
     summary = report.write_report(root, wandb_log=False)
     assert "| 0,1,2,3,4,5,6,7,8,9,10,11 |" in summary["md"].read_text()
+
+
+COMMITTED = sorted(
+    p.parent.name
+    for p in (DOC.parent.parent / "experiments" / "results").glob("*/runs.csv")
+    if "margin" in p.read_text().splitlines()[0]
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", COMMITTED)
+def test_the_docs_recipe_recomputes_every_committed_report(
+    study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claims in README and docs/study.md come from these stats.csv files: plain scipy on the committed
+    runs.csv rows (docs/statistics.md's recipe) gives every difference, p, Holm p and verdict again."""
+    assert {"digits_equiv_blocks", "digits_equiv_controls", "relpos_stall"} <= set(COMMITTED)
+    folder = DOC.parent.parent / "experiments" / "results" / study
+    recipe = next(
+        b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S) if "runs.csv" in b
+    )
+    monkeypatch.chdir(folder)
+    namespace: dict[str, Any] = {}
+    exec(compile(recipe, str(DOC), "exec"), namespace)
+    plain = namespace["rows"]
+    compared = [r for r in _rows(folder / "stats.csv") if r["arm"] != r["baseline"]]
+    assert len(compared) == len(plain) > 0
+    for ours in compared:
+        r = plain[(ours["table"], ours["arm"], int(ours["size"]))]
+        assert float(ours["diff"]) == pytest.approx(r["diff"], abs=1e-9)
+        assert float(ours["p_lead"]) == pytest.approx(r["p"], abs=1e-9)
+        assert float(ours["p_holm_family"]) == pytest.approx(r["p_holm"], abs=1e-9)
+        assert ours["verdict"] == (r["verdict"] or "")
+        if ours["p_tost"]:
+            assert float(ours["p_tost"]) == pytest.approx(r["p_tost"], abs=1e-9)

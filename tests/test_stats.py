@@ -328,3 +328,17 @@ def test_the_docs_recipe_reproduces_rope_ext_stats(tmp_path: Path, monkeypatch: 
     # the made-up study has every verdict and both lead tests
     assert {o["verdict"] for o in ours.values()} == {"equivalent", "different", "inconclusive"}
     assert ours[("stall", 32)]["lead_test"] == "sign-flip" and ours[("noisy", 32)]["lead_test"] == "t"
+
+
+def test_sign_flip_counts_ties_that_float_rounding_splits() -> None:
+    """Differences of accuracies are multiples of 100/360 points: here (odd sum of |d| in those units) no
+    sign pattern sums to 0, so every pattern is at least as extreme as the observed sum of -1 unit, and the
+    two-sided p is exactly 1 and the one-sided 1/2. Float sums of the units differ in the last bits, which
+    scipy's permutation_test does not forgive (it gives 0.947 and 0.473 here); the test must."""
+    units = np.array([4, -5, -1, 3, -16, 3, -2, 0, 0, 1, -3, -2, 8, 9, 0, -2, 1, 1])
+    d = units / 3.6
+    assert stats.sign_flip_p(d) == 1.0
+    assert stats.sign_flip_p(d, alternative="less") == 0.5
+    signs = 1 - 2 * ((np.arange(2**18)[:, None] >> np.arange(18)) & 1)
+    exact = signs @ units  # integer sums: ties are exact here
+    assert stats.sign_flip_p(d, alternative="greater") == np.mean(exact >= units.sum())
