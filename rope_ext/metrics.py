@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from rope_ext import safe_io
 from rope_ext.provenance import Provenance
@@ -37,6 +37,9 @@ class EpochRecord(TypedDict):
     train_loss: float
     val_acc: float | None  # None when dataset.val_fraction=0
     lr: float
+    # the commit whose code trained the epoch (provenance.process_revision; None where git could not tell,
+    # absent in records written before it was kept)
+    revision: NotRequired[str | None]
 
 
 class RunMetrics(TypedDict):

@@ -742,7 +742,12 @@ def _end_epoch(
         state.best_val_acc, state.best_epoch = val_acc, epoch + 1
     state.epoch, state.step_in_epoch = epoch + 1, 0
     lr = engine.scheduler.get_last_lr()[0]
-    state.history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc, "lr": lr})
+    # the code that trained this epoch: a resumed run's epochs can come from different revisions, and
+    # metrics.json's provenance is only the revision that wrote it
+    revision = process_revision()["commit"]
+    state.history.append(
+        {"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc, "lr": lr, "revision": revision}
+    )
     _save(ctx, engine, state)
     state.epochs_done = state.epoch
     ctx.tracker.log(

@@ -71,6 +71,8 @@ def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_p
     assert m["val_acc"] == vals[-1] and m["best_val_acc"] == max(vals)
     assert m["best_epoch"] == vals.index(max(vals)) + 1 and "best_test_acc" not in m
     assert all("test_acc" not in h for h in m["history"])
+    # each epoch names the code that trained it: here the revision this process loaded, as provenance says
+    assert {h["revision"] for h in m["history"]} == {m["provenance"]["revision"]["commit"]}
     assert m["train_img_per_s"] > 0 and m["infer_img_per_s"] > 0 and m["infer_latency_ms"] > 0
     assert m["relative_error"] < 1e-5 and m["params"] > 0 and m["peak_mem_mb"] > 0
     # checkpoint at each epoch end, written atomically (no temporary file left), with its record
