@@ -79,6 +79,18 @@ def _study(root: Path, tmp: Path, study: dict[str, Any] | None) -> Path:
     return root
 
 
+def _docs_recipe(folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """docs/statistics.md's plain-scipy recipe, run as written in ``folder`` (which holds runs.csv): its
+    ``rows``, (table, arm, size) -> diff, 90 % CI, lead p, TOST p, Holm p, verdict."""
+    recipe = next(
+        b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S) if "runs.csv" in b
+    )
+    monkeypatch.chdir(folder)
+    namespace: dict[str, Any] = {}
+    exec(compile(recipe, str(DOC), "exec"), namespace)
+    return namespace["rows"]
+
+
 def test_the_docs_recipe_on_runs_csv_reproduces_every_verdict_of_stats_csv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,13 +102,7 @@ def test_the_docs_recipe_on_runs_csv_reproduces_every_verdict_of_stats_csv(
     assert {r["lr"] for r in runs_csv} == {"0.001"}
     assert runs_csv[0]["command"].startswith("python train.py experiment=toy +experiment/arm=")
 
-    recipe = next(
-        b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S) if "runs.csv" in b
-    )
-    monkeypatch.chdir(root)
-    namespace: dict[str, Any] = {}
-    exec(compile(recipe, str(DOC), "exec"), namespace)
-    plain = namespace["rows"]
+    plain = _docs_recipe(root, monkeypatch)
     assert {(arm, size) for _, arm, size in plain} == {k for k in rows if k[0] != "axial2"}
     for (_, arm, size), r in plain.items():
         ours = rows[(arm, size)]
@@ -326,13 +332,7 @@ def test_the_docs_recipe_recomputes_every_committed_report(
     runs.csv rows (docs/statistics.md's recipe) gives every difference, p, Holm p and verdict again."""
     assert {"digits_equiv_blocks", "digits_equiv_controls", "relpos_stall"} <= set(COMMITTED)
     folder = DOC.parent.parent / "experiments" / "results" / study
-    recipe = next(
-        b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S) if "runs.csv" in b
-    )
-    monkeypatch.chdir(folder)
-    namespace: dict[str, Any] = {}
-    exec(compile(recipe, str(DOC), "exec"), namespace)
-    plain = namespace["rows"]
+    plain = _docs_recipe(folder, monkeypatch)
     compared = [r for r in _rows(folder / "stats.csv") if r["arm"] != r["baseline"]]
     assert len(compared) == len(plain) > 0
     for ours in compared:
