@@ -183,8 +183,8 @@ def min_detectable_diff(std: float, n: int, alpha: float = 0.05, power: float = 
 LeadTest = Literal["t", "sign-flip"]
 Verdict = Literal["equivalent", "different", "inconclusive"]
 NORMALITY_ALPHA = 0.05  # Shapiro-Wilk level below which the sign-flip p leads
-# 2**22 pattern sums enumerated (as two halves of 2**11, 32 MB): exact for the studies' 12 and 18 seeds, as
-# scipy's permutation_test is, so plain scipy recomputes the report's p's; above, a seeded sample
+# 2**22 pattern sums enumerated (as two halves of 2**11, 32 MB): exact for the studies' 12 and 18 seeds, so
+# docs/statistics.md's plain enumeration recomputes the report's p's; above, a seeded sample
 EXACT_SIGN_FLIP_MAX_N = 22
 SIGN_FLIP_SAMPLES = 2**16
 

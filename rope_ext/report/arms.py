@@ -130,8 +130,9 @@ def select_arms(groups: Sequence[Group], arms: Sequence[str], baseline: str | No
     in every table: a report of a few planned contrasts gets its own Holm family, not the whole sweep's.
     Raises ``BaselineError`` for a name that matches no arm of any table, listing the arms."""
     keep: set[int] = set()
+    tables = _tables(groups).values()
     for wanted in [*arms, *([baseline] if baseline is not None else [])]:
-        found = [g for members in _tables(groups).values() for g in _matches(wanted, members)]
+        found = [g for members in tables for g in _matches(wanted, members)]
         if not found:
             names = sorted({arm_name(g) for g in groups})
             raise BaselineError(
@@ -347,15 +348,17 @@ def history_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for key, members in _tables(groups).items():
         for g in members:
-            for r in g.runs:
-                if r.status != "ok":
-                    continue
+            for r in g.runs:  # a group holds ok runs only (groups.group_runs)
+                run = {
+                    "table": _table_name(key),
+                    "arm": arm_name(g),
+                    "seed": _seed(r),
+                    "lr": r.cfg("train.lr"),
+                }
                 for h in r.metrics.get("history") or []:
-                    common = {"table": _table_name(key), "arm": arm_name(g), "seed": _seed(r)}
                     out.append(
                         {
-                            **common,
-                            "lr": r.cfg("train.lr"),
+                            **run,
                             "epoch": h.get("epoch"),
                             # 5 significant digits: the curves' shape, a fifth of the file of full floats
                             "train_loss": _round(h.get("train_loss")),

@@ -16,8 +16,9 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the report of ``DIR``; print report.md. Exit status 2 when DIR holds no readable runs, ``--out``
-    is a file, ``--baseline`` or ``--arms`` names no arm (``--baseline`` several of one table) or a margin is not a number > 0, differs
-    between runs of one table or contradicts the runs' recorded one; 4 when the output cannot be written."""
+    is a file, ``--baseline`` or ``--arms`` names no arm (``--baseline`` several of one table) or a margin
+    is not a number > 0, differs between runs of one table or contradicts the runs' recorded one; 4 when
+    the output cannot be written."""
     parser = argparse.ArgumentParser(
         prog="python -m rope_ext.report",
         description="Tabulate and plot the runs of a sweep (or a whole outputs/ directory).",

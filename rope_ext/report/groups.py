@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rope_ext.encoding.rotary import is_int
 from rope_ext.report.runs import (
     FIXED_BLOCK,
     FREE_BLOCK,
@@ -165,8 +166,7 @@ def eval_sizes(runs: Sequence[Run]) -> list[int]:
 def _seed_order(run: Run) -> tuple[bool, Any]:
     """Integer seeds in numeric order (0, 1, 2, ..., 10, not 0, 1, 10), then any other seed as text."""
     seed = run.field_value("seed")
-    is_int = isinstance(seed, int) and not isinstance(seed, bool)
-    return (not is_int, seed if is_int else str(seed))
+    return (not is_int(seed), seed if is_int(seed) else str(seed))
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:

@@ -162,8 +162,8 @@ def write_report(
     margins: Margins = NO_MARGINS,
     arms: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write ``report.csv``, ``stats.csv``, ``runs.csv``, ``history.csv``, ``report.md`` and the plots for the runs under
-    ``root``; return a summary. ``margins``: the equivalence margins where the runs recorded none
+    """Write ``report.csv``, ``stats.csv``, ``runs.csv``, ``history.csv``, ``report.md`` and the plots for
+    the runs under ``root``; return a summary. ``margins``: the equivalence margins where the runs recorded none
     (``arms.resolve_margins``); ``arms``: report only these arms and the baseline (``arms.select_arms``).
 
     Run directories whose files cannot be used are left out and listed (``skipped``). Raises
