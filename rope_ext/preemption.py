@@ -51,6 +51,7 @@ class SignalGuard:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._unannounced = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalGuard:
@@ -71,13 +72,22 @@ class SignalGuard:
             os._exit(130)
         if self.signum is None:
             self.signum = signum
+            # not logged here: the handler can run while the main thread is inside a log handler's flush,
+            # and logging again from it raises "reentrant call" with a traceback (seen under CI)
+            self._unannounced = True
+
+    def announce(self) -> None:
+        """Log the caught signal once, from the training loop that polls the guard."""
+        if self._unannounced and self.signum is not None:
+            self._unannounced = False
             log.warning(
                 "caught %s: checkpointing after this step (DDP: at the next sync, <= train.log_every steps)",
-                signal.Signals(signum).name,
+                signal.Signals(self.signum).name,
             )
 
     @property
     def requested(self) -> bool:
+        self.announce()
         return self.signum is not None
 
     def restore(self) -> None:

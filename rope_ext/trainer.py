@@ -679,6 +679,7 @@ def _check(ctx: Context, state: RunState, pending: list[Pending], bar: tqdm) -> 
     values = torch.stack([loss for _, _, loss, _, _ in pending]).float().cpu().tolist()
     finite = torch.stack([ok for *_, ok in pending]).cpu()
     bad = not bool(finite.all())
+    ctx.guard.announce()
     flags = distributed.all_reduce_max([float(bad), float(ctx.guard.signum or 0)], ctx.device)
     if flags[0]:
         what = f"on another rank, the loss, gradients or weights are not finite (by epoch {epoch + 1}, "
