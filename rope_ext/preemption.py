@@ -65,10 +65,14 @@ class SignalGuard:
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self.signum is not None:
-            log.warning("second SIGINT: exiting at once (exit 130); the previous checkpoint is kept")
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            logging.shutdown()
+            # straight to file descriptor 2: the logging and buffered streams may be mid-write in the main
+            # thread, and re-entering them from a handler raises "reentrant call"
+            os.write(2, b"second SIGINT: exiting at once (exit 130); the previous checkpoint is kept\n")
+            for flush in (sys.stdout.flush, sys.stderr.flush, logging.shutdown):
+                try:  # best effort: what the main thread left in a buffer
+                    flush()
+                except (RuntimeError, OSError, ValueError):
+                    pass
             os._exit(130)
         if self.signum is None:
             self.signum = signum

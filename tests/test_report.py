@@ -424,3 +424,38 @@ def test_the_baseline_is_the_arm_of_that_name_before_a_variant_label(tmp_path: P
     }
     assert rows["none_avg"]["baseline"].split()[0] == "none"
     assert float(rows["none_avg"]["diff"]) == pytest.approx(10.0)
+
+
+def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Experiment arms of one variant crossed with learning rates: each N-line of ``acc_vs_block`` says
+    its ``train.lr``, not "#2"."""
+    from matplotlib.figure import Figure
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root, n = tmp_path / "multirun" / "lr_crossed", 0
+    for lr in (0.001, 0.003):
+        for block in (3, 4):
+            for seed in (0, 1):
+                pe = _pe("axial_block", block)
+                job = _write_job(root, n, pe, seed, _metrics(pe, seed, 60.0 + block + seed, 900.0, 3600.0))
+                config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+                config["train"]["lr"] = lr
+                (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+                overrides = [f"+experiment/arm=axial_block_n{block}", f"train.lr={lr}", f"seed={seed}"]
+                (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+                n += 1
+    legends: dict[str, list[str]] = {}
+    original = Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        legends[Path(path).name] = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    report.write_report(root)
+    labels = [label for label in legends["acc_vs_block.png"] if not label.startswith("chance")]
+    assert len(labels) == 2 and not any("#" in label for label in labels)
+    assert any("train.lr=0.001" in label for label in labels)
+    assert any("train.lr=0.003" in label for label in labels)

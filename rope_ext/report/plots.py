@@ -56,7 +56,7 @@ def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
 
 def _series_name(gs: Sequence[Group]) -> str:
     """One arm: its name. Arms that differ in N only: their names without ``pe.block=N``, else the
-    variant label without N."""
+    variant label without N followed by the swept settings they share."""
     if len(gs) == 1:
         return arm_name(gs[0])
     tokens = [arm_name(g).split() for g in gs]
@@ -65,7 +65,10 @@ def _series_name(gs: Sequence[Group]) -> str:
         if rest:
             return rest
     r = gs[0].first
-    return variant_label(r).replace(f" N={r.pe('block')}", "")
+    # settings every member shares (``train.lr=0.003`` in a learning-rate-crossed sweep) tell this line
+    # from its twins of the same variant
+    shared = [t for t in tokens[0] if "=" in t and all(t in ts for ts in tokens[1:])]
+    return " ".join([variant_label(r).replace(f" N={r.pe('block')}", ""), *shared])
 
 
 def _x_block(group: Group) -> float | None:
