@@ -330,7 +330,9 @@ def test_the_docs_recipe_recomputes_every_committed_report(
 ) -> None:
     """The claims in README and docs/study.md come from these stats.csv files: plain scipy on the committed
     runs.csv rows (docs/statistics.md's recipe) gives every difference, p, Holm p and verdict again."""
-    assert {"digits_equiv_blocks", "digits_equiv_controls", "relpos_stall"} <= set(COMMITTED)
+    assert {"digits_equiv_blocks", "digits_equiv_controls", "relpos_stall", "relpos_equiv_blocks"} <= set(
+        COMMITTED
+    )
     folder = DOC.parent.parent / "experiments" / "results" / study
     plain = _docs_recipe(folder, monkeypatch)
     compared = [r for r in _rows(folder / "stats.csv") if r["arm"] != r["baseline"]]
