@@ -63,12 +63,13 @@ def _arms() -> dict[str, tuple[str, str, dict[str, object]]]:
             {"pe.block": 2, "pe.impl": "fast", "pe.mixed": False, "pe.layout_of": n},
         )
     # what learning Q is worth: Q kept at its init (I); for N = 3 the layout_of3 control up to a dims
-    # permutation (docs/encodings.md, pe.basis)
-    arms["axial_block_n3_frozen"] = (
-        "3x3 commuting blocks, axial, fast impl, basis Q frozen at its init (I)",
-        "axial_block",
-        {"pe.block": 3, "pe.impl": "fast", "pe.mixed": False, "pe.basis": "frozen"},
-    )
+    # permutation, for N = 16 at head_dim 32 2x2 RoPE-Axial itself (docs/encodings.md, pe.basis)
+    for n in (3, 16):
+        arms[f"axial_block_n{n}_frozen"] = (
+            f"{n}x{n} commuting blocks, axial, fast impl, basis Q frozen at its init (I)",
+            "axial_block",
+            {"pe.block": n, "pe.impl": "fast", "pe.mixed": False, "pe.basis": "frozen"},
+        )
     for n in (2, 3, 4, 5, 6):
         arms[f"lie_block_n{n}"] = (
             f"non-commuting control (LieRE-style), {n}x{n} blocks: relative property broken"
