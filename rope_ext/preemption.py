@@ -46,6 +46,10 @@ class Interrupted(Exception):
         )
 
 
+def _say_second_sigint() -> None:
+    os.write(2, b"second SIGINT: exiting at once (exit 130); the previous checkpoint is kept\n")
+
+
 class SignalGuard:
     """Context manager installing the recording handler (main thread only; a no-op elsewhere)."""
 
@@ -65,12 +69,13 @@ class SignalGuard:
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self.signum is not None:
-            # straight to file descriptor 2: the logging and buffered streams may be mid-write in the main
-            # thread, and re-entering them from a handler raises "reentrant call"
-            os.write(2, b"second SIGINT: exiting at once (exit 130); the previous checkpoint is kept\n")
-            for flush in (sys.stdout.flush, sys.stderr.flush, logging.shutdown):
-                try:  # best effort: what the main thread left in a buffer
-                    flush()
+            # the line goes straight to file descriptor 2: the logging and buffered streams may be mid-write
+            # in the main thread, and re-entering them from a handler raises "reentrant call". Every step
+            # is best effort (a closed or broken stderr too): nothing may stop the exit.
+            steps = (_say_second_sigint, sys.stdout.flush, sys.stderr.flush, logging.shutdown)
+            for step in steps:
+                try:
+                    step()
                 except (RuntimeError, OSError, ValueError):
                     pass
             os._exit(130)
