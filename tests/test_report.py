@@ -59,11 +59,28 @@ def _pe(name: str, block: int | None = None, impl: str = "fast", mixed: bool = F
     }
 
 
-def _write_job(sweep: Path, num: int, pe: dict, seed: int, metrics: dict[str, Any] | None) -> Path:
+def _write_job(
+    sweep: Path,
+    num: int,
+    pe: dict,
+    seed: int,
+    metrics: dict[str, Any] | None,
+    *,
+    overrides: list[str] | None = None,
+    config: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """A Hydra job dir. ``overrides``: the recorded command line (default: ``pe=…``, ``seed=…``,
+    ``pe.block=…``); ``config``: values that replace the defaults per section (``{"model": {"pool": "avg"}}``)."""
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(_config(pe, seed)))
-    overrides = [f"pe={pe['name']}", f"seed={seed}"] + ([f"pe.block={pe['block']}"] if pe["block"] else [])
+    cfg = _config(pe, seed)
+    for section, values in (config or {}).items():
+        cfg[section].update(values)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if overrides is None:
+        overrides = [f"pe={pe['name']}", f"seed={seed}"] + (
+            [f"pe.block={pe['block']}"] if pe["block"] else []
+        )
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if metrics is not None:
         write_record(job / METRICS_NAME, metrics)
@@ -258,10 +275,9 @@ def _stat_sweep(root: Path, seeds_b: tuple[int, ...] = tuple(range(8))) -> Path:
         for seed in seeds:
             pe = _pe("axial_block", {"a": 2, "b": 3, "c": 4}[arm])
             jitter = noise[7 - seed] if arm == "c" else noise[seed]  # c: same mean as a, other noise
-            job = _write_job(root, n, pe, seed, _metrics(pe, seed, 70.0 + shift + jitter, 1.0, 1.0))
-            (job / ".hydra" / "overrides.yaml").write_text(
-                yaml.safe_dump(["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}", "launcher=local"])
-            )
+            overrides = ["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}", "launcher=local"]
+            metrics = _metrics(pe, seed, 70.0 + shift + jitter, 1.0, 1.0)
+            _write_job(root, n, pe, seed, metrics, overrides=overrides)
             n += 1
     return root
 
@@ -409,13 +425,15 @@ def test_the_baseline_is_the_arm_of_that_name_before_a_variant_label(tmp_path: P
     for arm, acc in (("none_avg", 80.0), ("none", 70.0)):
         for seed in (0, 1):
             pe = _pe("none")
-            job = _write_job(root, n, pe, seed, _metrics(pe, seed, acc + seed, 1.0, 1.0))
-            (job / ".hydra" / "overrides.yaml").write_text(
-                yaml.safe_dump(["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}"])
+            _write_job(
+                root,
+                n,
+                pe,
+                seed,
+                _metrics(pe, seed, acc + seed, 1.0, 1.0),
+                overrides=["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}"],
+                config={"model": {"pool": "avg" if arm == "none_avg" else "cls"}},
             )
-            config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-            config["model"]["pool"] = "avg" if arm == "none_avg" else "cls"
-            (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
             n += 1
     rows = {
         r["arm"].split()[0]: r
@@ -439,12 +457,15 @@ def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
         for block in (3, 4):
             for seed in (0, 1):
                 pe = _pe("axial_block", block)
-                job = _write_job(root, n, pe, seed, _metrics(pe, seed, 60.0 + block + seed, 900.0, 3600.0))
-                config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-                config["train"]["lr"] = lr
-                (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-                overrides = [f"+experiment/arm=axial_block_n{block}", f"train.lr={lr}", f"seed={seed}"]
-                (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+                _write_job(
+                    root,
+                    n,
+                    pe,
+                    seed,
+                    _metrics(pe, seed, 60.0 + block + seed, 900.0, 3600.0),
+                    overrides=[f"+experiment/arm=axial_block_n{block}", f"train.lr={lr}", f"seed={seed}"],
+                    config={"train": {"lr": lr}},
+                )
                 n += 1
     legends: dict[str, list[str]] = {}
     original = Figure.savefig

@@ -33,9 +33,9 @@ def _block_sweep(root: Path, blocks=(2, 3, 4, 5, 6), seeds=(0,)) -> Path:
     """``python train.py -m pe=axial_block pe.block=2,3,4,5,6``: the overrides Hydra records per job."""
     for n, (block, seed) in enumerate(itertools.product(blocks, seeds)):
         pe = _pe("axial_block", block)
-        job = _write_job(root, n, pe, seed, _metrics(pe, seed, 60.0 + block + seed, 900.0 + block, 3000.0))
         overrides = ["pe=axial_block", f"pe.block={block}"] + ([f"seed={seed}"] if len(seeds) > 1 else [])
-        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        metrics = _metrics(pe, seed, 60.0 + block + seed, 900.0 + block, 3000.0)
+        _write_job(root, n, pe, seed, metrics, overrides=overrides)
     return root
 
 
@@ -72,9 +72,10 @@ def test_study_arms_keep_their_names(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for n, (arm, block) in enumerate((("axial2_complex", 2), ("axial_block_n3", 3))):
         for seed in (0, 1):
             pe = _pe("axial_block", block)
-            job = _write_job(root, 2 * n + seed, pe, seed, _metrics(pe, seed, 50.0 + block, 1.0, 1.0))
             overrides = ["experiment=toy", f"+experiment/arm={arm}", f"seed={seed}"]
-            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            _write_job(
+                root, 2 * n + seed, pe, seed, _metrics(pe, seed, 50.0 + block, 1.0, 1.0), overrides=overrides
+            )
     rows = _rows(report.write_report(root, baseline="axial2_complex")["stats_csv"])
     assert [(r["arm"], r["baseline"], r["n"]) for r in rows if r["size"] == "32"] == [
         ("axial2_complex", "axial2_complex", "2"),
@@ -239,9 +240,8 @@ def test_every_plot_kind_reads(tmp_path: Path) -> None:
         if name == "none" and block == 3:
             continue  # none has no block: one arm
         pe = _pe(name, None if name == "none" else block)
-        job = _write_job(root, n, pe, seed, _metrics(pe, seed, 50.0 + block + seed, 900.0, 3000.0))
         ov = [f"pe={name}", f"seed={seed}"] + ([] if name == "none" else [f"pe.block={block}"])
-        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(ov))
+        _write_job(root, n, pe, seed, _metrics(pe, seed, 50.0 + block + seed, 900.0, 3000.0), overrides=ov)
     figures = check_plots(find_runs(root), {"pe=none"})
     ax = figures["acc_vs_block.png"].axes[0]
     assert "offset" in ax.get_xlabel()
