@@ -207,11 +207,12 @@ def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path
     # 15 s between USR2 and the limit: checkpoint and `scontrol requeue` must finish before slurmd's SIGTERM
     # at the limit, and with 5 s a loaded 2-core CI machine lost that race once (the requeue call was killed)
     limit = ["launcher.timeout_min=1", "launcher.signal_delay_s=15"]
+    requeues = 8
     done_dir, used_up_dir = tmp_path / "done" / "sweep", tmp_path / "used_up" / "sweep"
     for d in (done_dir, used_up_dir):
         d.parent.mkdir()
     used_up = start_sweep(slurm_cluster, [*TIMEOUT, *limit, "launcher.max_num_timeout=0"], used_up_dir)
-    done = start_sweep(slurm_cluster, [*TIMEOUT, *limit, "launcher.max_num_timeout=8"], done_dir)
+    done = start_sweep(slurm_cluster, [*TIMEOUT, *limit, f"launcher.max_num_timeout={requeues}"], done_dir)
     try:
         used_up_out, _ = used_up.communicate(timeout=300)
         done_out, _ = done.communicate(timeout=720)
@@ -233,7 +234,7 @@ def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path
     assert metrics["status"] == "ok" and metrics["resumed"] and metrics["epochs_done"] == 12
     log = (job / "train.log").read_text()
     runs = log.count("Resuming from")
-    assert 1 <= runs <= 8 and log.count("interrupted by SIGUSR2") == runs, log
+    assert 1 <= runs <= requeues and log.count("interrupted by SIGUSR2") == runs, log
     assert "this job is timed-out" in submitit_logs(done_dir)
 
 
