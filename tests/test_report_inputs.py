@@ -249,6 +249,24 @@ def test_every_plot_kind_reads(tmp_path: Path) -> None:
     assert any(line.get_color() == "k" and "(baseline)" in line.get_label() for line in ax.lines)
 
 
+def test_series_at_one_block_size_sit_at_their_tick(tmp_path: Path) -> None:
+    """Two arms, both N = 16 (learned vs frozen basis): offset apart, yet both close to the tick at 16,
+    not spread over the whole axis."""
+    root = tmp_path / "multirun" / "one_n"
+    for n, (arm, impl, seed) in enumerate(itertools.product(("learned", "frozen"), ("fast",), (0, 1))):
+        pe = {**_pe("axial_block", 16, impl=impl), "basis": arm}
+        ov = [f"+experiment/arm={arm}", f"seed={seed}"]
+        _write_job(root, n, pe, seed, _metrics(pe, seed, 90.0 + seed, 900.0, 3000.0), overrides=ov)
+    figures = check_plots(find_runs(root), {"frozen"})
+    for name in ("acc_vs_block.png", "throughput_vs_block.png"):
+        for ax in figures[name].axes:
+            low, high = ax.get_xlim()
+            xs = [x for c in ax.containers for x in c.lines[0].get_xdata()]
+            assert len(xs) == 2 and len(set(xs)) == 2, (name, xs)  # offset apart
+            assert all(abs(x - 16) < 0.25 * (high - low) for x in xs), (name, xs, low, high)
+            assert low < min(xs) and high > 16
+
+
 def test_sweep_end_names_the_report_and_fails_without_a_success(tmp_path: Path, capsys) -> None:
     from rope_ext.summary import SweepCallback
 

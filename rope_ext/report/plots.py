@@ -174,6 +174,9 @@ def _plot_metric_vs_block(
         ax.minorticks_off()
     if blocks:
         ax.set_xticks(sorted(blocks), [str(int(b)) for b in sorted(blocks)])
+        # room around the true N beyond the offsets (at most 6 %): with a single N, autoscaling zoomed onto
+        # the offsets alone and the points sat far from their tick
+        ax.set_xlim(min(blocks) * 0.85, max(blocks) * 1.15)
     ax.grid(alpha=0.3)
     return drawn
 
