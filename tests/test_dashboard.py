@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness_helpers import REPO, TINY, env, output, run_train, wandb_records
+from harness_helpers import TINY, env, output, run_train, wandb_records
 
 from rope_ext.dashboard import (
     Study,
@@ -207,31 +207,15 @@ def test_an_entity_is_needed(capsys, monkeypatch):
     assert "--entity is needed" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_saving_without_a_wandb_account_stops_with_one_paragraph(tmp_path):
-    environ = {k: v for k, v in env().items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path)}
-    environ["WANDB_CONFIG_DIR"] = str(tmp_path / "wandb-config")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rope_ext.dashboard",
-            "--entity",
-            "someone",
-            "--group",
-            GROUP,
-            "--sizes",
-            "16",
-        ],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, output(proc)
-    assert proc.stdout == ""
-    [paragraph] = [line for line in proc.stderr.splitlines() if line.startswith("dashboard: ")]
+def test_saving_without_a_wandb_account_stops_with_one_paragraph(tmp_path, monkeypatch, capsys):
+    for name in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: never logged in
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    assert main(["--entity", "someone", "--group", GROUP, "--sizes", "16"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [paragraph] = [line for line in captured.err.splitlines() if line.startswith("dashboard: ")]
     assert "Could not save the view to W&B (UsageError: No API key configured" in paragraph
     assert "wandb login" in paragraph and "--dry-run" in paragraph
-    assert not os.path.exists(tmp_path / ".netrc")
+    assert not (tmp_path / ".netrc").exists()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rope_ext.dashboard.panels import BLOCK, VARIANT, Study, build_report, build_view, panel_keys
+from rope_ext.schema import WandbConfig
 
 __all__ = ["DashboardError", "main", "outline", "report_spec", "save", "study_of_sweep", "sweep_tables"]
 
@@ -29,29 +30,31 @@ class DashboardError(ValueError):
     """Bad input: said in one paragraph, before anything is built or saved."""
 
 
-def study_of_sweep(sweep: Path, entity: str | None = None, project: str | None = None) -> Study:
+def study_of_sweep(
+    sweep: Path, entity: str | None = None, project: str | None = None, sizes: Sequence[int] = ()
+) -> Study:
     """``Study`` of a sweep directory from its jobs' records: the W&B group and project each job logged
     to (run.json's config, as ``rope_ext.trainer`` names them), the sizes its finished jobs were tested at
-    (metrics.json's ``test_acc_at``). ``entity`` / ``project`` override the records'."""
+    (metrics.json's ``test_acc_at``). ``entity``, ``project`` and ``sizes`` override the records'."""
     from rope_ext.metrics import METRICS_NAME, RUN_NAME, read_record
 
     if not sweep.is_dir():
         raise DashboardError(
             f"--sweep {sweep}: not a directory (a sweep's output directory: multirun/<sweep>)"
         )
-    groups, projects, entities, sizes = set(), set(), set(), set()
+    groups, projects, entities, tested = set(), set(), set(), set()
     for path in sorted(sweep.rglob(RUN_NAME)):
-        record = read_record(path) or {}
-        wandb = (record.get("config") or {}).get("wandb") or {}
+        config = (read_record(path) or {}).get("config") or {}
+        wandb = config.get("wandb") or {}
         job = path.parent
         # a multirun job logs to its sweep directory's name, a single run to its run_id
         swept = (job.parent / "multirun.yaml").is_file()
-        groups.add(wandb.get("group") or (job.parent.name if swept else record["config"].get("run_id")))
+        groups.add(wandb.get("group") or (job.parent.name if swept else config.get("run_id")))
         projects.add(wandb.get("project"))
         entities.add(wandb.get("entity"))
         metrics = read_record(job / METRICS_NAME) or {}
         if metrics.get("status") == "ok":
-            sizes |= {int(s) for s in metrics.get("test_acc_at") or {}}
+            tested |= {int(s) for s in metrics.get("test_acc_at") or {} if str(s).isdigit()}
     if not groups:
         raise DashboardError(
             f"--sweep {sweep}: no job records ({RUN_NAME}) under it: is it a sweep's directory?"
@@ -60,10 +63,10 @@ def study_of_sweep(sweep: Path, entity: str | None = None, project: str | None =
         raise DashboardError(
             f"--sweep {sweep}: its jobs log to {len(groups)} W&B groups {sorted(groups)}: use --group"
         )
-    if not sizes:
+    if not (sizes or tested):
         raise DashboardError(
             f"--sweep {sweep}: no finished job ({METRICS_NAME} with status ok): the extrapolation panels "
-            "need the sizes the jobs were tested at: give them with --group and --sizes"
+            "need the sizes the jobs were tested at: give them with --sizes"
         )
     recorded = sorted(p for p in projects if p)
     if project is None and len(recorded) != 1:
@@ -75,7 +78,7 @@ def study_of_sweep(sweep: Path, entity: str | None = None, project: str | None =
         entity=_entity(entity or (known[0] if len(known) == 1 else None)),
         project=project or recorded[0],
         group=str(groups.pop()),
-        sizes=tuple(sorted(sizes)),
+        sizes=tuple(sorted(sizes or tested)),
     )
 
 
@@ -147,18 +150,18 @@ SAVE_HELP = (
 def save(view: Any, report: Any) -> list[str]:
     """Save the view and the report to W&B; their URLs. Raises ``DashboardError`` (one paragraph) when W&B
     refuses or cannot be reached."""
-    saved: list[str] = []
+    urls: dict[str, str] = {}
     for what, item in (("view", view), ("report", report)):
         try:
             item.save()
-            saved.append(f"{what}: {item.url}")
+            urls[what] = item.url
         except Exception as err:  # noqa: BLE001 - any W&B or network failure: said in one paragraph
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            done = f" The view was saved ({saved[0][6:]})." if saved else ""
+            done = f" The view was saved: {urls['view']}." if urls else ""
             raise DashboardError(
                 f"Could not save the {what} to W&B ({type(err).__name__}: {first}).{done} {SAVE_HELP}"
             ) from err
-    return saved
+    return [f"{what}: {url}" for what, url in urls.items()]
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -188,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         "--sizes", help="evaluation input sizes, comma separated (the test_acc_at/<size> keys)"
     )
     parser.add_argument("--entity", help="W&B entity (user or team); default $WANDB_ENTITY")
-    parser.add_argument("--project", help="W&B project; default: the sweep's (wandb.project), else rope-ext")
+    parser.add_argument("--project", help="W&B project; default: the sweep's wandb.project, else its default")
     parser.add_argument("--dry-run", action="store_true", help="print the view and report, save nothing")
     parser.add_argument("--json", action="store_true", help="with --dry-run: the full specifications as JSON")
     return parser
@@ -197,10 +200,8 @@ def _parser() -> argparse.ArgumentParser:
 def _study(args: argparse.Namespace) -> tuple[Study, str | None]:
     """The study the arguments name and the sweep's report.md tables (None without --sweep)."""
     if args.sweep is not None:
-        study = study_of_sweep(args.sweep, args.entity, args.project)
-        if args.sizes:
-            study = study._replace(sizes=_sizes(args.sizes))
-        return study, sweep_tables(args.sweep)
+        sizes = _sizes(args.sizes) if args.sizes else ()
+        return study_of_sweep(args.sweep, args.entity, args.project, sizes), sweep_tables(args.sweep)
     if not args.group or not args.group.strip():
         raise DashboardError(
             "--group is empty: give the W&B group of the sweep's runs (its directory's name)"
@@ -210,7 +211,8 @@ def _study(args: argparse.Namespace) -> tuple[Study, str | None]:
             "--group needs --sizes, the evaluation input sizes of its runs (their test_acc_at/<size> keys, "
             "e.g. --sizes 32,40,48,64); or use --sweep multirun/<sweep>, which reads them"
         )
-    return Study(_entity(args.entity), args.project or "rope-ext", args.group, _sizes(args.sizes)), None
+    project = args.project or WandbConfig().project
+    return Study(_entity(args.entity), project, args.group, _sizes(args.sizes)), None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
