@@ -219,3 +219,23 @@ def test_saving_without_a_wandb_account_stops_with_one_paragraph(tmp_path, monke
     assert "Could not save the view to W&B (UsageError: No API key configured" in paragraph
     assert "wandb login" in paragraph and "--dry-run" in paragraph
     assert not (tmp_path / ".netrc").exists()
+
+
+def test_the_specifications_load_back_with_the_same_sections_and_keys():
+    # what W&B returns for a saved view or report is read with the library's own loaders (from_url)
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+    from wandb_workspaces.reports.v2.internal import ReportViewspec
+    from wandb_workspaces.workspaces.internal import View
+
+    study = Study("someone", "rope-ext", GROUP, (16, 24))
+    view = build_view(study)
+    loaded = ws.Workspace._from_model(View.model_validate(view._to_model().model_dump(by_alias=True)))
+    assert [(s.name, [panel_keys(p) for p in s.panels]) for s in loaded.sections] == [
+        (s.name, [panel_keys(p) for p in s.panels]) for s in view.sections
+    ]
+    report = build_report(study, "| arm | acc |\n|---|---|\n| none | 1.0 |")
+    back = wr.Report._from_model(ReportViewspec.model_validate(report_spec(report)))
+    grids = [[panel_keys(p) for p in b.panels] for b in back.blocks if isinstance(b, wr.PanelGrid)]
+    assert grids == [[panel_keys(p) for p in s.panels] for s in view_sections(study.sizes)]
+    assert back.blocks[-1].text.startswith("| arm | acc |")

@@ -60,8 +60,15 @@ def view_sections(sizes: Sequence[int]) -> list[ViewSection]:
         # one bar per arm: the runset groups runs by pe.name and pe.block (mean, min-max over seeds)
         return wr.BarPlot(title=title, metrics=list(keys), groupby_aggfunc="mean", groupby_rangefunc="minmax")
 
+    def curve(key: str) -> Any:  # each arm's mean over seeds, with its min-max
+        return wr.LinePlot(
+            title=f"{key} per epoch", x=EPOCH, y=[key], groupby_aggfunc="mean", groupby_rangefunc="minmax"
+        )
+
+    def wide() -> Any:  # the report table: the grid's full width
+        return wr.Layout(w=24, h=12)
+
     acc_at = [ACC_AT.format(size=s) for s in sizes]
-    wide = wr.Layout(w=24, h=12)
     return [
         ViewSection("Accuracy against N", TRAIN, [against_n(ACCURACY), bars([ACCURACY], ACCURACY)]),
         ViewSection(
@@ -74,18 +81,14 @@ def view_sections(sizes: Sequence[int]) -> list[ViewSection]:
             TRAIN,
             [bars(acc_at, "accuracy at each evaluation size"), against_n(acc_at[-1])],
         ),
-        ViewSection(
-            "Learning curves",
-            TRAIN,
-            [wr.LinePlot(title=f"{k} per epoch", x=EPOCH, y=[k], groupby_rangefunc="minmax") for k in CURVES],
-        ),
+        ViewSection("Learning curves", TRAIN, [curve(k) for k in CURVES]),
         ViewSection("Relative-position error", TRAIN, [against_n(RELATIVE_ERROR, log_y=True)]),
         ViewSection(
             "Report table",
             REPORT,
             [
-                wr.WeavePanelSummaryTable(table_name=REPORT_TABLE, layout=wide),
-                wr.MediaBrowser(title="report plots", media_keys=list(REPORT_PLOTS), layout=wide),
+                wr.WeavePanelSummaryTable(table_name=REPORT_TABLE, layout=wide()),
+                wr.MediaBrowser(title="report plots", media_keys=list(REPORT_PLOTS), layout=wide()),
             ],
         ),
     ]
