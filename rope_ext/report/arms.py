@@ -477,6 +477,7 @@ def statistics_markdown(rows: Sequence[dict[str, Any]], info: dict[str, dict[str
     still learning at the end, and the conjunctive reading of each size's comparisons."""
     family = max((r.get("family_size") or 0 for r in rows), default=0)
     tost_family = max((r.get("tost_family_size") or 0 for r in rows), default=0)
+    counted = f"the {family} comparisons of this report" if family else "the comparisons (none here)"
     text = [
         "## Comparisons with the baseline: equivalence, Holm over the report, power",
         "",
@@ -485,10 +486,10 @@ def statistics_markdown(rows: Sequence[dict[str, Any]], info: dict[str, dict[str
         "baseline, paired over the seeds both ran, with the 90 % t-CI that TOST uses. `lead` is the test "
         "whose p counts: the paired t-test, or the exact sign-flip test where the differences fail "
         "Shapiro-Wilk (p < 0.05) or have no spread; both p's are shown (`t / flip`). `Holm p`: the lead "
-        f"p adjusted over the {family} comparisons of this report (every table, arm and evaluation size); "
+        f"p adjusted over {counted} (every table, arm and evaluation size); "
         "`n.s.` when it is ≥ 0.05 (not from the CI). `TOST p`: two one-sided tests of |diff| < margin "
-        f"by the lead test; `TOST Holm p`: the TOST p adjusted over the {tost_family} equivalence tests of "
-        "this report. `alone`: the verdict of the comparison read on its own: `equivalent` (TOST Holm p "
+        f"by the lead test; `TOST Holm p`: the TOST p adjusted over the equivalence tests of this report "
+        f"({tost_family}). `alone`: the verdict of the comparison read on its own: `equivalent` (TOST Holm p "
         "< 0.05), else `different` (Holm p < 0.05), else `inconclusive`. `in all`: the same with the raw "
         'TOST p, valid only as part of the conjunctive claim "every comparison of the set is equivalent" '
         "(intersection–union; the per-size lines below each table). `near chance`: both arms' mean "
