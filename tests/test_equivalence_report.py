@@ -6,6 +6,7 @@ plain-scipy recipe reproduces every verdict of stats.csv."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from pathlib import Path
@@ -401,3 +402,31 @@ def test_near_chance_comparisons_get_no_equivalence_verdict_and_leave_the_tost_f
             r["near_chance"]
         )
         assert rows[(arm, size)]["verdict_holm"] == r["verdict_holm"]
+
+
+def test_runs_csv_carries_each_runs_provenance_and_history_its_revision(tmp_path: Path) -> None:
+    """runs.csv's provenance columns come from each run's metrics.json (here the real record of this
+    process, ``rope_ext.provenance.provenance``); what a record does not hold stays empty."""
+    from rope_ext.provenance import provenance
+
+    prov = dict(provenance())
+    prov["cpu"] = {"vendor": "AuthenticAMD", "family": 25, "model": 1, "stepping": 1}
+    root = tmp_path / "multirun" / "prov"
+    history = [{"epoch": 1, "train_loss": 1.0, "val_acc": 50.0, "lr": 1e-3, "revision": "abc123"}]
+    for n, seed in enumerate((0, 1)):
+        _job(root / str(n), "axial2", seed, {32: 90.0 + seed}, None, provenance=prov, history=history)
+    # a record that also says when the run started and ended (read where metrics.json holds them)
+    path = root / "1" / METRICS_NAME
+    times = {"started_at": "2026-12-07T10:00:00Z", "finished_at": "2026-12-07T10:01:00Z"}
+    write_record(path, {**json.loads(path.read_text()), **times})
+    summary = report.write_report(root, wandb_log=False)
+    rows = {r["seed"]: r for r in _rows(summary["runs_csv"])}
+    for row in rows.values():
+        assert row["revision"] == (prov["revision"]["commit"] or "")
+        assert row["dirty"] == ("" if prov["revision"]["dirty"] is None else str(prov["revision"]["dirty"]))
+        assert row["processor"] == (prov["processor"] or "") and row["threads"] == str(prov["threads"])
+        assert row["processor_id"] == "vendor AuthenticAMD family 25 model 1 stepping 1"
+        assert f"torch={prov['versions']['torch']}" in row["versions"] and "python=" in row["versions"]
+    assert rows["1"]["started_at"] == "2026-12-07T10:00:00Z" and rows["1"]["finished_at"].endswith("01:00Z")
+    assert rows["0"]["started_at"] == "" and rows["0"]["finished_at"] == ""  # not recorded: not guessed
+    assert {r["revision"] for r in _rows(summary["history_csv"])} == {"abc123"}

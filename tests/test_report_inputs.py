@@ -439,7 +439,7 @@ def test_tune_writes_yaml_with_a_yaml_library(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_trainer_records_its_identity_once_and_readers_keep_it(tmp_path: Path) -> None:
-    """Issue 21 item 5: a refused command on a finished run must not relabel it for tune or the report."""
+    """A refused command on a finished run must not relabel it for tune or the report."""
     from harness_helpers import TINY, compose_job
 
     from rope_ext import tune

@@ -1,4 +1,4 @@
-"""rope_ext.stats' paired statistics (issue 17): TOST, Holm over a family, sign-flip test, normality lead,
+"""rope_ext.stats' paired statistics: TOST, Holm over a family, sign-flip test, normality lead,
 paired MDD and the seed planner, against hand-worked values, plain scipy and brute force."""
 
 from __future__ import annotations
