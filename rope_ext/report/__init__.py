@@ -45,7 +45,7 @@ their common parent).
 Modules: ``runs`` (run discovery: ``Run``, ``find_runs``; also the sweep summary's and the tuner's),
 ``tables`` (cell formatting, Markdown and CSV tables; also the sweep summary's and the benchmark's),
 ``groups`` (seeds grouped into arms, speed ratios), ``arms`` (per-arm statistics, ``stats.csv``),
-``convergence`` (still rising at the end), ``plots``, ``wandb_log``, ``write`` (``report.csv``,
+``stats_md`` (its report.md section), ``convergence`` (still rising at the end), ``plots``, ``wandb_log``, ``write`` (``report.csv``,
 ``report.md``, ``write_report``), ``rows`` (``--from-rows``) and ``cli``.
 """
 

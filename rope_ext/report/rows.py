@@ -20,13 +20,13 @@ from rope_ext import stats
 from rope_ext.report.arms import (
     Margins,
     statistics_from_rows,
-    statistics_markdown,
     write_history_csv,
     write_runs_csv,
     write_stats_csv,
 )
 from rope_ext.report.convergence import mean_curve, still_rising
 from rope_ext.report.plots import chance_level
+from rope_ext.report.stats_md import statistics_markdown
 from rope_ext.report.tables import csv_text, write_text
 
 __all__ = ["RECOMPUTED_NOTE", "report_from_rows"]
