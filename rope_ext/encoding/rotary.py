@@ -31,281 +31,31 @@ coordinates.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Hashable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-PE_NAMES = ("none", "axial2_matrix", "axial2_complex", "axial_block", "lie_block")
-ROTARY_NAMES = PE_NAMES[1:]
-IMPLS = ("matrix", "fast")
-INITS = ("axial", "identity")
-DIMS = (1, 2)
-COORDS = ("patch", "normalized")
-AUGMENT_KEYS = ("shift", "jitter", "rescale")
-OPTION_KEYS = (
-    "block",
-    "impl",
-    "mixed",
-    "dims",
-    "theta",
-    "learnable",
-    "init",
-    "coords",
-    "augment",
-    "layout_of",
-    "basis",
+from rope_ext.encoding.spec import (  # noqa: F401  (re-exported)
+    AUGMENT_KEYS,
+    BASES,
+    COORDS,
+    DIMS,
+    IMPLS,
+    INITS,
+    OPTION_KEYS,
+    THETA,
+    THETA_MIXED,
+    Augment,
+    RopeSpec,
+    is_int,
+    is_number,
+    make_rope,
+    validate_options,
+    validate_pe,
 )
-# What happens to an N×N block's basis Q in training: learned, or frozen at its init (Q = I), which
-# isolates the effect of learning Q (with fixed axial frequencies it is the only difference between
-# N×N blocks and the 2×2 planes of the same layout).
-BASES = ("learned", "frozen")
-# Frequency bases: a mixed plane has a frequency vector over the axes, so a smaller base spreads
-# its initial frequencies as Heo et al.'s RoPE-Mixed does.
-THETA, THETA_MIXED = 100.0, 10.0
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """What one rotary encoding accepts. ``block``: fixed N, or None for any N in 2..head_dim
-    (default ``default_block``); ``impls``: allowed impls, the first the default."""
-
-    block: int | None
-    impls: tuple[str, ...]
-    mixed: bool  # `mixed=True` accepted
-    layout_of: bool  # `layout_of` accepted (with block 2)
-    learnable_false: bool  # `learnable=False` accepted
-    default_block: int = 2
-
-
-ENCODINGS: dict[str, Encoding] = {
-    "axial2_matrix": Encoding(block=2, impls=("matrix",), mixed=False, layout_of=False, learnable_false=True),
-    "axial2_complex": Encoding(block=2, impls=("fast",), mixed=False, layout_of=False, learnable_false=True),
-    "axial_block": Encoding(
-        block=None,
-        impls=("fast", "matrix"),
-        mixed=True,
-        layout_of=True,
-        learnable_false=True,
-        default_block=3,
-    ),
-    # Free per-axis generators already let every block respond to every axis: `mixed` changes
-    # nothing, and the generators are always learned.
-    "lie_block": Encoding(
-        block=None, impls=("matrix",), mixed=True, layout_of=False, learnable_false=False, default_block=3
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Augment:
-    """DINOv3's coordinate augmentation in training, one draw per forward (``augment_positions``):
-    ``shift`` in coordinate units, ``jitter``/``rescale`` >= 1 (scales in [1/value, value]); 0 is off."""
-
-    shift: float = 0.0
-    jitter: float = 0.0
-    rescale: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return bool(self.shift or self.jitter or self.rescale)
-
-
-@dataclass(frozen=True)
-class RopeSpec:
-    """One encoding and every option it takes, with the library's defaults: the one place they live.
-
-    A field left None takes its default: the field's own, or where that is None the encoding's,
-    filled in by ``validate_pe``, which returns the spec resolved (every field set but
-    ``layout_of`` and, without a basis, ``basis``): ``block`` (axial2_*: 2, else 3), ``impl`` (the first of
-    ``ENCODINGS[name].impls``), ``theta`` (``THETA``; ``THETA_MIXED`` for mixed axial_block),
-    ``learnable`` (true for mixed, identity init and lie_block), ``basis`` ("learned" where a block
-    has a basis, axial_block with N > 2; else None). Plain types only, so OmegaConf
-    takes the class as a structured config (the pe group's schema; null is allowed everywhere and
-    means the default, as the YAML files have always written it).
-    ``spec["block"]`` and ``spec.options()`` read it like the dict of options it replaces.
-    """
-
-    name: str = "none"
-    block: int | None = None  # N, 2..head_dim
-    impl: str | None = None  # "fast" | "matrix"
-    mixed: bool | None = False  # every plane a frequency vector over the axes (RoPE-Mixed)
-    dims: int | None = 2  # 1: the flattened token index, 2: (x, y) on the patch grid
-    theta: float | None = None  # frequency base
-    learnable: bool | None = None  # learned frequencies
-    init: str | None = "axial"  # "axial" (RoPE-Axial layout, Q = I) | "identity" (zero frequencies)
-    coords: str | None = "patch"  # "patch" (column, row) | "normalized" (patch centres in [-1, 1])
-    augment: Augment | None = field(default_factory=Augment)
-    layout_of: int | None = None  # axial_block with block 2: the planes of the N×N axial layout
-    basis: str | None = None  # axial_block with block > 2: "learned" | "frozen" (Q kept at its init, I)
-
-    def options(self) -> dict[str, object]:
-        """The ``OPTION_KEYS`` as a plain dict (``augment`` a dict too), e.g. for metrics.json."""
-        out = {k: getattr(self, k) for k in OPTION_KEYS}
-        out["augment"] = asdict(self.augment) if self.augment is not None else None
-        return out
-
-    def __getitem__(self, key: str) -> object:
-        if key != "name" and key not in OPTION_KEYS:
-            raise KeyError(key)
-        return self.options()[key] if key == "augment" else getattr(self, key)
-
-
-def is_int(value: object) -> bool:
-    """An integer that is not a bool (YAML's ``true`` is no count). The harness checks with it too."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: object) -> bool:
-    """A finite int or float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _as_options(options: Mapping[str, object] | RopeSpec) -> dict[str, object]:
-    if isinstance(options, RopeSpec):
-        return options.options()
-    return dict(options)
-
-
-def validate_options(
-    name: str, options: Mapping[str, object] | RopeSpec, *, head_dim: int | None = None, prefix: str = ""
-) -> RopeSpec:
-    """Check the options of rotary encoding ``name`` and return its spec with every default filled in.
-
-    ``head_dim``: the model's head dimension when known (bounds ``block`` and ``layout_of``);
-    ``prefix``: prepended to key names in messages (the harness passes ``"pe."``). Null options take
-    the defaults. Raises ValueError naming the key, the value and what is allowed.
-    """
-
-    def bad(key: str, value: object, allowed: str, why: str = "") -> ValueError:
-        reason = f" ({why})" if why else ""
-        return ValueError(
-            f"{prefix}{key}={value!r} is not allowed for pe={name!r}{reason}; allowed values: {allowed}"
-        )
-
-    def choice(key: str, value: object, allowed: tuple) -> None:
-        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-            raise bad(key, value, ", ".join(map(repr, allowed)))
-
-    if name not in ENCODINGS:
-        raise ValueError(
-            f"{prefix}name={name!r} is not a rotary encoding; allowed values: {', '.join(ROTARY_NAMES)}"
-        )
-    enc = ENCODINGS[name]
-    options = _as_options(options)
-    unknown = sorted(set(options) - set(OPTION_KEYS))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {[prefix + k for k in unknown]} for pe={name!r}; "
-            f"allowed keys: {', '.join(prefix + k for k in OPTION_KEYS)}"
-        )
-    given = {k: v for k, v in options.items() if v is not None}
-    defaults = RopeSpec()
-    span = f"2..{head_dim} for head_dim {head_dim}" if head_dim is not None else "2..head_dim"
-    block = given.get("block")
-    if enc.block is not None:
-        if block is not None and block != enc.block:
-            raise bad("block", block, f"{enc.block} or null", "use axial_block for other sizes")
-        block = enc.block
-    elif block is None:
-        block = enc.default_block
-    if not is_int(block) or block < 2 or (head_dim is not None and block > head_dim):
-        raise bad("block", block, f"an integer in {span}")
-    dims = given.get("dims", defaults.dims)
-    choice("dims", dims, DIMS)
-    impl = given.get("impl", enc.impls[0])
-    choice("impl", impl, enc.impls)
-    mixed = given.get("mixed", defaults.mixed)
-    choice("mixed", mixed, (False, True) if enc.mixed else (False,))
-    init = given.get("init", defaults.init)
-    choice("init", init, INITS)
-    theta = given.get("theta", THETA_MIXED if mixed and name != "lie_block" else THETA)
-    if not is_number(theta) or theta <= 0:
-        raise bad("theta", theta, "a finite positive number or null (package default)")
-    learnable = given.get("learnable")
-    if learnable is not None:
-        choice("learnable", learnable, (False, True) if enc.learnable_false else (True,))
-        if init == "identity" and not learnable:
-            raise bad("learnable", learnable, "True or null", "with init='identity' frequencies would stay 0")
-    else:
-        learnable = not enc.learnable_false or init == "identity" or mixed
-    coords = given.get("coords", defaults.coords)
-    choice("coords", coords, COORDS)
-    augment = given.get("augment", {})
-    if isinstance(augment, Augment):
-        augment = asdict(augment)
-    if not isinstance(augment, Mapping) or set(augment) - set(AUGMENT_KEYS):
-        raise bad("augment", augment, f"a mapping with keys {', '.join(AUGMENT_KEYS)}")
-    augment = {k: (augment.get(k) or 0) for k in AUGMENT_KEYS}
-    if not is_number(augment["shift"]) or augment["shift"] < 0:
-        raise bad("augment.shift", augment["shift"], "0 (off) or a positive number (coordinate units)")
-    for key in ("jitter", "rescale"):
-        value = augment[key]
-        if not is_number(value) or not (value == 0 or value >= 1):
-            raise bad(f"augment.{key}", value, "0 (off) or a number >= 1 (scales drawn in [1/value, value])")
-    layout_of = given.get("layout_of")
-    if layout_of is not None:
-        if not enc.layout_of or block != 2:
-            raise bad("layout_of", layout_of, "null", "only pe='axial_block' with block=2 takes it")
-        if not is_int(layout_of) or layout_of < 2 or (head_dim is not None and layout_of > head_dim):
-            raise bad("layout_of", layout_of, f"null or an integer in {span}")
-    has_basis = name == "axial_block" and block > 2
-    basis = given.get("basis", "learned" if has_basis else None)
-    if basis is not None:
-        if not has_basis:
-            raise bad("basis", basis, "null", "only pe='axial_block' with block > 2 has a basis")
-        choice("basis", basis, BASES)
-    return RopeSpec(
-        name=name,
-        block=block,
-        impl=impl,
-        mixed=mixed,
-        dims=dims,
-        theta=float(theta),
-        learnable=learnable,
-        init=init,
-        coords=coords,
-        augment=Augment(**{k: float(v) for k, v in augment.items()}),
-        layout_of=layout_of,
-        basis=basis,
-    )
-
-
-def validate_pe(
-    name: str,
-    options: Mapping[str, object] | RopeSpec,
-    *,
-    head_dim: int | None = None,
-    prefix: str = "",
-    name_key: str = "pe",
-) -> RopeSpec:
-    """Check any encoding, ``none`` included: ``name`` one of ``PE_NAMES``, its options as
-    ``validate_options`` checks them. Returns the resolved ``RopeSpec`` (``RopeSpec()`` for ``none``).
-
-    The one check of an encoding the harness (``config.validate``) and ``create_vit`` share;
-    ``name_key`` is how messages call the name (the harness: ``"pe.name"``), ``prefix`` as in
-    ``validate_options``. ``options`` may hold every key at its ``RopeSpec`` default (a config
-    built on the schema); ``none`` refuses any other value. Raises ValueError naming the key, the
-    value and what is allowed.
-    """
-    if name not in PE_NAMES:
-        raise ValueError(f"{name_key}={name!r} is not allowed; allowed values: {', '.join(PE_NAMES)}")
-    if name == "none":
-        defaults = RopeSpec().options()
-        options = _as_options(options)
-        changed = sorted(
-            k for k, v in options.items() if v is not None and (k not in defaults or v != defaults[k])
-        )
-        if changed:
-            keys = ", ".join(prefix + k for k in changed)
-            raise ValueError(
-                f"{keys} set with pe='none', which takes no options; allowed values: null (or a rotary pe)"
-            )
-        return RopeSpec()
-    return validate_options(name, options, head_dim=head_dim, prefix=prefix)
-
 
 # --------------------------------------------------------------------------------------------
 # Functional core
@@ -899,36 +649,8 @@ class LieBlockRotary(RotaryBase):
 Rotary = BlockRotary | LieBlockRotary
 
 
-def make_rope(
-    name: str | RopeSpec, *, head_dim: int, num_heads: int, dims: int | None = None, **options: object
-) -> Rotary:
-    """Build one rotary layer from a ``RopeSpec`` or by name: one of ``ROTARY_NAMES`` with options
-    (checked by ``validate_options``; defaults as ``RopeSpec`` says).
+def __getattr__(name: str) -> object:
+    """The registry-derived names of ``rope_ext.encoding.spec`` (``PE_NAMES``, ...)."""
+    from rope_ext.encoding import spec
 
-    Options: ``block`` (N, 2..head_dim; axial2_* fix it to 2), ``impl`` ("matrix" | "fast";
-    lie_block: "matrix" only), ``mixed`` (bool; axial_block only), ``dims`` (1 | 2), ``theta``
-    (frequency base, default 100 axial / 10 mixed), ``learnable`` (bool, default: false for axial,
-    true for mixed or identity init), ``init`` ("axial": the 2×2 RoPE-Axial layout with Q = I;
-    "identity": zero frequencies), ``coords`` ("patch" | "normalized": the unit positions come in,
-    which sets the frequency scale, see ``NORMALIZED_SCALE``), ``layout_of`` (axial_block with block
-    2: carry the planes of the N×N axial layout). ``augment`` belongs to the model's positions
-    (``create_vit``), not to one layer. Raises ValueError naming the key, the value and what is allowed.
-    """
-    if not is_int(head_dim) or head_dim < 2 or not is_int(num_heads) or num_heads < 1:
-        raise ValueError(f"head_dim={head_dim!r} and num_heads={num_heads!r} must be positive integers")
-    if isinstance(name, RopeSpec):
-        if options or dims is not None:
-            raise ValueError("make_rope takes a RopeSpec or a name with options, not both")
-        spec = name
-        options = spec.options()
-        name = spec.name
-    elif "augment" in options:
-        raise ValueError(
-            "augment is not an option of one rotary layer: pass it in create_vit's pe_options "
-            "(positions are augmented once per forward for all layers)"
-        )
-    elif dims is not None:
-        options["dims"] = dims
-    spec = validate_options(name, options, head_dim=head_dim)  # block and layout_of against head_dim
-    layer = LieBlockRotary if name == "lie_block" else BlockRotary
-    return layer(spec, head_dim=head_dim, num_heads=num_heads)
+    return getattr(spec, name)
