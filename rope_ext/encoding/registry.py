@@ -251,3 +251,39 @@ def _ensure_builtins() -> None:
     """The built-ins first, so a user's module that reuses a built-in name gets the duplicate error."""
     if not _builtins_loaded:
         _ensure_loaded()
+
+
+def _cell(info: EncodingInfo) -> list[str]:
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    if not info.rotary:
+        return [f"`{info.name}`", "—", "—", "—", "—", "—", info.summary]
+    accepts = info.accepts
+    block = (
+        str(accepts.block) if accepts.block is not None else f"2..head_dim (default {accepts.default_block})"
+    )
+    return [
+        f"`{info.name}`",
+        block,
+        ", ".join(accepts.impls),
+        yes(info.exact_relative),
+        yes(info.learned_basis),
+        yes(info.folds),
+        info.summary,
+    ]
+
+
+def encodings_table() -> str:
+    """The Markdown table of the registered encodings and their traits (docs/encodings.md holds it)."""
+    head = [
+        "`pe`",
+        "block N",
+        "impl (default first)",
+        "exact relative",
+        "learned basis",
+        "folds",
+        "what it is",
+    ]
+    rows = [head, ["---"] * len(head)] + [_cell(info) for info in infos()]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)

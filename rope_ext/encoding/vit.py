@@ -23,16 +23,10 @@ from timm.models._manipulate import checkpoint
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
-from rope_ext.encoding.rotary import (
-    OPTION_KEYS,
-    LieBlockRotary,
-    RopeSpec,
-    Rotary,
-    augment_positions,
-    grid_positions,
-    make_rope,
-    validate_pe,
-)
+from rope_ext.encoding.functional import augment_positions, grid_positions
+from rope_ext.encoding.inputs import check_images, check_module, images_pre_hook
+from rope_ext.encoding.layer import RotaryLayer
+from rope_ext.encoding.spec import OPTION_KEYS, RopeSpec, make_rope, validate_pe
 from rope_ext.encoding.weights import check_hub_reachable, load_checkpoint
 
 POS_EMBEDS = ("learn", "none")
@@ -61,12 +55,12 @@ class RopeAttention(Attention):
     and rotation; with qk-norm the basis is applied to the normalised activations instead).
     """
 
-    def __init__(self, *args: object, rope: Rotary, **kwargs: object) -> None:
+    def __init__(self, *args: object, rope: RotaryLayer, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.rope = rope
 
     @classmethod
-    def from_attention(cls, attn: Attention, rope: Rotary) -> RopeAttention:
+    def from_attention(cls, attn: Attention, rope: RotaryLayer) -> RopeAttention:
         """Same weights as ``attn``, with ``rope`` added."""
         if type(attn) is not Attention:
             raise ValueError(
@@ -186,6 +180,7 @@ class RopeVisionTransformer(VisionTransformer):
 
     def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         """Images [B, 3, H, W] -> tokens [B, num_prefix + T, C]; positions computed once, here."""
+        check_images(self, x, name="x")
         positions = self.positions(tuple(x.shape[-2:]), x.device)
         x = self.patch_embed(x)
         x = self._pos_embed(x)
@@ -250,6 +245,12 @@ def create_vit(
     (``weights.load_checkpoint``). A rotary model is a ``RopeVisionTransformer``.
     """
     # Checked before timm builds anything; make_rope checks block against the real head_dim.
+    if not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a timm model name (str); got {type(model_name).__name__}")
+    if pe_options is not None and not isinstance(pe_options, Mapping):
+        raise TypeError(
+            f"pe_options must be a mapping of option names to values; got {type(pe_options).__name__}"
+        )
     if isinstance(pe, RopeSpec):
         if pe_options:
             raise ValueError("create_vit takes a RopeSpec or a pe name with pe_options, not both")
@@ -296,6 +297,7 @@ def create_vit(
         model = RopeVisionTransformer.from_vit(model, spec)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
+    model.register_forward_pre_hook(images_pre_hook, with_kwargs=True)
     return model
 
 
@@ -305,6 +307,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     so an N×N model costs at inference what a 2×2 model costs. Same logits; input untouched.
     Models without a basis (none, axial2_*, block 2, lie_block) come back as an unchanged copy.
     """
+    check_module(model)
     folded = copy.deepcopy(model)
     for attn in rotary_attentions(folded):
         if not isinstance(attn.q_norm, nn.Identity):
@@ -313,7 +316,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
                 "between the projection and the rotation); use it unfolded"
             )
         rope = attn.rope
-        if isinstance(rope, LieBlockRotary) or rope.basis_skew is None:
+        if not rope.foldable:
             continue
         with torch.no_grad():
             weight, bias = rope.project_qkv(attn.qkv.weight, attn.qkv.bias)

@@ -9,7 +9,7 @@ INFO = register(
     EncodingInfo(
         name="axial2_matrix",
         layer=BlockRotary,
-        summary="Heo et al.'s 2×2 RoPE-Axial, explicit 2×2 rotation matrices",
+        summary="Heo et al.'s RoPE-Axial, a dense 2×2 rotation matrix per token and block, multiplied in",
         accepts=Accepts(block=2, impls=("matrix",), mixed=False, layout_of=False, learnable_false=True),
         bench_variants=(Variant("axial2_matrix"),),
         arm_variants=(

@@ -8,7 +8,7 @@ INFO = register(
     EncodingInfo(
         name="none",
         layer=None,
-        summary="no rotary encoding: timm's ViT with its learned absolute position embedding (APE)",
+        summary="not rotary; the ViT keeps timm's learned absolute position embedding",
         rotary=False,
         exact_relative=False,
         bench_variants=(Variant("none"),),

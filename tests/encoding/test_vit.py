@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from encoding_cases import all_cases, case_id, names
 from harness_helpers import REPO
 from safetensors.torch import save_file
 
@@ -15,19 +16,10 @@ from rope_ext import create_vit, fold_for_inference, relative_property_error
 from rope_ext.encoding.relativity import perturb_rotary
 from rope_ext.encoding.vit import RopeAttention, RopeVisionTransformer, rotary_attentions
 
-VARIANTS = [
-    ("none", {}),
-    ("axial2_matrix", {}),
-    ("axial2_complex", {}),
-    *[("axial_block", {"block": n}) for n in (2, 3, 4, 5, 6)],
-    ("axial_block", {"block": 4, "impl": "matrix"}),
-    ("axial_block", {"block": 3, "mixed": True}),
-    ("axial_block", {"block": 5, "dims": 1}),
-    ("lie_block", {"block": 3}),
-]
+VARIANTS = all_cases()
 
 
-@pytest.mark.parametrize("pe,options", VARIANTS)
+@pytest.mark.parametrize("pe,options", VARIANTS, ids=case_id)
 def test_every_variant_runs_at_train_size_and_other_sizes(tiny_vit, pe, options):
     model = tiny_vit(pe, **options).eval()
     assert (model.pos_embed is None) == (pe != "none")
@@ -37,7 +29,7 @@ def test_every_variant_runs_at_train_size_and_other_sizes(tiny_vit, pe, options)
             assert model(torch.randn(2, 3, *size)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("pe,options", VARIANTS)
+@pytest.mark.parametrize("pe,options", VARIANTS, ids=case_id)
 def test_two_training_steps_decrease_the_loss(tiny_vit, pe, options):
     model = tiny_vit(pe, **options).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -98,9 +90,9 @@ def test_fold_for_inference_keeps_logits_and_leaves_input_untouched(tiny_vit, bl
         assert attn.rope.folded == (block > 2) and attn.rope.impl == ("fast" if block > 2 else impl)
 
 
-@pytest.mark.parametrize("pe,options", [("none", {}), ("axial2_complex", {}), ("lie_block", {"block": 4})])
-def test_fold_leaves_variants_without_a_basis_unchanged(tiny_vit, pe, options):
-    model = tiny_vit(pe, **options)
+@pytest.mark.parametrize("pe", ["none", *names(folds=False)])
+def test_fold_leaves_variants_without_a_basis_unchanged(tiny_vit, pe):
+    model = tiny_vit(pe)
     folded = fold_for_inference(model)
     assert folded is not model
     a, b = model.state_dict(), folded.state_dict()
@@ -244,7 +236,7 @@ def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
     from omegaconf import OmegaConf
 
     from rope_ext.config import pe_options
-    from rope_ext.encoding.rotary import OPTION_KEYS
+    from rope_ext.encoding.spec import OPTION_KEYS
     from rope_ext.encoding.vit import resolved_options, rotary_attentions
 
     cfg = OmegaConf.merge(
@@ -274,7 +266,7 @@ def test_positions_are_computed_once_per_forward_and_tables_reused_across_steps(
     """One grid of positions per forward whatever the depth; each layer builds its rotation table
     on the first forward and reuses it while positions and (frozen) parameters stay the same."""
     import rope_ext.encoding.vit as vit
-    from rope_ext.encoding.rotary import BlockRotary
+    from rope_ext.encoding.encodings.axial_block import BlockRotary
 
     model = tiny_vit("axial_block", block=3, vit_kwargs={"depth": 3})
     grids, tables = [], []
