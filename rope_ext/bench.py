@@ -313,7 +313,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--basis-cost", action="store_true", help="only time the fast path's per-layer basis work for each N"
     )
-    args = p.parse_args(argv)
+    return _checked(p, p.parse_args(argv))
+
+
+def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``parse_args``'s checks that need the registry or the model: ``p.error`` (exit 2) on any."""
     try:
         registry.names()  # the built-ins and $ROPE_EXT_MODULES
     except ValueError as err:

@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 from encoding_cases import all_cases, case_id, names
-from harness_helpers import REPO
 from safetensors.torch import save_file
 
 from rope_ext import create_vit, fold_for_inference, relative_property_error
+from rope_ext.encoding import registry
 from rope_ext.encoding.relativity import perturb_rotary
 from rope_ext.encoding.vit import RopeAttention, RopeVisionTransformer, rotary_attentions
 
@@ -189,7 +189,7 @@ def test_pretrained_offline_fails_fast_and_names_checkpoint(monkeypatch):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(pe="rope"), "pe='rope' is not allowed; allowed values: none, axial2_matrix"),
+        (dict(pe="rope"), f"pe='rope' is not allowed; allowed values: {', '.join(registry.names())}"),
         (dict(pe="axial_block", pe_options={"block": 65}), "block=65 is not allowed"),
         (
             dict(pe="axial_block", pe_options={"block": 6}, embed_dim=8, num_heads=2),
@@ -215,16 +215,15 @@ def test_pos_embed_choices(tiny_vit):
     assert drop.pos_embed is None
 
 
-RECORDED = [
-    ("none", []),
-    ("axial2_matrix", []),
-    ("axial2_complex", ["learnable=true"]),
-    ("axial_block", []),
+def _dotlist(options: dict) -> list[str]:
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
+
+
+RECORDED = [(pe, _dotlist(options)) for pe, options in all_cases()] + [
     ("axial_block", ["block=4", "impl=matrix", "theta=50"]),
-    ("axial_block", ["block=3", "mixed=true"]),
     ("axial_block", ["block=2", "layout_of=3", "dims=1"]),
     ("axial_block", ["init=identity", "coords=normalized", "augment.shift=0.5"]),
-    ("lie_block", ["block=4", "mixed=true"]),
+    *[(name, ["learnable=true"]) for name in names()],
 ]
 
 
@@ -232,16 +231,14 @@ RECORDED = [
 def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
     """vit.resolved_options (what metrics.json records as ``pe``): every option a rotary model runs
     with, package defaults filled in, the configured values kept, and the rules the layers impose
-    (axial2_* is 2x2, lie_block always learns its generators)."""
+    (a fixed block stays fixed, an encoding that refuses learnable=False always learns)."""
     from omegaconf import OmegaConf
 
     from rope_ext.config import pe_options
     from rope_ext.encoding.spec import OPTION_KEYS
     from rope_ext.encoding.vit import resolved_options, rotary_attentions
 
-    cfg = OmegaConf.merge(
-        OmegaConf.load(REPO / "conf" / "pe" / f"{pe}.yaml"), OmegaConf.from_dotlist(overrides)
-    )
+    cfg = OmegaConf.merge(OmegaConf.create({"name": pe}), OmegaConf.from_dotlist(overrides))
     model = tiny_vit(pe, **pe_options(cfg))
     got = resolved_options(model, cfg)
     assert set(got) == {"name", *OPTION_KEYS} and got["name"] == pe
@@ -253,9 +250,10 @@ def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
     layer = next(rotary_attentions(model))
     assert got["block"] == layer.rope.block
     assert all(got[k] is not None for k in ("block", "impl", "dims", "theta", "learnable", "init", "coords"))
-    if pe.startswith("axial2"):
-        assert got["block"] == 2
-    if pe == "lie_block":
+    accepts = registry.get(pe).accepts
+    if accepts.block is not None:
+        assert got["block"] == accepts.block
+    if not accepts.learnable_false:
         assert got["learnable"] is True
 
 
