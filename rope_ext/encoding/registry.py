@@ -27,6 +27,9 @@ from pathlib import Path
 ENV_VAR = "ROPE_EXT_MODULES"
 ENTRY_POINT_GROUP = "rope_ext.encodings"
 BUILTIN_PACKAGE = "rope_ext.encoding.encodings"
+# Frequency bases: a mixed plane has a frequency vector over the axes, so a smaller base spreads
+# its initial frequencies as Heo et al.'s RoPE-Mixed does.
+THETA, THETA_MIXED = 100.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class Accepts:
     layout_of: bool  # `layout_of` accepted (with block 2)
     learnable_false: bool  # `learnable=False` accepted
     default_block: int = 2
-    theta: float = 100.0
-    theta_mixed: float = 10.0
+    theta: float = THETA
+    theta_mixed: float = THETA_MIXED
 
 
 @dataclass(frozen=True)

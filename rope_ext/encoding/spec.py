@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from rope_ext.encoding import registry
-from rope_ext.encoding.registry import Accepts
+from rope_ext.encoding.registry import THETA, THETA_MIXED, Accepts  # noqa: F401  (the theta defaults, re-exported)
 
 IMPLS = ("matrix", "fast")
 INITS = ("axial", "identity")
@@ -39,9 +39,6 @@ OPTION_KEYS = (
 # isolates the effect of learning Q (with fixed axial frequencies it is the only difference between
 # N×N blocks and the 2×2 planes of the same layout).
 BASES = ("learned", "frozen")
-# Frequency bases: a mixed plane has a frequency vector over the axes, so a smaller base spreads
-# its initial frequencies as Heo et al.'s RoPE-Mixed does.
-THETA, THETA_MIXED = 100.0, 10.0
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,32 @@ def test_the_property_tests_and_the_benchmark_pick_it_up_with_no_other_edit(modu
     assert bench.returncode == 0, bench.stderr[-2000:]
     row = next(line for line in bench.stdout.splitlines() if line.startswith(f"| {NAME} |"))
     assert float(row.split("|")[2]) > 0  # train step ms
+
+
+def test_a_layer_with_no_basis_needs_only_the_declared_interface(monkeypatch):
+    """A layer that is not a BlockRotary and has no basis attributes: attention, folding, basis
+    motion and the relative property reach it through RotaryLayer's interface alone."""
+    from torch import Tensor
+
+    from rope_ext import basis_motion, register
+    from rope_ext.encoding.layer import RotaryLayer
+    from rope_ext.encoding.registry import Accepts, EncodingInfo
+
+    class Still(RotaryLayer):  # R(p) = I: trivially relative, no parameters, no basis
+        def generators(self) -> Tensor:
+            return torch.zeros(self.dims, self.num_heads, self.head_dim, self.head_dim)
+
+        def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
+            return ()
+
+        def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
+            return x
+
+    monkeypatch.setattr(registry, "_infos", dict(registry._infos))
+    accepts = Accepts(block=2, impls=("fast",), mixed=False, layout_of=False, learnable_false=True)
+    register(EncodingInfo(name="still", layer=Still, summary="no rotation", accepts=accepts))
+    built = model("still")
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_for_inference(built)(x), built(x))
+    assert basis_motion(built) is None and relative_property_error(built) == 0.0

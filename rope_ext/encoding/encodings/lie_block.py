@@ -14,7 +14,7 @@ from rope_ext.encoding.functional import (
     skew,
 )
 from rope_ext.encoding.layer import RotaryLayer
-from rope_ext.encoding.registry import Accepts, EncodingInfo, Variant, register
+from rope_ext.encoding.registry import THETA, Accepts, EncodingInfo, Variant, register
 from rope_ext.encoding.spec import RopeSpec
 
 
@@ -81,7 +81,7 @@ INFO = register(
             layout_of=False,
             learnable_false=False,
             default_block=3,
-            theta_mixed=100.0,
+            theta_mixed=THETA,
         ),
         bench_variants=(Variant("lie_block N={block}"),),
         arm_variants=tuple(
