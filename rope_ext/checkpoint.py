@@ -7,7 +7,9 @@ sha256, what it resumes and the run's fingerprint (``fingerprint``: every config
 training trajectory). Both are written to temporary files first (fsynced), then renamed into place
 (``os.replace``), the checkpoint first, then the directory is fsynced. ``recover`` (called by ``load``)
 turns whatever a crash at any point of ``save`` left into a consistent pair: a complete new pair still in
-``*.tmp`` is moved into place, anything incomplete is discarded and the previous pair is kept. A failed
+``*.tmp`` is moved into place once verified (hash, weights-only load, fingerprint, shapes, progress),
+anything incomplete is discarded, and a complete pair that fails verification is renamed aside
+(``*.tmp.rejected-<time>``), never over the checkpoint in place. A failed
 write (disk full, read-only) removes its ``*.tmp`` files and raises ``CheckpointWriteError`` naming path
 and errno; the previous checkpoint is untouched. A checkpoint whose bytes do not match its record, that
 torch cannot read, or whose fingerprint differs from the run's is refused with ``CheckpointError``.
@@ -16,10 +18,10 @@ torch cannot read, or whose fingerprint differs from the run's is refused with `
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +164,10 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path`` (read without following links), else None."""
+    """The JSON object in ``path`` (read without following links, bounded: ``safe_io.read_json``), else
+    None when it is missing or not a JSON object (a record cut short by a crash)."""
     try:
-        fd = safe_io.open_nofollow(path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            data = json.loads(f.read())
+        data = safe_io.read_json(path)
     except safe_io.UnsafePathError:
         raise
     except (OSError, ValueError):
@@ -174,43 +175,200 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def recover(run_dir: Path) -> None:
-    """Complete or discard a save that a crash interrupted, so that ``run_dir`` holds a consistent pair.
+def recover(run_dir: Path, fingerprint: dict[str, Any] | None = None) -> None:
+    """Complete or set aside a save that a crash interrupted, so that ``run_dir`` holds a consistent pair.
 
     ``save`` writes checkpoint.pt.tmp, then checkpoint.json.tmp (with the sha256 of the former), then
-    renames the first, then the second. Whatever point it died at: both temporary files complete and
-    matching -> both renamed into place (the newer checkpoint wins); checkpoint.pt already renamed and
-    checkpoint.json.tmp matching it -> the record is renamed; anything else in ``*.tmp`` is incomplete
-    and removed, which leaves the previous pair (or, before the first save, nothing). Any of the four
-    names being a link raises ``safe_io.UnsafePathError``.
+    renames the first, then the second. What a crash leaves is completed only once verified
+    (``_pending_problem``: format, hash, a weights-only load, this run's ``fingerprint``, the model's
+    shapes and a progress no earlier than the checkpoint in place), so that a planted or damaged pair
+    never replaces a good checkpoint: a complete pair that fails is renamed aside
+    (``*.tmp.rejected-<time>``, a warning in the log says why) and the checkpoint in place is kept.
+    A ``*.tmp`` without a readable record is what a crash mid-write leaves and is removed. Any of the
+    four names being a link raises ``safe_io.UnsafePathError``.
     """
     run_dir = Path(run_dir)
     ckpt, rec, ckpt_tmp, rec_tmp = _names(run_dir)
     pending = _read_record(rec_tmp) if rec_tmp.exists() else None
     if ckpt_tmp.exists():
-        if pending is not None and pending.get("sha256") == _sha256(ckpt_tmp):
+        if pending is None:
+            log.warning("removing %s, left incomplete by a save that was interrupted", ckpt_tmp)
+            ckpt_tmp.unlink()
+        else:
+            problem = _pending_problem(run_dir, ckpt_tmp, pending, fingerprint)
+            if problem:
+                _set_aside(run_dir, problem)
+                return
             log.warning("completing the checkpoint save that was interrupted before its renames")
             os.replace(ckpt_tmp, ckpt)
             os.replace(rec_tmp, rec)
             safe_io.fsync_dir(run_dir)
             return
-        log.warning("removing %s, left incomplete by a save that was interrupted", ckpt_tmp)
-        ckpt_tmp.unlink()
     if rec_tmp.exists():
-        if pending is not None and ckpt.exists() and pending.get("sha256") == _sha256(ckpt):
-            log.warning("completing the checkpoint save that was interrupted between its renames")
-            os.replace(rec_tmp, rec)
-            safe_io.fsync_dir(run_dir)
+        if pending is None:
+            log.warning("removing %s, left incomplete by a save that was interrupted", rec_tmp)
+            rec_tmp.unlink()
             return
-        log.warning("removing %s, left incomplete by a save that was interrupted", rec_tmp)
-        rec_tmp.unlink()
+        problem = _pending_record_problem(run_dir, pending, fingerprint)
+        if problem:
+            _set_aside(run_dir, problem)
+            return
+        log.warning("completing the checkpoint save that was interrupted between its renames")
+        os.replace(rec_tmp, rec)
+        safe_io.fsync_dir(run_dir)
+
+
+def _pending_problem(
+    run_dir: Path, ckpt_tmp: Path, pending: dict[str, Any], fingerprint: dict[str, Any] | None
+) -> str | None:
+    """Why the pair checkpoint.pt.tmp + checkpoint.json.tmp must not replace the checkpoint in place
+    (None when it is the complete, newer save of this same run that a crash interrupted)."""
+    if pending.get("format") != FORMAT or pending.get("file") != CKPT_NAME:
+        return f"its record is not a {FORMAT} record of {CKPT_NAME}"
+    if pending.get("sha256") != _sha256(ckpt_tmp):
+        return "its sha256 differs from the one its record holds"
+    current = _verified_record(run_dir)
+    problem = _fingerprint_problem(pending, fingerprint, current)
+    if problem:
+        return problem
+    new_state = _load_weights_only(ckpt_tmp)
+    if isinstance(new_state, str):
+        return new_state
+    if current is None:
+        return None
+    old_state = _load_weights_only(run_dir / CKPT_NAME)
+    if isinstance(old_state, str):  # unreadable in place: load() will refuse it, recovery keeps it
+        return f"the checkpoint in place cannot be compared with it ({old_state})"
+    return _shape_problem(old_state, new_state) or _progress_problem(old_state, new_state)
+
+
+def _pending_record_problem(
+    run_dir: Path, pending: dict[str, Any], fingerprint: dict[str, Any] | None
+) -> str | None:
+    """Why checkpoint.json.tmp (alone) must not replace checkpoint.json: it completes an interrupted
+    save only when it records checkpoint.pt as it is and checkpoint.json does not."""
+    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
+    if pending.get("format") != FORMAT or pending.get("file") != CKPT_NAME:
+        return f"its record is not a {FORMAT} record of {CKPT_NAME}"
+    if not ckpt.exists() or pending.get("sha256") != _sha256(ckpt):
+        return f"it does not record {ckpt} as it is"
+    if _verified_record(run_dir) is not None:
+        return f"{rec} already records {ckpt} as it is"
+    return _fingerprint_problem(pending, fingerprint, None)
+
+
+def _verified_record(run_dir: Path) -> dict[str, Any] | None:
+    """checkpoint.json when it is a record of checkpoint.pt as it is (its sha256), else None."""
+    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
+    if not ckpt.exists():
+        return None
+    record = _read_record(rec)
+    return record if record is not None and record.get("sha256") == _sha256(ckpt) else None
+
+
+def _fingerprint_problem(
+    pending: dict[str, Any], fingerprint: dict[str, Any] | None, current: dict[str, Any] | None
+) -> str | None:
+    """A mismatch of the pending record's fingerprint with the run's (or, without one, with the
+    checkpoint in place's record)."""
+    if fingerprint is None:
+        if current is None:
+            return None
+        fingerprint = current.get("fingerprint") if current.get("fingerprint_format") == 2 else None
+        if not isinstance(fingerprint, dict):
+            return None
+    try:
+        mismatch = _mismatch(pending, fingerprint)
+    except CheckpointError as err:
+        return str(err).split(". ")[0]
+    if mismatch:
+        return f"it was trained with other settings ({', '.join(sorted(mismatch))})"
+    return None
+
+
+def _load_weights_only(path: Path) -> dict[str, Any] | str:
+    """The state in ``path`` (``weights_only``: no code runs), or why it is not a rope-ext checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises many types for a foreign or damaged file
+        return f"torch cannot load it with weights_only=True ({str(err).strip().splitlines()[0][:200]})"
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return "it is not a rope-ext training checkpoint"
+    return state
+
+
+def _shapes(state: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], torch.dtype]] | None:
+    model = state.get("model")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        return None
+    return {str(k): (tuple(v.shape), v.dtype) for k, v in model.items()}
+
+
+def _shape_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    old_shapes, new_shapes = _shapes(old), _shapes(new)
+    if new_shapes is None:
+        return "its model is not a dict of tensors"
+    if old_shapes is not None and old_shapes != new_shapes:
+        differ = sorted(
+            k for k in set(old_shapes) | set(new_shapes) if old_shapes.get(k) != new_shapes.get(k)
+        )
+        return (
+            f"its model's tensors differ in name, shape or dtype from the checkpoint in place ({differ[:3]})"
+        )
+    return None
+
+
+def _progress_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """An interrupted save is never behind the checkpoint it was to replace."""
+    for key in ("global_step", "epoch"):
+        before, after = old.get(key), new.get(key)
+        if is_int(before) and is_int(after):
+            if after < before:
+                return f"it is older than the checkpoint in place ({key} {after} < {before})"
+            return None
+    return None
+
+
+def _set_aside(run_dir: Path, problem: str) -> None:
+    """Rename the pending ``*.tmp`` files to ``*.tmp.rejected-<UTC time>`` and say why in the log."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+    moved = []
+    for tmp in (safe_io.tmp_path(run_dir / CKPT_NAME), safe_io.tmp_path(run_dir / RECORD_NAME)):
+        if tmp.exists():
+            aside = tmp.with_name(f"{tmp.name}.rejected-{stamp}")
+            os.rename(tmp, aside)  # renames a link planted at ``aside`` away, never writes through it
+            moved.append(aside.name)
+    safe_io.fsync_dir(run_dir)
+    log.warning(
+        "set aside the unfinished checkpoint save in %s as %s: %s. The checkpoint in place is kept; "
+        "delete the set-aside files once you have looked at them",
+        run_dir,
+        " and ".join(moved),
+        problem,
+    )
+
+
+def _mismatch(record: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (recorded, this run's)} for every fingerprint key that differs (CheckpointError when the
+    record holds neither a fingerprint nor a config to rebuild one from)."""
+    saved = record.get("fingerprint") or {}
+    if not isinstance(saved, dict) or record.get("fingerprint_format") != 2:
+        # written before the fingerprint covered the whole config: rebuild it from the config it recorded
+        config = record.get("config")
+        if not isinstance(config, dict):
+            raise CheckpointError("its record holds no config to compare. " + HOW)
+        log.warning("a checkpoint record predates full fingerprints: compared with the config it recorded")
+        saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
+    fingerprint, _ = safe_io.strict_json(fingerprint)  # as save() recorded it: non-finite -> null
+    keys = sorted(set(saved) | set(fingerprint))
+    return {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
 
 
 def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint of ``run_dir`` (None when there is none), verified; raises CheckpointError."""
     run_dir = Path(run_dir)
     ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    recover(run_dir)
+    recover(run_dir, fingerprint)
     if not ckpt.exists():
         if rec.exists():
             raise CheckpointError(
@@ -219,26 +377,24 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
             )
         return None
     sha = _sha256(ckpt)
-    record = _read_record(rec)
     how = HOW
-    if record is None:
+    try:
+        record = safe_io.read_json(rec)
+    except safe_io.BadJSON as err:
+        raise CheckpointError(f"checkpoint {ckpt}: its record cannot be read: {err}. {how}") from None
+    except FileNotFoundError:
+        record = None
+    if not isinstance(record, dict):
         raise CheckpointError(f"checkpoint {ckpt} has no readable record {rec}; refusing to load it. {how}")
     if record.get("sha256") != sha:
         raise CheckpointError(
             f"checkpoint {ckpt} is corrupt: its sha256 {sha[:12]}… differs from the {str(record.get('sha256', '?'))[:12]}… "
             f"recorded when it was written. {how}"
         )
-    saved = record.get("fingerprint") or {}
-    if not isinstance(saved, dict) or record.get("fingerprint_format") != 2:
-        # written before the fingerprint covered the whole config: rebuild it from the config it recorded
-        config = record.get("config")
-        if not isinstance(config, dict):
-            raise CheckpointError(f"checkpoint {ckpt}: its record {rec} holds no config to compare. {how}")
-        log.warning("checkpoint %s predates full fingerprints: compared with the config it recorded", ckpt)
-        saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
-    fingerprint, _ = safe_io.strict_json(fingerprint)  # as save() recorded it: non-finite -> null
-    keys = sorted(set(saved) | set(fingerprint))
-    mismatch = {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
+    try:
+        mismatch = _mismatch(record, fingerprint)
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {ckpt}: {err}") from None
     if mismatch:
         detail = "; ".join(f"{k}: checkpoint {old!r}, this run {new!r}" for k, (old, new) in mismatch.items())
         raise CheckpointError(
