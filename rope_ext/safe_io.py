@@ -243,7 +243,7 @@ def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
 def write_text_nofollow(path: Path, text: str, root: Path) -> Path:
     """Write ``text`` to ``path`` atomically (a temporary file in its directory, fsynced, renamed),
     following no link below ``root``: the directories from ``root`` to ``path`` are opened one by one
-    with ``O_NOFOLLOW`` (missing ones are created), and a link at ``path`` itself is refused.
+    with ``O_NOFOLLOW`` (missing ones are created, ``root`` too), and a link at ``path`` is refused.
 
     ``path`` must lie under ``root`` (``ValueError``); a link raises ``UnsafePathError`` naming it,
     any other failure ``WriteError`` naming the file and errno. Returns ``path``."""
@@ -251,7 +251,12 @@ def write_text_nofollow(path: Path, text: str, root: Path) -> Path:
     parts = path.relative_to(root).parts  # ValueError when path is not under root
     if not parts or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"{path} does not name a file under {root}")
-    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # the caller's own folder (e.g. conf/): links allowed
+        dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    except OSError as err:
+        code, why = describe(err, root)
+        raise WriteError(code, f"could not open the folder {why} to write {path}", str(path)) from None
     try:
         where = root
         for name in parts[:-1]:
@@ -272,14 +277,14 @@ def _enter_dir(parent_fd: int, name: str, where: Path) -> int:
     except FileExistsError:
         pass
     except OSError as err:
-        code, why = describe(err, where)
+        code, why = describe(OSError(err.errno, err.strerror), where)  # err names the last component only
         raise WriteError(code, f"could not create the folder {why}", str(where)) from None
     try:
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=parent_fd)
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link_at(parent_fd, name):
             raise UnsafePathError(where) from None
-        code, why = describe(err, where)
+        code, why = describe(OSError(err.errno, err.strerror), where)
         raise WriteError(code, f"could not open the folder {why}", str(where)) from None
 
 
@@ -292,7 +297,7 @@ def _is_link_at(dir_fd: int, name: str) -> bool:
 
 def _write_at(dir_fd: int, name: str, data: bytes, path: Path) -> None:
     """``data`` into ``name`` of ``dir_fd`` through a temporary file and a rename; a link at ``name``
-    (or anything but a regular file) is refused before anything is written."""
+    is refused before anything is written (a folder there fails the rename: ``WriteError``)."""
     if _is_link_at(dir_fd, name):
         raise UnsafePathError(path)
     tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
@@ -311,7 +316,7 @@ def _write_at(dir_fd: int, name: str, data: bytes, path: Path) -> None:
     except UnsafePathError:
         raise
     except OSError as err:
-        code, why = describe(err, path)
+        code, why = describe(OSError(err.errno, err.strerror), path)  # err names the temporary file
         raise WriteError(
             code, f"could not write {why}; the previous file (if any) is unchanged", str(path)
         ) from None
