@@ -149,7 +149,9 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def _alive(pid: int, started: int) -> bool:
+def is_running(pid: int, started: int) -> bool:
+    """Whether the process ``pid`` started at ``started`` still runs (a zombie does not: it only waits
+    for its parent, often init, to collect it)."""
     fields = _stat_fields(pid)
     return bool(fields) and int(fields[19]) == started and fields[0] != "Z"
 
@@ -272,7 +274,7 @@ def _terminate(pid: int, record: dict[str, Any], state_dir: Path, wait_s: float)
             _send(pid, handle, sig)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not _alive(pid, record["start_time"]):
+                if not is_running(pid, record["start_time"]):
                     return
                 time.sleep(0.1)
     finally:

@@ -50,6 +50,6 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_sl
         # stop found every daemon it started, by pid, executable, start time and command line
         assert notes == [], notes
         left = [
-            name for name, d in daemons.items() if local_slurm_state.start_time(d["pid"]) == d["start_time"]
+            name for name, d in daemons.items() if local_slurm_state.is_running(d["pid"], d["start_time"])
         ]
         assert left == [], f"still running after stop: {left}"
