@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,7 @@ class _HashingWriter:
         self.f.flush()
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     sha = hashlib.sha256()
     fd = safe_io.open_nofollow(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
@@ -114,7 +113,7 @@ def _fsync_write(path: Path, write: Any) -> str | None:
     return out
 
 
-def _names(run_dir: Path) -> tuple[Path, Path, Path, Path]:
+def pair_paths(run_dir: Path) -> tuple[Path, Path, Path, Path]:
     """checkpoint.pt, checkpoint.json and their .tmp files, each refused when it is a link."""
     ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
     paths = (ckpt, rec, safe_io.tmp_path(ckpt), safe_io.tmp_path(rec))
@@ -129,7 +128,7 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
     Nothing is written through a link (``safe_io.UnsafePathError``); ``record`` is strict JSON."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt, rec, ckpt_tmp, rec_tmp = _names(run_dir)
+    ckpt, rec, ckpt_tmp, rec_tmp = pair_paths(run_dir)
 
     def write_ckpt(f: Any) -> str:
         writer = _HashingWriter(f)
@@ -163,7 +162,7 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
     return ckpt
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path`` (read without following links, bounded: ``safe_io.read_json``), else
     None when it is missing or not a JSON object (a record cut short by a crash)."""
     try:
@@ -176,179 +175,14 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 
 def recover(run_dir: Path, fingerprint: dict[str, Any] | None = None) -> None:
-    """Complete or set aside a save that a crash interrupted, so that ``run_dir`` holds a consistent pair.
+    """Complete, remove or set aside what an interrupted ``save`` left (``rope_ext.checkpoint_recovery``,
+    imported here because it builds on this module)."""
+    from rope_ext.checkpoint_recovery import recover as recover_pending
 
-    ``save`` writes checkpoint.pt.tmp, then checkpoint.json.tmp (with the sha256 of the former), then
-    renames the first, then the second. What a crash leaves is completed only once verified
-    (``_pending_problem``: format, hash, a weights-only load, this run's ``fingerprint``, the model's
-    shapes and a progress no earlier than the checkpoint in place), so that a planted or damaged pair
-    never replaces a good checkpoint: a complete pair that fails is renamed aside
-    (``*.tmp.rejected-<time>``, a warning in the log says why) and the checkpoint in place is kept.
-    A ``*.tmp`` without a readable record is what a crash mid-write leaves and is removed. Any of the
-    four names being a link raises ``safe_io.UnsafePathError``.
-    """
-    run_dir = Path(run_dir)
-    ckpt, rec, ckpt_tmp, rec_tmp = _names(run_dir)
-    pending = _read_record(rec_tmp) if rec_tmp.exists() else None
-    if ckpt_tmp.exists():
-        if pending is None:
-            log.warning("removing %s, left incomplete by a save that was interrupted", ckpt_tmp)
-            ckpt_tmp.unlink()
-        else:
-            problem = _pending_problem(run_dir, ckpt_tmp, pending, fingerprint)
-            if problem:
-                _set_aside(run_dir, problem)
-                return
-            log.warning("completing the checkpoint save that was interrupted before its renames")
-            os.replace(ckpt_tmp, ckpt)
-            os.replace(rec_tmp, rec)
-            safe_io.fsync_dir(run_dir)
-            return
-    if rec_tmp.exists():
-        if pending is None:
-            log.warning("removing %s, left incomplete by a save that was interrupted", rec_tmp)
-            rec_tmp.unlink()
-            return
-        problem = _pending_record_problem(run_dir, pending, fingerprint)
-        if problem:
-            _set_aside(run_dir, problem)
-            return
-        log.warning("completing the checkpoint save that was interrupted between its renames")
-        os.replace(rec_tmp, rec)
-        safe_io.fsync_dir(run_dir)
+    recover_pending(Path(run_dir), fingerprint)
 
 
-def _pending_problem(
-    run_dir: Path, ckpt_tmp: Path, pending: dict[str, Any], fingerprint: dict[str, Any] | None
-) -> str | None:
-    """Why the pair checkpoint.pt.tmp + checkpoint.json.tmp must not replace the checkpoint in place
-    (None when it is the complete, newer save of this same run that a crash interrupted)."""
-    if pending.get("format") != FORMAT or pending.get("file") != CKPT_NAME:
-        return f"its record is not a {FORMAT} record of {CKPT_NAME}"
-    if pending.get("sha256") != _sha256(ckpt_tmp):
-        return "its sha256 differs from the one its record holds"
-    current = _verified_record(run_dir)
-    problem = _fingerprint_problem(pending, fingerprint, current)
-    if problem:
-        return problem
-    new_state = _load_weights_only(ckpt_tmp)
-    if isinstance(new_state, str):
-        return new_state
-    if current is None:
-        return None
-    old_state = _load_weights_only(run_dir / CKPT_NAME)
-    if isinstance(old_state, str):  # unreadable in place: load() will refuse it, recovery keeps it
-        return f"the checkpoint in place cannot be compared with it ({old_state})"
-    return _shape_problem(old_state, new_state) or _progress_problem(old_state, new_state)
-
-
-def _pending_record_problem(
-    run_dir: Path, pending: dict[str, Any], fingerprint: dict[str, Any] | None
-) -> str | None:
-    """Why checkpoint.json.tmp (alone) must not replace checkpoint.json: it completes an interrupted
-    save only when it records checkpoint.pt as it is and checkpoint.json does not."""
-    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    if pending.get("format") != FORMAT or pending.get("file") != CKPT_NAME:
-        return f"its record is not a {FORMAT} record of {CKPT_NAME}"
-    if not ckpt.exists() or pending.get("sha256") != _sha256(ckpt):
-        return f"it does not record {ckpt} as it is"
-    if _verified_record(run_dir) is not None:
-        return f"{rec} already records {ckpt} as it is"
-    return _fingerprint_problem(pending, fingerprint, None)
-
-
-def _verified_record(run_dir: Path) -> dict[str, Any] | None:
-    """checkpoint.json when it is a record of checkpoint.pt as it is (its sha256), else None."""
-    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    if not ckpt.exists():
-        return None
-    record = _read_record(rec)
-    return record if record is not None and record.get("sha256") == _sha256(ckpt) else None
-
-
-def _fingerprint_problem(
-    pending: dict[str, Any], fingerprint: dict[str, Any] | None, current: dict[str, Any] | None
-) -> str | None:
-    """A mismatch of the pending record's fingerprint with the run's (or, without one, with the
-    checkpoint in place's record)."""
-    if fingerprint is None:
-        if current is None:
-            return None
-        fingerprint = current.get("fingerprint") if current.get("fingerprint_format") == 2 else None
-        if not isinstance(fingerprint, dict):
-            return None
-    try:
-        mismatch = _mismatch(pending, fingerprint)
-    except CheckpointError as err:
-        return str(err).split(". ")[0]
-    if mismatch:
-        return f"it was trained with other settings ({', '.join(sorted(mismatch))})"
-    return None
-
-
-def _load_weights_only(path: Path) -> dict[str, Any] | str:
-    """The state in ``path`` (``weights_only``: no code runs), or why it is not a rope-ext checkpoint."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch raises many types for a foreign or damaged file
-        return f"torch cannot load it with weights_only=True ({str(err).strip().splitlines()[0][:200]})"
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        return "it is not a rope-ext training checkpoint"
-    return state
-
-
-def _shapes(state: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], torch.dtype]] | None:
-    model = state.get("model")
-    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        return None
-    return {str(k): (tuple(v.shape), v.dtype) for k, v in model.items()}
-
-
-def _shape_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    old_shapes, new_shapes = _shapes(old), _shapes(new)
-    if new_shapes is None:
-        return "its model is not a dict of tensors"
-    if old_shapes is not None and old_shapes != new_shapes:
-        differ = sorted(
-            k for k in set(old_shapes) | set(new_shapes) if old_shapes.get(k) != new_shapes.get(k)
-        )
-        return (
-            f"its model's tensors differ in name, shape or dtype from the checkpoint in place ({differ[:3]})"
-        )
-    return None
-
-
-def _progress_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """An interrupted save is never behind the checkpoint it was to replace."""
-    for key in ("global_step", "epoch"):
-        before, after = old.get(key), new.get(key)
-        if is_int(before) and is_int(after):
-            if after < before:
-                return f"it is older than the checkpoint in place ({key} {after} < {before})"
-            return None
-    return None
-
-
-def _set_aside(run_dir: Path, problem: str) -> None:
-    """Rename the pending ``*.tmp`` files to ``*.tmp.rejected-<UTC time>`` and say why in the log."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
-    moved = []
-    for tmp in (safe_io.tmp_path(run_dir / CKPT_NAME), safe_io.tmp_path(run_dir / RECORD_NAME)):
-        if tmp.exists():
-            aside = tmp.with_name(f"{tmp.name}.rejected-{stamp}")
-            os.rename(tmp, aside)  # renames a link planted at ``aside`` away, never writes through it
-            moved.append(aside.name)
-    safe_io.fsync_dir(run_dir)
-    log.warning(
-        "set aside the unfinished checkpoint save in %s as %s: %s. The checkpoint in place is kept; "
-        "delete the set-aside files once you have looked at them",
-        run_dir,
-        " and ".join(moved),
-        problem,
-    )
-
-
-def _mismatch(record: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def fingerprint_mismatch(record: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{key: (recorded, this run's)} for every fingerprint key that differs (CheckpointError when the
     record holds neither a fingerprint nor a config to rebuild one from)."""
     saved = record.get("fingerprint") or {}
@@ -376,7 +210,7 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
                 "over in a directory that claims progress; delete the run directory or pick another run_id."
             )
         return None
-    sha = _sha256(ckpt)
+    sha = sha256_of(ckpt)
     how = HOW
     try:
         record = safe_io.read_json(rec)
@@ -392,7 +226,7 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
             f"recorded when it was written. {how}"
         )
     try:
-        mismatch = _mismatch(record, fingerprint)
+        mismatch = fingerprint_mismatch(record, fingerprint)
     except CheckpointError as err:
         raise CheckpointError(f"checkpoint {ckpt}: {err}") from None
     if mismatch:

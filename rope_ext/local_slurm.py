@@ -7,6 +7,9 @@ before spending a real allocation (Debian-like system, as root).
     python -m rope_ext.local_slurm status            # sinfo + squeue
     python -m rope_ext.local_slurm stop              # stops the daemons; --purge also deletes the state dir
 
+Exit status: 0 done, 1 the cluster cannot run here, 2 a refused state directory or ports, 4 a file that
+cannot be written (read-only or full disk).
+
 Everything lives in one state directory (``$ROPE_EXT_SLURM_DIR``, default ``$XDG_RUNTIME_DIR/rope-ext-slurm``
 or else ``~/.cache/rope-ext/local-slurm``): the generated ``slurm.conf``, its own munge key and socket, the
 daemons' logs, pid files and spool. The tool owns only what it made (``rope_ext.local_slurm_state``): it
@@ -34,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rope_ext import safe_io
 from rope_ext.local_slurm_state import (
     UnsafeState,
     check_ports,
@@ -302,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterUnavailable as err:
         print(f"local SLURM cluster: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a read-only or full disk, a file where a folder is expected: one paragraph
+        _, why = safe_io.describe(err, args.state_dir)
+        print(
+            f"local SLURM cluster: could not write {why}; free space or pick another --state-dir",
+            file=sys.stderr,
+        )
+        return 4
     return 0
 
 

@@ -17,6 +17,7 @@ The tool runs as root, so it must never act on what another user (or another pro
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -72,7 +73,10 @@ def make_state_dir(path: Path) -> Path:
         check_state_dir(path)
         return path
     parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:  # something that is not a folder (Path.mkdir's exist_ok allows folders only)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent)) from None
     st = os.stat(parent)
     if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
         raise UnsafeState(

@@ -225,3 +225,16 @@ def test_ports_are_checked(ports, capsys):
     assert "--ports" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--ports"):
         local_slurm_state.check_ports((0, 99999))
+
+
+def test_a_state_dir_that_cannot_be_created_exits_4_before_anything_runs(tmp_path, capsys):
+    """A file where the state directory's parent should be (ENOTDIR): the honest stand-in for a
+    read-only disk, which root's chmod cannot make."""
+    (tmp_path / "file").write_text("not a folder")
+    proc = _tool(
+        capsys, "start", "--state-dir", str(tmp_path / "file" / "state"), "--ports", "20001", "20002"
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert (
+        f"{tmp_path / 'file'}" in proc.stderr and "ENOTDIR" in proc.stderr and "Traceback" not in proc.stderr
+    )
