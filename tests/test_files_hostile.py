@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from harness_helpers import REPO, output, run_train
+from omegaconf import OmegaConf
 from test_imagefolder import TINY_IMG, write_digits_folder
 
 from rope_ext import imagefolder, safe_io, tune
@@ -153,13 +154,8 @@ def test_a_bomb_read_in_a_dataloader_worker_gives_the_message_without_a_tracebac
 def test_imagefolder_reads_the_same_images_as_timm(folder):
     from timm.data import create_dataset
 
-    ours = imagefolder.imagefolder_datasets(
-        type(
-            "D",
-            (),
-            {"root": str(folder), "input_size": 8, "crop_pct": 1.0, "mean": (0.5,) * 3, "std": (0.5,) * 3},
-        )
-    )
+    settings = {"root": str(folder), "input_size": 8, "crop_pct": 1.0, "mean": [0.5] * 3, "std": [0.5] * 3}
+    ours = imagefolder.imagefolder_datasets(OmegaConf.create(settings))
     theirs = create_dataset("", root=str(folder), split="train")
     assert len(ours[0]) == len(theirs) and ours[2] == 2
     for i in range(len(theirs)):
