@@ -164,8 +164,11 @@ def start(
     ClusterUnavailable with the reason.
     """
     check_ports(ports)
-    state_dir = make_state_dir(Path(state_dir))
+    state_dir = Path(state_dir)
+    if os.path.lexists(state_dir):  # refused before apt-get runs
+        check_state_dir(state_dir)
     install()
+    make_state_dir(state_dir)
     cluster = Cluster(state_dir)
     stop(state_dir)
     for sub in ("ctld", "spool", "munge"):
