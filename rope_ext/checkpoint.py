@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rope_ext import safe_io
-from rope_ext.config import is_int, is_number
+from rope_ext.util import is_int, is_number
 from rope_ext.schema import resumable_keys
 
 log = logging.getLogger(__name__)

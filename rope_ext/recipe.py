@@ -19,9 +19,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rope_ext.config import ConfigError, select
+from rope_ext.data.registry import get as dataset_info
+from rope_ext.data.registry import per_image_names
+from rope_ext.errors import ConfigError
+from rope_ext.util import select
 
-PER_IMAGE_DATASETS = ("imagefolder",)
+# the built-in datasets augmented per image (the registry's DatasetInfo.per_image; plugins' included in check)
+PER_IMAGE_DATASETS = per_image_names()
 
 
 def check(cfg: DictConfig) -> None:
@@ -37,11 +41,11 @@ def check(cfg: DictConfig) -> None:
         )
     per_image = [k for k in ("auto_augment", "re_prob") if select(recipe, k)]
     dataset = select(cfg, "dataset.name")
-    if per_image and dataset not in PER_IMAGE_DATASETS:
+    if per_image and not dataset_info(dataset).per_image:
         raise ConfigError(
             f"recipe={select(recipe, 'name')}: {', '.join(f'recipe.{k}' for k in per_image)} augment each "
             f"image in the DataLoader workers, which dataset={dataset} (batches augmented on the "
-            f"device) does not have; allowed with: dataset={'|'.join(PER_IMAGE_DATASETS)}. For "
+            f"device) does not have; allowed with: dataset={'|'.join(per_image_names())}. For "
             f"dataset={dataset} add recipe.auto_augment=null recipe.re_prob=0 (Mixup/CutMix and the "
             "schedule still apply)."
         )

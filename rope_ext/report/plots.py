@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rope_ext import stats
+from rope_ext.data.registry import chance_level
 from rope_ext.report.groups import Group, arm_name, eval_sizes, variant_label
 from rope_ext.report.runs import FIXED_BLOCK, Run
 
@@ -25,7 +26,6 @@ PLOT_FILES = ("acc_vs_block.png", "throughput_vs_block.png", "acc_vs_resolution.
 _FONT = 9  # titles; legends and notes are smaller
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 _LINESTYLES = ("-", "--", "-.", ":")
-_CHANCE = {"relpos": 12.5, "digits": 10.0, "cifar10": 10.0, "cifar100": 1.0}
 _DODGE_NOTE = "\n(series offset by a few % along x to keep them apart)"
 
 
@@ -85,7 +85,7 @@ def _chance(runs: Sequence[Run]) -> float | None:
     if name == "fake":
         classes = runs[0].cfg("dataset.num_classes")
         return 100.0 / classes if isinstance(classes, int) and classes > 0 else None
-    return _CHANCE.get(name)
+    return chance_level(name)
 
 
 def ci_bars(values: Sequence[Any], nonneg: bool) -> tuple[float, float, float, int] | None:

@@ -1,0 +1,37 @@
+"""The ``pe`` group against the encoding library: which encodings exist (the ConfigStore's ``pe/<name>``
+nodes) and the one validation of a job's encoding, which returns the resolved ``RopeSpec``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rope_ext import schema
+from rope_ext.encoding import rotary
+from rope_ext.errors import ConfigError
+
+
+def encoding_names() -> list[str]:
+    """Every encoding a job may name as ``pe=<name>`` (``none`` included)."""
+    return list(rotary.PE_NAMES)
+
+
+def pe_options(pe: Any) -> dict[str, Any]:
+    """The non-null ``pe`` keys of the schema other than ``name``: what ``create_vit`` takes as
+    ``pe_options`` (keys the schema lacks are ``check_keys``'s to refuse)."""
+    known = {f.name for f in dataclasses.fields(schema.PEConfig)} - {"name"}
+    plain = OmegaConf.to_container(pe, resolve=True) if OmegaConf.is_config(pe) else dict(pe)
+    return {k: v for k, v in plain.items() if k in known and v is not None}
+
+
+def resolve_pe(pe: Any, head_dim: int | None) -> rotary.RopeSpec:
+    """The job's encoding checked by the library's rules and resolved (every default filled in);
+    ConfigError naming the ``pe.*`` key, its value and what is allowed."""
+    try:
+        return rotary.validate_pe(
+            pe["name"], pe_options(pe), head_dim=head_dim, prefix="pe.", name_key="pe.name"
+        )
+    except ValueError as err:
+        raise ConfigError(f"{err}.") from None

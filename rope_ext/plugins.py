@@ -1,0 +1,99 @@
+"""A user's own encodings and datasets, with no edit of the package: modules named by the top-level key
+``plugins=[...]`` (dotted module names or ``.py`` paths) or by the environment variable
+``ROPE_EXT_MODULES`` (``os.pathsep``-separated), imported before Hydra composes the config so that the
+ConfigStore nodes ``pe/<name>`` and ``dataset/<name>`` they add exist. Importing a module runs its
+``register(...)`` calls (``rope_ext.data.registry``, the encoding registry).
+
+The entry points (``train.py``, ``python -m rope_ext.jobs``, ``--help``) read ``plugins=`` from the
+command line first; the modules loaded are added to ``ROPE_EXT_MODULES`` so that processes a launcher
+starts (submitit, SLURM: they inherit the environment) import them again, under the same module names,
+when this module is imported, i.e. before a pickled config that names their classes is read. The job
+itself loads its config's ``plugins`` again before building.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from rope_ext.errors import ConfigError
+
+ENV = "ROPE_EXT_MODULES"
+KEY = "plugins"
+
+
+def module_name(spec: str) -> str:
+    """The name a plugin is imported under: its dotted name, or for a ``.py`` path a name derived from the
+    resolved path (the same in every process, so pickles that name its classes resolve)."""
+    if not spec.endswith(".py"):
+        return spec
+    path = Path(spec).expanduser().resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    return f"rope_ext_plugin_{path.stem}_{digest}"
+
+
+def load(spec: str) -> str:
+    """Import one plugin (once per process); ConfigError naming it when it cannot be imported."""
+    name = module_name(spec)
+    if name in sys.modules:
+        return name
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec).expanduser().resolve()
+            found = importlib.util.spec_from_file_location(name, path)
+            if found is None or not path.is_file():
+                raise FileNotFoundError(f"no file {path}")
+            module = importlib.util.module_from_spec(found)
+            sys.modules[name] = module  # before it runs: its dataclasses look their module up
+            try:
+                found.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+        else:
+            importlib.import_module(name)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001  (whatever the user's module raises: one paragraph)
+        raise ConfigError(
+            f"{KEY}=[{spec}] could not be imported ({type(err).__name__}: {err}); allowed: an importable "
+            "dotted module name or the path of a .py file that registers encodings or datasets"
+        ) from None
+    return name
+
+
+def load_all(specs: list[str] | tuple[str, ...]) -> list[str]:
+    """Import every plugin and record it in ``ROPE_EXT_MODULES`` for the processes this one starts."""
+    names = [load(str(spec)) for spec in specs]
+    known = [s for s in os.environ.get(ENV, "").split(os.pathsep) if s]
+    added = [str(s) for s in specs if str(s) not in known]
+    if added:
+        os.environ[ENV] = os.pathsep.join(known + added)
+    return names
+
+
+def from_overrides(overrides: list[str]) -> list[str]:
+    """The modules a command's ``plugins=...`` override names (every value of a sweep over it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    mine = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == KEY and "=" in o]
+    if not mine:
+        return []
+    specs: list[str] = []
+    for override in OverridesParser.create().parse_overrides(mine):
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        for value in values:
+            specs += [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
+    return list(dict.fromkeys(specs))
+
+
+def load_env() -> list[str]:
+    """Import the modules ``ROPE_EXT_MODULES`` names."""
+    return [load(s) for s in os.environ.get(ENV, "").split(os.pathsep) if s]
+
+
+load_env()

@@ -1,0 +1,23 @@
+"""Hydra-free helpers that read config values: ``select`` (a dotted key of a DictConfig or a plain dict)
+and the number checks ``is_int`` / ``is_number`` (the library's, one definition)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rope_ext.encoding.rotary import is_int, is_number
+
+__all__ = ["is_int", "is_number", "select"]
+
+
+def select(node: Any, key: str, default: Any = None) -> Any:
+    """The value at dotted ``key`` of an OmegaConf node or a plain dict, ``default`` when a part is missing."""
+    if hasattr(node, "_get_node"):  # a DictConfig: OmegaConf.select resolves interpolations
+        from omegaconf import OmegaConf
+
+        return OmegaConf.select(node, key, default=default)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
