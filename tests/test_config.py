@@ -9,7 +9,7 @@ import pytest
 from harness_helpers import compose_job
 from omegaconf import OmegaConf
 
-from rope_ext.config import ConfigError, eval_sizes, pe_options, slug, validate
+from rope_ext.config import ConfigError, encoding_names, eval_sizes, pe_options, slug, validate
 from rope_ext.encoding.rotary import validate_pe
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -23,6 +23,9 @@ def compose_cfg(overrides: list[str] | None = None):
 
 
 def options(group: str) -> list[str]:
+    """A group's options: its YAML files, and for pe the encodings (their nodes are generated)."""
+    if group == "pe":
+        return sorted(encoding_names())
     root = CONF / group
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
@@ -63,7 +66,7 @@ def test_defaults(monkeypatch):
     # the config leaves pe options at null (the library's default); validation resolves them
     spec = validate_pe(cfg.pe.name, pe_options(cfg.pe))
     assert (spec.block, spec.impl) == (3, "fast") and (cfg.train.epochs, cfg.train.batch_size) == (10, 64)
-    assert cfg.pe.block is None, "conf/pe/*.yaml restate no library default"
+    assert cfg.pe.block is None, "the pe/<name> nodes restate no library default"
     assert cfg.model.pos_embed is None and cfg.model.pretrained is False and cfg.model.checkpoint is None
     assert cfg.dataset.input_size == 16 and cfg.dataset.subset is None  # digits: 8x8 scans
     assert cfg.wandb.mode == "offline"
@@ -158,14 +161,16 @@ def test_the_key_lists_come_from_the_schema():
         "run_id", "train.epochs", "train.lr", "train.resume", "train.log_every", "train.speed_warmup_steps",
         "model.pretrained", "model.checkpoint", "dataset.root", "dataset.download", "dataset.in_memory",
         "dataset.num_workers", "optimizer.lr", "eval.*", "wandb.*", "launcher.*", "hardware.*",
-        "study.*",  # added since: a study's margins (the report's, never the training's)
+        "study.*",  # a study's margins (the report's, never the training's)
+        "plugins",  # modules that register encodings/datasets: the chosen pe/dataset name the run
     }  # fmt: skip
     cfg = compose_cfg(["launcher=slurm", "launcher.partition=gpu", "train.resume=false", "seed=3"])
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
     assert {"run_id", "launcher", "launcher.partition", "train.resume", "wandb.tags"} <= excluded
     assert not excluded & {"seed", "pe.block", "hardware.devices", "eval.input_sizes"}
     assert cfg.run_id == "seed=3"  # what names the directory
-    assert IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher", "study"} and IGNORED_LEAF == {"seed"}
+    assert IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher", "study", "plugins"}
+    assert IGNORED_LEAF == {"seed"}
 
 
 def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(tmp_path):
