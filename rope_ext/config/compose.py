@@ -110,8 +110,9 @@ def compose_error(err: BaseException, overrides: list[str]) -> ConfigError:
             # arms and tuned learning rates are added to a preset (+experiment/arm=...), not chosen as one
             options = [str(p) for p in found if p.parts[0] not in ("arm", "tuned")]
         if options:
+            more = " (or a module's that plugins=[...] loads)" if group in ("pe", "dataset") else ""
             return ConfigError.bad_value(
-                group or "config", option, ", ".join(sorted(options)), "no such option"
+                group or "config", option, ", ".join(sorted(options)) + more, "no such option"
             )
     if isinstance(cause, ValidationError | ConfigKeyError | ConfigAttributeError) and cause.full_key:
         key = re.sub(r"\[\d+\]$", "", str(cause.full_key))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rope_ext import plugins, schema
 from rope_ext.config.rules import validate
@@ -23,12 +23,14 @@ def resolve(cfg: DictConfig, *, multirun: bool = False) -> schema.Config:
     may carry Hydra's node (it is left out of the result). Loads the config's ``plugins`` first."""
     plugins.load_all(list(select(cfg, "plugins") or []))
     spec = validate(cfg, multirun=multirun)
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg.copy()
-    OmegaConf.resolve(task)  # ${hydra:...} and ${model.input_size} read from the full config first
-    for name, value in spec.options().items():
-        task.pe[name] = value
+    task = cfg.copy()
+    with open_dict(task):
+        task.pop("hydra", None)  # Hydra's own node; ${hydra:...} reads HydraConfig, set by validate
+    OmegaConf.resolve(task)
+    task.pe.merge_with(spec.options())  # every option as the layer will use it (nested augment too)
     typed = OmegaConf.to_object(task)
-    assert isinstance(typed, schema.Config), type(typed)
+    if not isinstance(typed, schema.Config):  # a config composed without the schema (not conf/config.yaml)
+        raise TypeError(f"resolve needs a config built on rope_ext.schema.Config, got {type(typed).__name__}")
     return typed
 
 
