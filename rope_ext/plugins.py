@@ -87,7 +87,9 @@ def from_overrides(overrides: list[str]) -> list[str]:
     for override in OverridesParser.create().parse_overrides(mine):
         values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         for value in values:
-            specs += [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
+            specs += (
+                [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
+            )
     return list(dict.fromkeys(specs))
 
 

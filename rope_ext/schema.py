@@ -257,7 +257,9 @@ class Config:
     study: StudyConfig = group(StudyConfig, trajectory=False, names_run=False)
     # modules (dotted names or .py paths) imported before the config is composed: they register
     # encodings and datasets (rope_ext.plugins); the chosen pe/dataset name the run, not the module
-    plugins: list[str] = key(factory=list, trajectory=False, names_run=False, help="modules adding encodings/datasets")
+    plugins: list[str] = key(
+        factory=list, trajectory=False, names_run=False, help="modules adding encodings/datasets"
+    )
 
 
 # Per group whose options differ in their keys: the schema of each option, by the option's ``name``

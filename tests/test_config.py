@@ -205,3 +205,48 @@ def test_a_studys_margins_are_schema_keys_the_report_reads():
     assert "study" in unnamed_keys()
     with pytest.raises(ConfigError, match="study.margin=-1"):
         validate(compose_cfg(["study.margin=-1"]))
+
+
+def _import_graph(root: Path) -> dict[str, set[str]]:
+    """rope_ext's modules -> the rope_ext modules each imports (module level and inside functions)."""
+    import ast
+
+    mods = {}
+    for path in (root / "rope_ext").rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        mods[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for module, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in mods:
+                    target = target.rpartition(".")[0]
+                if target and target != module:
+                    graph[module].add(target)
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    """No module reaches itself through imports, function-level ones included (they hid one before)."""
+    graph = _import_graph(Path(__file__).resolve().parents[1])
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += graph[module]
+        return seen
+
+    cycles = sorted(m for m in graph if m in reaches(m))
+    assert not cycles, f"modules on an import cycle: {cycles}"
+    # the configuration's layers: errors and util at the bottom, data below config, config below the CLI
+    assert not graph["rope_ext.errors"] and graph["rope_ext.util"] <= {"rope_ext.encoding.rotary"}
+    assert not any(m.startswith("rope_ext.config") for m in reaches("rope_ext.data"))

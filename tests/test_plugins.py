@@ -17,7 +17,7 @@ from rope_ext.data import build_datasets, registry
 
 # Two classes of 8x8 images, a horizontal or a vertical bar at a random place, plus noise: a dataset
 # the harness has never seen, registered the one documented way (docs/data.md).
-BARS = '''
+BARS = """
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,7 +54,7 @@ def build(dataset):
 
 
 register(DatasetInfo("bars", BarsConfig, build, num_classes=2, node={"input_size": 8}))
-'''
+"""
 
 TINY_MODEL = [
     "model.depth=1",
@@ -79,7 +79,13 @@ def bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_a_plugin_dataset_composes_resolves_to_its_own_typed_class_and_builds(bars):
-    with pytest.raises(ConfigError, match=r"dataset='bars' is not allowed \(no such option\); allowed: .*digits.*plugins=\[\.\.\.\]"), composer() as compose:
+    with (
+        pytest.raises(
+            ConfigError,
+            match=r"dataset='bars' is not allowed \(no such option\); allowed: .*digits.*plugins=\[\.\.\.\]",
+        ),
+        composer() as compose,
+    ):
         compose(["dataset=bars"])  # before its module is loaded, Hydra's refusal lists the options
     plugins.load_all([bars])
     assert "bars" in registry.names() and registry.chance_level("bars") == 50.0
@@ -90,7 +96,9 @@ def test_a_plugin_dataset_composes_resolves_to_its_own_typed_class_and_builds(ba
     assert typed.dataset.input_size == 8 and typed.plugins == [bars]
     splits = build_datasets(typed.dataset)
     assert (len(splits.train), len(splits.val), len(splits.test), splits.num_classes) == (86, 10, 32, 2)
-    with pytest.raises(ConfigError, match=r"dataset.bar_noise=-1.0 is not allowed; allowed: a finite number >= 0"):
+    with pytest.raises(
+        ConfigError, match=r"dataset.bar_noise=-1.0 is not allowed; allowed: a finite number >= 0"
+    ):
         with composer() as compose:
             resolve(compose(["dataset=bars", "dataset.bar_noise=-1.0", *TINY_MODEL]))
 
@@ -100,7 +108,11 @@ def test_a_plugin_that_cannot_be_imported_is_refused_naming_it(tmp_path, monkeyp
     missing = tmp_path / "nowhere.py"
     with pytest.raises(ConfigError, match=r"plugins=\[.*nowhere.py\] could not be imported.*allowed"):
         plugins.load(str(missing))
-    assert plugins.from_overrides(["seed=1", "plugins=[a.b,/x/c.py]", "+plugins=d"]) == ["a.b", "/x/c.py", "d"]
+    assert plugins.from_overrides(["seed=1", "plugins=[a.b,/x/c.py]", "+plugins=d"]) == [
+        "a.b",
+        "/x/c.py",
+        "d",
+    ]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

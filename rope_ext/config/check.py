@@ -18,6 +18,7 @@ from rope_ext import schema
 from rope_ext.errors import ConfigError
 from rope_ext.util import is_int, is_number, select
 
+
 def _keys(node: Any) -> list[str]:
     return [str(k) for k in node] if isinstance(node, DictConfig | Mapping) else []
 

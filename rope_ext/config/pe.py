@@ -4,6 +4,7 @@ nodes) and the one validation of a job's encoding, which returns the resolved ``
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -28,10 +29,19 @@ def pe_options(pe: Any) -> dict[str, Any]:
 
 def resolve_pe(pe: Any, head_dim: int | None) -> rotary.RopeSpec:
     """The job's encoding checked by the library's rules and resolved (every default filled in);
-    ConfigError naming the ``pe.*`` key, its value and what is allowed."""
-    try:
-        return rotary.validate_pe(
-            pe["name"], pe_options(pe), head_dim=head_dim, prefix="pe.", name_key="pe.name"
-        )
-    except ValueError as err:
-        raise ConfigError(f"{err}.") from None
+    ConfigError naming the ``pe.*`` key, its value and what is allowed. Checked once per process: the
+    command's check and the job's ``resolve`` of the same encoding share the result."""
+    options = pe_options(pe)
+    memo_key = (str(pe["name"]), json.dumps(options, sort_keys=True, default=str), head_dim)
+    if memo_key not in _RESOLVED:
+        try:
+            _RESOLVED[memo_key] = rotary.validate_pe(
+                pe["name"], options, head_dim=head_dim, prefix="pe.", name_key="pe.name"
+            )
+        except ValueError as err:
+            raise ConfigError(f"{err}.") from None
+    return _RESOLVED[memo_key]
+
+
+# (name, options, head_dim) -> the resolved spec (frozen): a sweep's jobs and a run's two checks share it
+_RESOLVED: dict[tuple[str, str, int | None], rotary.RopeSpec] = {}

@@ -52,12 +52,16 @@ def _validate(cfg: Any, multirun: bool) -> RopeSpec:
     spec = resolve_pe(cfg["pe"], head_dim(cfg["model"]))
     train = cfg["train"]
     if train["min_lr"] > train["lr"]:
-        raise ConfigError.bad_value("train.min_lr", train["min_lr"], f"a number in [0, train.lr={train['lr']}]")
+        raise ConfigError.bad_value(
+            "train.min_lr", train["min_lr"], f"a number in [0, train.lr={train['lr']}]"
+        )
     _check_sizes(cfg)
     _check_dataset(cfg)
     betas = select(cfg, "optimizer.betas")
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
-        raise ConfigError.bad_value("optimizer.betas", plain(betas), "two numbers in [0, 1), e.g. [0.9, 0.999]")
+        raise ConfigError.bad_value(
+            "optimizer.betas", plain(betas), "two numbers in [0, 1), e.g. [0.9, 0.999]"
+        )
     _check_launcher(cfg, multirun)
     recipe.check(cfg)
     check_keys(cfg)  # last, as a value error of a known key says more than a typo beside it
@@ -90,7 +94,9 @@ def _check_model(model: Any) -> None:
         )
     checkpoint = model["checkpoint"]
     if checkpoint is not None and not Path(str(checkpoint)).expanduser().is_file():
-        raise ConfigError.bad_value("model.checkpoint", checkpoint, "null or an existing .pth/.safetensors file")
+        raise ConfigError.bad_value(
+            "model.checkpoint", checkpoint, "null or an existing .pth/.safetensors file"
+        )
 
 
 def _check_dataset(cfg: Any) -> None:
