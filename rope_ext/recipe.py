@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
-
 from rope_ext.data.registry import get as dataset_info
 from rope_ext.data.registry import per_image_names
 from rope_ext.errors import ConfigError
@@ -28,9 +26,12 @@ from rope_ext.util import select
 PER_IMAGE_DATASETS = per_image_names()
 
 
-def check(cfg: DictConfig) -> None:
+def check(cfg: Any) -> None:
     """The recipe's rules across keys (its ranges and choices are the schema's, ``rope_ext.schema``);
-    called by ``config.validate``. ConfigError naming key, value and what is allowed."""
+    called by ``config.validate`` on the composed config. ConfigError naming key, value and what is allowed.
+
+    The functions below read a job's config by attribute: the typed ``schema.Config`` of
+    ``config.resolve`` (or the composed DictConfig)."""
     recipe = select(cfg, "recipe")
     if recipe is None:
         return
@@ -57,11 +58,11 @@ def check(cfg: DictConfig) -> None:
         )
 
 
-def mixing(cfg: DictConfig) -> bool:
+def mixing(cfg: Any) -> bool:
     return bool(select(cfg, "recipe.mixup", 0.0) or select(cfg, "recipe.cutmix", 0.0))
 
 
-def peak_lr(cfg: DictConfig, world_size: int) -> float:
+def peak_lr(cfg: Any, world_size: int) -> float:
     """``train.lr``, scaled by global batch / ``recipe.lr_batch`` when that is set (DeiT's linear rule)."""
     lr, lr_batch = float(cfg.train.lr), select(cfg, "recipe.lr_batch")
     if lr_batch is None:
@@ -69,7 +70,7 @@ def peak_lr(cfg: DictConfig, world_size: int) -> float:
     return lr * int(cfg.train.batch_size) * world_size / int(lr_batch)
 
 
-def build_mixup(cfg: DictConfig, num_classes: int) -> Any | None:
+def build_mixup(cfg: Any, num_classes: int) -> Any | None:
     """timm's Mixup/CutMix for the batch (B, 3, H, W) and labels (B,) -> soft targets (B, classes), or None."""
     if not mixing(cfg):
         return None

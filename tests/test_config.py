@@ -250,3 +250,21 @@ def test_the_package_has_no_import_cycle():
     # the configuration's layers: errors and util at the bottom, data below config, config below the CLI
     assert not graph["rope_ext.errors"] and graph["rope_ext.util"] <= {"rope_ext.encoding.rotary"}
     assert not any(m.startswith("rope_ext.config") for m in reaches("rope_ext.data"))
+
+
+def test_resolve_gives_typed_objects_with_the_encoding_resolved_once():
+    """config.resolve: schema.Config with the dataset's own class and pe's defaults filled in (what the
+    layer runs); the frozen spec of it is the library's; the recipe reads the typed config."""
+    from rope_ext import recipe, schema
+    from rope_ext.config import resolve, spec_of
+    from rope_ext.data.relpos import RelposConfig
+
+    task, _ = compose_job(["dataset=relpos", "pe.mixed=true"])
+    typed = resolve(task)
+    assert isinstance(typed, schema.Config) and isinstance(typed.dataset, RelposConfig)
+    assert isinstance(typed.pe, schema.PEConfig) and typed.pe.block == 3 and typed.pe.theta == 10.0
+    assert typed.pe.learnable is True and typed.pe.basis == "learned"  # mixed: learned frequencies
+    assert spec_of(typed.pe) == validate_pe("axial_block", {"mixed": True})
+    assert recipe.peak_lr(typed, world_size=2) == typed.train.lr and recipe.build_mixup(typed, 8) is None
+    with pytest.raises(ConfigError, match=r"pe.block=1 .*not allowed"):
+        resolve(compose_job(["pe.block=1"])[0])

@@ -17,7 +17,7 @@ Importing this package registers the schema, the generated nodes and the OmegaCo
 from rope_ext.config.check import allowed, check_keys, check_values
 from rope_ext.config.command import check_command, check_path
 from rope_ext.config.compose import CONF, compose_error, composer, register_nodes, register_resolvers, slug
-from rope_ext.config.pe import encoding_names, pe_options, resolve_pe
+from rope_ext.config.pe import encoding_names, pe_options, resolve_pe, spec_of
 from rope_ext.config.resolve import MODEL_KEYS, resolve, timm_kwargs
 from rope_ext.config.rules import eval_sizes, head_dim, validate
 from rope_ext.config.sweep import check_jobs, list_jobs
@@ -49,6 +49,7 @@ __all__ = [
     "resolve_pe",
     "select",
     "slug",
+    "spec_of",
     "timm_kwargs",
     "validate",
 ]

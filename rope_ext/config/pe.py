@@ -45,3 +45,12 @@ def resolve_pe(pe: Any, head_dim: int | None) -> rotary.RopeSpec:
 
 # (name, options, head_dim) -> the resolved spec (frozen): a sweep's jobs and a run's two checks share it
 _RESOLVED: dict[tuple[str, str, int | None], rotary.RopeSpec] = {}
+
+
+def spec_of(pe: Any) -> rotary.RopeSpec:
+    """The frozen ``RopeSpec`` of a resolved ``pe`` group (``config.resolve``'s ``Config.pe``), without
+    validating again: what ``create_vit(pe=...)`` takes."""
+    fields = {f.name for f in dataclasses.fields(rotary.RopeSpec)}
+    values = {k: v for k, v in dataclasses.asdict(pe).items() if k in fields}
+    augment = values.pop("augment", None)
+    return rotary.RopeSpec(**values, augment=rotary.Augment(**augment) if augment is not None else None)
