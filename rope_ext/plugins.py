@@ -36,9 +36,19 @@ def module_name(spec: str) -> str:
     return f"rope_ext_plugin_{path.stem}_{digest}"
 
 
+# module name -> the spec it was loaded from (a .py path's module is not importable by its name)
+_ORIGINS: dict[str, str] = {}
+
+
+def origin_of(module: str) -> str:
+    """What ``load`` takes to import ``module`` again in another process."""
+    return _ORIGINS.get(module, module)
+
+
 def load(spec: str) -> str:
     """Import one plugin (once per process); ConfigError naming it when it cannot be imported."""
     name = module_name(spec)
+    _ORIGINS.setdefault(name, spec if not spec.endswith(".py") else str(Path(spec).expanduser().resolve()))
     if name in sys.modules:
         return name
     try:

@@ -156,3 +156,27 @@ def test_a_new_dataset_in_one_file_is_listed_shown_trained_and_reported(bars, tm
     reported = _cli("-m", "rope_ext.report", str(sweep_dir), cwd=REPO)
     assert reported.returncode == 0, reported.stderr[-3000:]
     assert "bars" in reported.stdout + "".join(p.read_text() for p in sweep_dir.rglob("*.md"))
+
+
+@pytest.mark.slow
+def test_a_config_naming_a_plugin_dataset_unpickles_in_a_fresh_process(bars, tmp_path):
+    """What submitit and SLURM do with a job's config: the new process finds the plugin's schema class
+    from the pickle alone (its module is imported from where it was loaded; no variable needed)."""
+    import pickle
+
+    plugins.load_all([bars])
+    with composer() as compose:
+        cfg = compose(["dataset=bars", "dataset.bar_noise=0.3", *TINY_MODEL])
+    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg.dataset))
+    read = "import pickle, sys; d = pickle.load(open(sys.argv[1], 'rb')); print(type(d._metadata.object_type).__name__, d._metadata.object_type.__name__, d.bar_noise)"
+    child = env()
+    child.pop(plugins.ENV, None)
+    done = subprocess.run(
+        [sys.executable, "-c", read, str(tmp_path / "cfg.pkl")],
+        env=child,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["SchemaClass", "BarsConfig", "0.3"]
