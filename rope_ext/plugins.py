@@ -13,27 +13,36 @@ itself loads its config's ``plugins`` again before building.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
+from rope_ext.encoding import registry
 from rope_ext.errors import ConfigError
 
-ENV = "ROPE_EXT_MODULES"
+ENV = registry.ENV_VAR  # ROPE_EXT_MODULES
 KEY = "plugins"
 
 
+def load(spec: str) -> str:
+    """Import one plugin once per process, through the encoding registry's loader (one loader: a module
+    that registers encodings and datasets is imported once, under one name); returns its module name.
+    ConfigError naming it when it cannot be imported."""
+    try:
+        registry.load_module(spec, origin=f"{KEY}=[{spec}]")
+    except ValueError as err:
+        raise ConfigError(f"{err}.") from None
+    name = module_name(spec)
+    _ORIGINS.setdefault(name, str(Path(spec).expanduser().resolve()) if _is_path(spec) else spec)
+    return name
+
+
 def module_name(spec: str) -> str:
-    """The name a plugin is imported under: its dotted name, or for a ``.py`` path a name derived from the
-    resolved path (the same in every process, so pickles that name its classes resolve)."""
-    if not spec.endswith(".py"):
-        return spec
-    path = Path(spec).expanduser().resolve()
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    return f"rope_ext_plugin_{path.stem}_{digest}"
+    """The name a plugin is imported under (the registry's: a ``.py`` path's from its resolved path)."""
+    return registry._module_name_for(Path(spec).expanduser().resolve()) if _is_path(spec) else spec
+
+
+def _is_path(spec: str) -> bool:
+    return spec.endswith(".py") or os.sep in spec or bool(os.altsep and os.altsep in spec)
 
 
 # module name -> the spec it was loaded from (a .py path's module is not importable by its name)
@@ -43,37 +52,6 @@ _ORIGINS: dict[str, str] = {}
 def origin_of(module: str) -> str:
     """What ``load`` takes to import ``module`` again in another process."""
     return _ORIGINS.get(module, module)
-
-
-def load(spec: str) -> str:
-    """Import one plugin (once per process); ConfigError naming it when it cannot be imported."""
-    name = module_name(spec)
-    _ORIGINS.setdefault(name, spec if not spec.endswith(".py") else str(Path(spec).expanduser().resolve()))
-    if name in sys.modules:
-        return name
-    try:
-        if spec.endswith(".py"):
-            path = Path(spec).expanduser().resolve()
-            found = importlib.util.spec_from_file_location(name, path)
-            if found is None or not path.is_file():
-                raise FileNotFoundError(f"no file {path}")
-            module = importlib.util.module_from_spec(found)
-            sys.modules[name] = module  # before it runs: its dataclasses look their module up
-            try:
-                found.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-        else:
-            importlib.import_module(name)
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001  (whatever the user's module raises: one paragraph)
-        raise ConfigError(
-            f"{KEY}=[{spec}] could not be imported ({type(err).__name__}: {err}); allowed: an importable "
-            "dotted module name or the path of a .py file that registers encodings or datasets"
-        ) from None
-    return name
 
 
 def load_all(specs: list[str] | tuple[str, ...]) -> list[str]:

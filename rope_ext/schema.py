@@ -16,7 +16,7 @@ values that are not of the field's type when the config is composed. Each field 
 * ``replicate``: seeds: runs that differ only in these are replicates of one experiment (the report).
 
 Metadata on a group's field (``wandb``, ``launcher``, ...) applies to every key under it. The pe group's
-options are checked by ``rope_ext.encoding.rotary.validate_pe`` (the library's rules, one place).
+options are checked by ``rope_ext.encoding.spec.validate_pe`` (the library's rules, one place).
 """
 
 import dataclasses
@@ -30,7 +30,7 @@ from omegaconf import MISSING
 
 from rope_ext.data.registry import SCHEMAS as DATASET_SCHEMAS
 from rope_ext.data.registry import DatasetConfig
-from rope_ext.encoding.rotary import Augment, RopeSpec
+from rope_ext.encoding.spec import Augment, RopeSpec
 from rope_ext.encoding.vit import POOLS, POS_EMBEDS
 from rope_ext.fields import (  # noqa: F401  (the limits are read as schema.MAX_*)
     MAX_BATCH,
@@ -107,7 +107,7 @@ def _writable(frozen: type, name: str, nested: dict[str, type] | None = None) ->
 
 # ``conf/pe``: the position encoding. Its fields, types and defaults are the library's RopeSpec (the one
 # place they live; null means the encoding's default); which values and combinations each encoding takes
-# is ``rope_ext.encoding.rotary.validate_pe``'s to say. The YAML files set only ``name``.
+# is ``rope_ext.encoding.spec.validate_pe``'s to say. The YAML files set only ``name``.
 PEAugmentConfig = _writable(Augment, "PEAugmentConfig")
 PEConfig = _writable(RopeSpec, "PEConfig", nested={"augment": PEAugmentConfig})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rope_ext.encoding.rotary import is_int, is_number
+from rope_ext.encoding.spec import is_int, is_number
 
 __all__ = ["is_int", "is_number", "select"]
 

@@ -10,7 +10,7 @@ from harness_helpers import compose_job
 from omegaconf import OmegaConf
 
 from rope_ext.config import ConfigError, encoding_names, eval_sizes, pe_options, slug, validate
-from rope_ext.encoding.rotary import validate_pe
+from rope_ext.encoding.spec import validate_pe
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # the experiment group (presets) is composed by tests/test_experiments.py
@@ -248,7 +248,7 @@ def test_the_package_has_no_import_cycle():
     cycles = sorted(m for m in graph if m in reaches(m))
     assert not cycles, f"modules on an import cycle: {cycles}"
     # the configuration's layers: errors and util at the bottom, data below config, config below the CLI
-    assert not graph["rope_ext.errors"] and graph["rope_ext.util"] <= {"rope_ext.encoding.rotary"}
+    assert not graph["rope_ext.errors"] and graph["rope_ext.util"] <= {"rope_ext.encoding.spec"}
     assert not any(m.startswith("rope_ext.config") for m in reaches("rope_ext.data"))
 
 

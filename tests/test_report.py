@@ -477,7 +477,7 @@ def test_bench_table_marks_missing_figures() -> None:
 
 
 def test_pe_options_come_from_rotary() -> None:
-    from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
+    from rope_ext.encoding.spec import ENCODINGS, OPTION_KEYS, PE_NAMES
     from rope_ext.report.runs import FIXED_BLOCK, PE_OPTIONS, VARIANT_ORDER
     from rope_ext.report.write import CSV_COLUMNS
 

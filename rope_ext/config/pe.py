@@ -10,13 +10,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rope_ext import schema
-from rope_ext.encoding import rotary
+from rope_ext.encoding import registry
+from rope_ext.encoding import spec as rotary
 from rope_ext.errors import ConfigError
 
 
 def encoding_names() -> list[str]:
     """Every encoding a job may name as ``pe=<name>`` (``none`` included)."""
-    return list(rotary.PE_NAMES)
+    return list(registry.names())
 
 
 def pe_options(pe: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from rope_ext import recipe, schema
 from rope_ext.config.check import UNRESOLVED, check_keys, check_values, get, plain
 from rope_ext.config.pe import resolve_pe
 from rope_ext.data import registry as datasets
-from rope_ext.encoding.rotary import RopeSpec
+from rope_ext.encoding.spec import RopeSpec
 from rope_ext.errors import ConfigError
 from rope_ext.safety import check_component
 from rope_ext.util import is_int, select

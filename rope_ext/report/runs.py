@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
+from rope_ext.encoding.spec import ENCODINGS, OPTION_KEYS, PE_NAMES
 from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RUN_NAME, job_result, read_record, record_run
 from rope_ext.schema import replicate_keys, unnamed_keys
 
