@@ -221,13 +221,16 @@ def _import_graph(root: Path) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                # `from pkg import sub` depends on the submodule; `from mod import name` on the module
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [t for t in subs if t in mods] or [node.module]
             else:
                 continue
             for target in targets:
                 while target and target not in mods:
                     target = target.rpartition(".")[0]
-                if target and target != module:
+                # a module's own parent packages run first by Python's import of it: not an edge
+                if target and not (module + ".").startswith(target + "."):
                     graph[module].add(target)
     return graph
 

@@ -122,7 +122,7 @@ def test_without_its_plugin_a_dataset_is_refused_before_anything_is_written(tmp_
 def test_a_plugin_that_cannot_be_imported_is_refused_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv(plugins.ENV, "")
     missing = tmp_path / "nowhere.py"
-    with pytest.raises(ConfigError, match=r"plugins=\[.*nowhere.py\] could not be imported.*allowed"):
+    with pytest.raises(ConfigError, match=r"plugins=\[.*nowhere.py\]: .*could not be loaded \(FileNotFoundError.*allowed"):
         plugins.load(str(missing))
     assert plugins.from_overrides(["seed=1", "plugins=[a.b,/x/c.py]", "+plugins=d"]) == [
         "a.b",
