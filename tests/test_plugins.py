@@ -4,6 +4,8 @@ by ``--help``; the plugin loader's refusals name the module and what is allowed.
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,7 +124,9 @@ def test_without_its_plugin_a_dataset_is_refused_before_anything_is_written(tmp_
 def test_a_plugin_that_cannot_be_imported_is_refused_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv(plugins.ENV, "")
     missing = tmp_path / "nowhere.py"
-    with pytest.raises(ConfigError, match=r"plugins=\[.*nowhere.py\]: .*could not be loaded \(FileNotFoundError.*allowed"):
+    with pytest.raises(
+        ConfigError, match=r"plugins=\[.*nowhere.py\]: .*could not be loaded \(FileNotFoundError.*allowed"
+    ):
         plugins.load(str(missing))
     assert plugins.from_overrides(["seed=1", "plugins=[a.b,/x/c.py]", "+plugins=d"]) == [
         "a.b",
@@ -137,25 +141,67 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+# A new encoding for the same proof: Heo's 2x2 RoPE-Axial with its planes in a fixed permuted order (x
+# and y planes interleaved), registered through the encoding registry (docs/encodings.md).
+PERM = """
+import torch
+
+from rope_ext.encoding.encodings.axial_block import BlockRotary
+from rope_ext.encoding.registry import Accepts, EncodingInfo, register
+
+
+class InterleavedPlanes(BlockRotary):
+    def __init__(self, spec, *, head_dim, num_heads):
+        super().__init__(spec, head_dim=head_dim, num_heads=num_heads)
+        p = self.num_planes
+        perm = torch.arange(p).view(2, -1).t().flatten() if p % 2 == 0 else torch.arange(p).flip(0)
+        with torch.no_grad():
+            self.freqs.copy_(self.freqs[..., perm])
+        self.axis_onehot = self.axis_onehot[perm]
+
+
+register(
+    EncodingInfo(
+        name="axial2_interleaved",
+        layer=InterleavedPlanes,
+        summary="2x2 RoPE-Axial, x and y planes interleaved",
+        accepts=Accepts(block=2, impls=("fast", "matrix"), mixed=False, layout_of=False, learnable_false=True),
+    )
+)
+"""
+
+
 @pytest.mark.slow
-def test_a_new_dataset_in_one_file_is_listed_shown_trained_and_reported(bars, tmp_path):
-    listed = _cli("-m", "rope_ext.jobs", "dataset=bars", f"plugins=[{bars}]", "seed=0,1", cwd=tmp_path)
+def test_a_new_encoding_and_a_new_dataset_in_one_file_each_are_listed_shown_trained_and_reported(
+    bars, tmp_path
+):
+    """No package edit: each module named on the command line is listed by rope_ext.jobs, shown by
+    --help, trained by a sweep over seeds and reported by rope_ext.report."""
+    perm = tmp_path / "perm_plugin.py"
+    perm.write_text(PERM)
+    named = ["pe=axial2_interleaved", "dataset=bars", f"plugins=[{perm},{bars}]"]
+    listed = _cli("-m", "rope_ext.jobs", *named, "seed=0,1", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert "2 jobs" in listed.stdout and "#1 dataset=bars" in listed.stdout
+    assert "2 jobs" in listed.stdout and "#1 pe=axial2_interleaved dataset=bars" in listed.stdout
 
-    shown = run_train(["--help", "dataset=bars", f"plugins=[{bars}]"], cwd=tmp_path, timeout=120)
+    shown = run_train(["--help", *named], cwd=tmp_path, timeout=120)
     assert shown.returncode == 0, shown.stderr
-    assert "bar_noise: 0.1" in shown.stdout and "bars" in shown.stdout
+    assert "name: axial2_interleaved" in shown.stdout and "bar_noise: 0.1" in shown.stdout
+    assert re.search(r"pe: .*axial2_interleaved", shown.stdout) and re.search(
+        r"dataset: .*bars", shown.stdout
+    )
 
-    sweep = ["-m", "dataset=bars", "seed=0,1", f"plugins=[{bars}]", "hydra.sweep.dir=multirun/bars"]
+    sweep = ["-m", *named, "seed=0,1", "hydra.sweep.dir=multirun/new"]
     trained = run_train([*sweep, *TINY_MODEL], cwd=tmp_path, timeout=240)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    sweep_dir = tmp_path / "multirun" / "bars"
-    assert len(list(sweep_dir.glob("*/metrics.json"))) == 2
+    sweep_dir = tmp_path / "multirun" / "new"
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
 
     reported = _cli("-m", "rope_ext.report", str(sweep_dir), cwd=REPO)
     assert reported.returncode == 0, reported.stderr[-3000:]
-    assert "bars" in reported.stdout + "".join(p.read_text() for p in sweep_dir.rglob("*.md"))
+    written = reported.stdout + "".join(p.read_text() for p in sweep_dir.rglob("*.md"))
+    assert "axial2_interleaved" in written
 
 
 @pytest.mark.slow
