@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from rope_ext import safe_io
-from rope_ext.config import is_int, is_number
 from rope_ext.schema import resumable_keys
+from rope_ext.util import is_int, is_number
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from rope_ext import distributed
-from rope_ext.config import ConfigError
+from rope_ext.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
