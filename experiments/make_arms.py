@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     differ = sorted(n for n in set(want) | set(have) if want.get(n) != have.get(n))
     if args.check:
         for name in differ:
-            print(f"{ARM_DIR / name}: differs from the registered arm_variants (run experiments/make_arms.py)", file=sys.stderr)
+            print(
+                f"{ARM_DIR / name}: differs from the registered arm_variants (run experiments/make_arms.py)",
+                file=sys.stderr,
+            )
         return 1 if differ else 0
     ARM_DIR.mkdir(parents=True, exist_ok=True)
     for name in set(have) - set(want):

@@ -278,7 +278,7 @@ def test_study_arms_cover_the_primary_question_and_its_controls() -> None:
     assert (avg.model.pool, avg.pe.coords) == ("avg", "normalized")
 
 
-def test_arm_files_are_generated_from_one_table() -> None:
+def test_arm_files_are_generated_from_the_registered_arm_variants() -> None:
     done = subprocess.run(
         [sys.executable, str(EXPERIMENTS / "make_arms.py"), "--check"], capture_output=True, text=True
     )
