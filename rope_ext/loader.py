@@ -8,16 +8,25 @@ uint8 to [0, 1] and normalisation with the dataset's mean and std (float images 
 batches are sliced there, so the loop pays nothing per batch for data. Otherwise a ``DataLoader`` with
 workers, pinned memory and persistent workers feeds the device. Both shard with ``DistributedSampler``
 (the order of epoch e is a function of (seed, e), so a resumed run sees the batches it would have seen).
+
+Training steps take full batches only, as timm's and DeiT's train loaders do (``drop_last``): every
+update averages the same number of images (a last batch of a few images would weigh as much as a full
+one), Mixup/CutMix always has its pairs, a compiled model sees one shape, and recorded runs reproduce.
+The images an epoch leaves out (fewer than a batch per process, a different set each epoch) are logged
+at start-up, as a warning when they are 5 % of the split or more (a small image folder).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+
+log = logging.getLogger(__name__)
 
 
 class BatchTransform:
@@ -117,6 +126,10 @@ class Batches:
         per_rank = self.sampler.num_samples if train else len(range(rank, n, world_size))
         self.drop_last = train and per_rank >= batch_size
         self.num_batches = per_rank // batch_size if self.drop_last else math.ceil(per_rank / batch_size)
+        # images of the split no step of an epoch sees (a different set each epoch, the order reshuffled)
+        self.left_out = max(0, n - self.num_batches * batch_size * world_size) if self.drop_last else 0
+        if self.left_out and rank == 0:
+            _say_left_out(n, self.left_out, batch_size, world_size)
         self.loader: DataLoader | None = None
         if in_memory:
             images, labels = as_tensors(dataset)
@@ -162,6 +175,30 @@ class Batches:
         # nothing left (an epoch resumed after its last step): no batch, not one empty batch
         for batch in idx.split(self.batch_size) if idx.numel() else ():
             yield self.transform(self.images[batch]), self.labels[batch]
+
+
+# a share of the training images left out of every epoch above which it is a warning, not a note
+LEFT_OUT_WARNING = 0.05
+
+
+def _say_left_out(n: int, left_out: int, batch_size: int, world_size: int) -> None:
+    """Log how many training images each epoch leaves out (full batches only, as timm's and DeiT's train
+    loaders): a warning when that is ``LEFT_OUT_WARNING`` of the split or more."""
+    share = left_out / n
+    level = logging.WARNING if share >= LEFT_OUT_WARNING else logging.INFO
+    processes = f" x {world_size} processes" if world_size > 1 else ""
+    log.log(
+        level,
+        "train: %d images in full batches of train.batch_size=%d%s: each epoch leaves out %d of them "
+        "(%.1f %%; a different %d each epoch, the order is reshuffled). A train.batch_size that divides "
+        "the images per process uses every image in every epoch.",
+        n,
+        batch_size,
+        processes,
+        left_out,
+        100 * share,
+        left_out,
+    )
 
 
 class _IndexList(torch.utils.data.Sampler):

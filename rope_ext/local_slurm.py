@@ -3,7 +3,7 @@ before spending a real allocation (Debian-like system, as root).
 
     eval "$(python -m rope_ext.local_slurm start)"   # installs slurm-wlm + munge with apt when missing,
                                                      # starts munged, slurmctld, slurmd; prints the export
-    python train.py -m launcher=slurm hardware=cpu launcher.cpus_per_task=1 launcher.mem_gb=1 ...
+    python train.py -m launcher=slurm hardware=cpu launcher.cpus_per_task=1 launcher.mem_gb=2 ...
     python -m rope_ext.local_slurm status            # sinfo + squeue
     python -m rope_ext.local_slurm stop              # stops the daemons; --purge also deletes the state dir
 

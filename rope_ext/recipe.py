@@ -15,6 +15,7 @@ as the uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rope_ext.data.registry import get as dataset_info
@@ -24,6 +25,8 @@ from rope_ext.util import select
 
 # the built-in datasets augmented per image (the registry's DatasetInfo.per_image; plugins' included in check)
 PER_IMAGE_DATASETS = per_image_names()
+
+log = logging.getLogger(__name__)
 
 
 def check(cfg: Any) -> None:
@@ -62,12 +65,46 @@ def mixing(cfg: Any) -> bool:
     return bool(select(cfg, "recipe.mixup", 0.0) or select(cfg, "recipe.cutmix", 0.0))
 
 
-def peak_lr(cfg: Any, world_size: int) -> float:
-    """``train.lr``, scaled by global batch / ``recipe.lr_batch`` when that is set (DeiT's linear rule)."""
+def peak_lr(cfg: Any, world_size: int, *, warn: bool = True) -> float:
+    """``train.lr``, scaled by global batch / ``recipe.lr_batch`` when that is set (DeiT's linear rule).
+
+    The trainer calls this once per job at start-up; with ``warn`` (rank 0's call) it logs
+    ``schedule_warnings``: what the schedule cannot do as the recipe says."""
     lr, lr_batch = float(cfg.train.lr), select(cfg, "recipe.lr_batch")
-    if lr_batch is None:
-        return lr
-    return lr * int(cfg.train.batch_size) * world_size / int(lr_batch)
+    peak = lr if lr_batch is None else lr * int(cfg.train.batch_size) * world_size / int(lr_batch)
+    if warn:
+        for message in schedule_warnings(cfg, world_size, peak):
+            log.warning(message)
+    return peak
+
+
+# a batch-scaled peak below this share of train.lr is far from the recipe's: warned
+LOW_LR_SHARE = 0.25
+
+
+def schedule_warnings(cfg: Any, world_size: int, peak: float) -> list[str]:
+    """Where the schedule cannot do what the recipe says: a run no longer than its warm-up (the lr only
+    rises; no cosine decay), or a batch-scaled peak lr below ``LOW_LR_SHARE`` of ``train.lr`` (the
+    recipe's lr is for a global batch of ``recipe.lr_batch``). Each names the keys and values."""
+    train, name = cfg.train, select(cfg, "recipe.name", "basic")
+    epochs, warmup = int(train.epochs), float(train.warmup_epochs)
+    messages = []
+    if warmup > 0 and epochs <= warmup:
+        messages.append(
+            f"recipe={name}: train.epochs={epochs} is not longer than train.warmup_epochs={warmup:g}, so "
+            f"the whole run is warm-up (the lr rises to its peak at the last step; no cosine decay). Set "
+            f"train.epochs above {warmup:g}, or train.warmup_epochs below {epochs}."
+        )
+    lr, lr_batch = float(train.lr), select(cfg, "recipe.lr_batch")
+    if lr_batch is not None and peak < LOW_LR_SHARE * lr:
+        batch = int(train.batch_size) * world_size
+        messages.append(
+            f"recipe={name}: recipe.lr_batch={lr_batch} scales train.lr={lr:g} to a peak lr of {peak:.3g} at "
+            f"the global batch {batch} (train.batch_size={train.batch_size} x {world_size} process(es)), "
+            f"{peak / lr:.3g} of the recipe's. Set recipe.lr_batch={batch} to train at {lr:g}, or "
+            "recipe.lr_batch=null to use train.lr as it is."
+        )
+    return messages
 
 
 def build_mixup(cfg: Any, num_classes: int) -> Any | None:
