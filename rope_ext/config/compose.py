@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rope_ext import schema
 from rope_ext.config.check import allowed, unknown_keys
+from rope_ext.config.help import register as register_help
 from rope_ext.config.pe import encoding_names
 from rope_ext.config.rules import one_line
 from rope_ext.data import registry as datasets
@@ -26,13 +27,40 @@ from rope_ext.errors import ConfigError
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
+SLUG_MAX = 100  # characters of a directory name made from overrides
+# after the kept pairs of a cut name, before the hash of the whole text: Hydra's override grammar refuses
+# "=" inside a value, so "<pair>,...=<hash>" cannot be read as a longer value of the last pair (as
+# "pe.block=2,3,...<hash>" would be: one more sweep value) and "...=<hash>" is no override either
+CUT_MARK = ",...="
+# where one key=value pair of Hydra's override_dirname ends: a comma before the next key (a value may
+# hold commas, e.g. eval.input_sizes=[16,20])
+PAIR_END = re.compile(r",(?=[+~]*[A-Za-z_][\w./@+-]*=)")
+
+
 def slug(text: Any) -> str:
-    """A directory name from an override string: safe characters only, at most ~100 characters."""
+    """A directory name from an override string: safe characters only, at most ``SLUG_MAX`` characters.
+
+    A longer name keeps the whole ``key=value`` pairs that fit, then ``,...=`` and 10 hex digits of the
+    sha1 of the whole text (``pe.block=2,3,seed=0,...=3f9a1c0b2d``): no pair is cut, and the hash cannot
+    be read as a value (``CUT_MARK``). A first pair too long to keep whole keeps its key
+    (``model.checkpoint,...=<hash>``)."""
     text = "" if text is None else str(text)
-    safe = re.sub(r"[^A-Za-z0-9._=,+\-]+", "_", text).strip("_.") or "default"
-    if len(safe) > 100:
-        safe = safe[:88] + "-" + hashlib.sha1(text.encode()).hexdigest()[:10]
-    return safe
+    safe = _safe(text) or "default"
+    if len(safe) <= SLUG_MAX:
+        return safe
+    tail = CUT_MARK + hashlib.sha1(text.encode()).hexdigest()[:10]
+    kept: list[str] = []
+    for pair in filter(None, (_safe(p) for p in PAIR_END.split(text))):
+        if len(",".join([*kept, pair])) + len(tail) > SLUG_MAX:
+            break
+        kept.append(pair)
+    if not kept:
+        kept = [_safe(text.split("=", 1)[0])[: SLUG_MAX - len(tail)]]
+    return ",".join(kept) + tail
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,+\-]+", "_", text).strip("_.")
 
 
 def register_resolvers() -> None:
@@ -40,6 +68,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("rope_ext.slug", slug)
     if not OmegaConf.has_resolver("rope_ext.unnamed_keys"):
         OmegaConf.register_new_resolver("rope_ext.unnamed_keys", schema.unnamed_keys)
+    register_help()  # rope_ext.config_groups: the groups --help lists
 
 
 def register_nodes(conf_dir: Path = CONF) -> None:
