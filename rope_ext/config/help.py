@@ -27,32 +27,38 @@ def config_groups() -> str:
     if not GlobalHydra.instance().is_initialized():
         return ""
     hydra = GlobalHydra.instance().hydra
-    options = {g: sorted(hydra.config_loader.get_group_options(g)) for g in hydra.list_all_config_groups()}
     if os.environ.get(ENV_VAR) == "all":
-        return "\n".join(f"{g}: {', '.join(options[g])}" for g in sorted(options))
-    return "\n".join(user_lines(options))
+        groups = sorted(hydra.list_all_config_groups())
+        return "\n".join(
+            f"{g}: {', '.join(sorted(hydra.config_loader.get_group_options(g)))}" for g in groups
+        )
+    # only the groups shown are listed (Hydra's loader searches every config source for each group)
+    loader = hydra.config_loader
+    shown = [*USER_GROUPS, *(f"experiment/{g}" for g in loader.list_groups("experiment"))]
+    options = {g: sorted(loader.get_group_options(g)) for g in shown if not internal(g)}
+    present = [r for r in INTERNAL if r.rpartition("/")[2] in loader.list_groups(r.rpartition("/")[0])]
+    return "\n".join(user_lines(options, present))
 
 
-def user_lines(options: dict[str, list[str]]) -> list[str]:
-    """``group: a, b, c`` per user group, the presets by folder, the arms, and a line on the internal
-    groups (``options``: every group Hydra lists -> its options)."""
+def user_lines(options: dict[str, list[str]], internal_roots: list[str]) -> list[str]:
+    """``group: a, b, c`` per user group, the presets by folder, the arms, and where the internal groups
+    are (``options``: the groups shown -> their options; ``internal_roots``: the ``INTERNAL`` present)."""
     lines = [f"{g}: {', '.join(options[g])}" for g in USER_GROUPS if options.get(g)]
-    folders = sorted(g for g in options if g.startswith("experiment/") and g != ARMS and not internal(g))
+    folders = sorted(g for g in options if g.startswith("experiment/") and g != ARMS and options[g])
     if folders:
         lines.append("experiment=<folder>/<name> (presets, conf/experiment/README.md):")
         lines += [f"  {g.split('/', 1)[1]}/: {', '.join(options[g])}" for g in folders]
     if options.get(ARMS):
         lines.append(f"+{ARMS} (an arm, added to a study preset): {', '.join(options[ARMS])}")
-    hidden = [root for root in INTERNAL if any(internal(g, root) for g in options)]
-    if hidden:
-        roots = ", ".join(f"{root}/*" for root in hidden)
+    if internal_roots:
+        roots = ", ".join(f"{root}/*" for root in internal_roots)
         lines.append(f"Internal groups ({roots}) are listed by: {ENV_VAR}=all python train.py --help")
     return lines
 
 
-def internal(group: str, root: str | None = None) -> bool:
-    """``group`` is ``root`` or below it (any of ``INTERNAL`` when ``root`` is None)."""
-    return any(group == r or group.startswith(r + "/") for r in ([root] if root else INTERNAL))
+def internal(group: str) -> bool:
+    """``group`` is one of ``INTERNAL`` or below one."""
+    return any(group == r or group.startswith(r + "/") for r in INTERNAL)
 
 
 def register() -> None:
