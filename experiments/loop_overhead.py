@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from rope_ext import distributed
-from rope_ext.hardware import amp_dtype, pick_device
-from rope_ext.model import build_model
-from rope_ext.optim import build_optimizer, build_scheduler
-from rope_ext.tracking import Tracker
-from rope_ext.trainer import train
+from rope_ext.run import distributed
+from rope_ext.run.hardware import amp_dtype, pick_device
+from rope_ext.run.model import build_model
+from rope_ext.run.optim import build_optimizer, build_scheduler
+from rope_ext.run.training import train
+from rope_ext.tracking.wandb_run import Tracker
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -19,7 +19,7 @@ from rope_ext.config import CONF, ConfigError, check_command  # also registers t
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     return run_job(cfg)
 

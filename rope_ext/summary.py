@@ -29,9 +29,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from rope_ext.config import slug
-from rope_ext.metrics import job_result
 from rope_ext.report.runs import find_runs
 from rope_ext.report.tables import cell, markdown_table
+from rope_ext.tracking.records import job_result
 
 log = logging.getLogger(__name__)
 

@@ -173,8 +173,8 @@ def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(t
     import os
     import time
 
-    from rope_ext.metrics import job_result
     from rope_ext.report.runs import find_runs
+    from rope_ext.tracking.records import job_result
 
     job = tmp_path / "job"
     (job / ".hydra").mkdir(parents=True)

@@ -18,7 +18,7 @@ from scipy import stats as st
 from test_stats import write_study_rows
 
 from rope_ext import report, stats
-from rope_ext.metrics import METRICS_NAME, write_record
+from rope_ext.tracking.records import METRICS_NAME, write_record
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "statistics.md"
 

@@ -1,7 +1,7 @@
 """Faults of issues 20 and 21: divergence, signals at every kill point, SIGINT, links planted in a run
 directory, full disks, strict JSON, hand-edited checkpoints.
 
-Faults are injected at exact steps through ``ROPE_EXT_FAULT`` (``rope_ext.trainer.FAULT_ENV``), so that
+Faults are injected at exact steps through ``ROPE_EXT_FAULT`` (``rope_ext.run.hooks.FAULT_ENV``, ``rope_ext.run.debug_faults``), so that
 what happens does not depend on the processor (a huge learning rate makes NaN on one machine and a
 singular linear solve on another). Most runs are the real job function on a composed config, in this
 process (a few seconds each); the SIGINT tests are real subprocesses.
@@ -34,9 +34,10 @@ from harness_helpers import (
 
 from rope_ext import checkpoint, safe_io
 from rope_ext.checkpoint import CheckpointWriteError
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, write_record
+from rope_ext.run.hooks import FAULT_ENV
+from rope_ext.run.job import EXIT_CONFIG, EXIT_IO, EXIT_NONFINITE, run_job
 from rope_ext.safety import RunLock
-from rope_ext.trainer import EXIT_CONFIG, EXIT_IO, EXIT_NONFINITE, FAULT_ENV, run_job
+from rope_ext.tracking.records import FAILURE_NAME, METRICS_NAME, write_record
 
 # 2 epochs of 3 steps (64 images, 6 held out for validation, batches of 16)
 SMALL = [
@@ -205,12 +206,12 @@ def test_a_checkpoint_holding_all_of_an_epochs_steps_resumes(tmp_path, monkeypat
 
 
 def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, caplog):
-    from rope_ext import trainer
+    from rope_ext.run import build
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "build_datasets", interrupted)
+    monkeypatch.setattr(build, "build_datasets", interrupted)
     assert job(tmp_path / "run", monkeypatch=monkeypatch) == 130
     [line] = [r for r in caplog.records if "SIGINT" in r.getMessage()]
     assert line.exc_info is None and "no checkpoint was written" in line.getMessage()
@@ -475,7 +476,7 @@ def test_a_hand_edited_checkpoint_is_refused_with_one_paragraph(
 
 
 def test_peak_memory_is_the_jobs_own_not_the_processes(tmp_path):
-    from rope_ext import hardware
+    from rope_ext.run import hardware
 
     cpu = torch.device("cpu")
     hardware.reset_peak_mem(cpu)

@@ -13,7 +13,7 @@ from harness_helpers import TINY, failure, metrics, output, run_train, start_tra
 
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError
-from rope_ext.trainer import FAULT_ENV
+from rope_ext.run.hooks import FAULT_ENV
 
 # 4 epochs of 8 steps; the loop checks for signals after every step
 RUN = [*TINY, "train.epochs=4", "dataset.train_size=128", "train.log_every=1"]

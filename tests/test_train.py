@@ -180,7 +180,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_stops_before_any_work(tmp_path, monkeypatch, caplog, case):
     """The app's job function on a composed config: exit 2, key/value/allowed named, nothing written."""
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("ROPE_EXT_DATA", str(tmp_path / "data"))
@@ -200,7 +200,7 @@ def test_bad_input_stops_before_any_work(tmp_path, monkeypatch, caplog, case):
 
 def test_a_wandb_start_failure_warns_and_leaves_a_tracker_whose_calls_are_no_ops(tmp_path, caplog):
     """W&B refusing to start (here: a mode it does not know) turns the tracker off with a warning."""
-    from rope_ext.tracking import Tracker
+    from rope_ext.tracking.wandb_run import Tracker
 
     tracker = Tracker()
     tracker.start(
@@ -223,10 +223,10 @@ def test_a_wandb_start_failure_warns_and_leaves_a_tracker_whose_calls_are_no_ops
 
 
 def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
-    """The real trainer's records have exactly the keys of ``rope_ext.metrics`` and its schema_version."""
-    from rope_ext import metrics as schema
+    """The real trainer's records have exactly the keys of ``rope_ext.tracking.records`` and its schema_version."""
     from rope_ext.encoding.rotary import OPTION_KEYS
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
+    from rope_ext.tracking import records as schema
 
     run_dir = tmp_path / "run"
     tiny = [a for a in TINY if not a.startswith("train.epochs")]
