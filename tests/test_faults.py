@@ -37,7 +37,7 @@ from rope_ext.checkpoint import CheckpointWriteError
 from rope_ext.run.hooks import FAULT_ENV
 from rope_ext.run.job import EXIT_CONFIG, EXIT_IO, EXIT_NONFINITE, run_job
 from rope_ext.safety import RunLock
-from rope_ext.tracking.records import FAILURE_NAME, METRICS_NAME, write_record
+from rope_ext.tracking.records import FAILURE_NAME, METRICS_NAME, job_result, write_record
 
 # 2 epochs of 3 steps (64 images, 6 held out for validation, batches of 16)
 SMALL = [
@@ -170,6 +170,9 @@ def test_a_signal_at_any_step_checkpoints_and_the_rerun_resumes_to_the_same_resu
     caplog.set_level(logging.INFO)
     assert job(run_dir, fault=fault, monkeypatch=monkeypatch) == code, caplog.text[-3000:]
     assert f"interrupted by {fault.split('@')[0]} {where}" in caplog.text
+    # a stop that checkpointed is recorded as interrupted (resumable), not as a failure
+    assert failure(run_dir)["status"] == "interrupted" and failure(run_dir)["epochs_done"] == epoch
+    assert job_result(run_dir)["status"] == "interrupted"
     assert (record(run_dir)["epoch"], record(run_dir)["step_in_epoch"]) == (epoch, step)
     assert step < STEPS  # never "all steps of an epoch" as a mid-epoch checkpoint
     assert not errors(caplog) and not (run_dir / METRICS_NAME).exists()
@@ -216,6 +219,7 @@ def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, 
     [line] = [r for r in caplog.records if "SIGINT" in r.getMessage()]
     assert line.exc_info is None and "no checkpoint was written" in line.getMessage()
     assert not errors(caplog)
+    assert failure(tmp_path / "run")["status"] == "interrupted"
 
 
 def test_count_of_kill_points():
@@ -240,7 +244,7 @@ def test_ctrl_c_checkpoints_logs_one_line_and_exits_130(tmp_path):
     log = (run_dir / "train.log").read_text()
     [line] = [line for line in log.splitlines() if "interrupted by SIGINT" in line]
     assert "checkpoint saved, rerun the same command to resume" in line
-    assert record(run_dir)["epoch"] >= 1 and failure(run_dir)["status"] == "failed"
+    assert record(run_dir)["epoch"] >= 1 and failure(run_dir)["status"] == "interrupted"
 
 
 @pytest.mark.slow

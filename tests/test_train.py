@@ -12,7 +12,16 @@ import json
 import pytest
 import torch
 import yaml
-from harness_helpers import TINY, compose_job, failure, metrics, output, run_train, wandb_history
+from harness_helpers import (
+    TINY,
+    compose_job,
+    failure,
+    metrics,
+    output,
+    run_train,
+    wandb_config,
+    wandb_history,
+)
 
 CONTRACT = {
     "test_acc",
@@ -95,6 +104,9 @@ def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_p
     epochs = [r for r in rows if "epoch/val_acc" in r]
     assert [round(r["epoch/val_acc"], 6) for r in epochs] == [round(h["val_acc"], 6) for h in m["history"]]
     assert not list(run_dir.glob("wandb/offline-run-*/files/wandb-summary.json"))
+    # every recorded config holds the encoding as resolved, the key a W&B panel's X axis reads
+    resolved = {k: v for k, v in m["pe"].items() if k != "augment"}
+    assert {k: wandb_config(wandb_file)["pe"][k] for k in resolved} == resolved
 
 
 @pytest.mark.slow
@@ -242,6 +254,12 @@ def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
         torch.__version__.startswith(prov["versions"]["torch"]) and prov["threads"] == torch.get_num_threads()
     )
     assert set(prov["revision"]) == {"commit", "dirty", "reason"}
+
+    # the configs it records hold the encoding as resolved (the default axial_block: 3x3 blocks), as pe does
+    for config in (
+        json.loads((run_dir / name).read_text())["config"] for name in ("run.json", "checkpoint.json")
+    ):
+        assert config["pe"] == m["pe"] and config["pe"]["block"] == 3
 
     task, _ = compose_job([*tiny, *SMALL, "train.epochs=1", "train.lr=-1"], tmp_path / "bad")
     with pytest.raises(SystemExit):
