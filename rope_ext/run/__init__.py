@@ -4,7 +4,9 @@
 calls ``training.train``, the outline read top to bottom. ``train`` builds the run's parts
 (``build``: data, model, optimiser and schedule), takes the run directory and resumes its checkpoint
 (``state``), runs the step loop (``loop``), evaluates (``evaluation``) and writes the records
-(``records``). Below them: ``model``, ``optim``, ``hardware``, ``distributed``, ``preemption`` (signals)
-and ``hooks`` (an optional debug hook into the loop, ``debug_faults``). Each module imports only the
-ones after it in this list, never the other way round.
+(``records``).
+
+Layers, top to bottom: job, training, records, loop, state, build, model, settings, optim, evaluation,
+hardware, distributed, preemption (signals), hooks (an optional debug hook into the loop) and
+debug_faults (loaded by hooks only when its variable is set). Each module imports only modules below it.
 """

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 
 from rope_ext.config import ConfigError
-from rope_ext.run.hooks import FAULT_ENV
 
 FAULT_KINDS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGINT2", "loss", "grad", "param", "solve")
 Faults = dict[tuple[int, int | None], set[str]]  # (epoch, step or None for "end") -> kinds
@@ -30,15 +29,16 @@ class FaultInjector:
     faults: Faults = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, text: str) -> FaultInjector:
-        """``FAULT_ENV``'s value; ConfigError naming it when an item is not KIND@EPOCH:STEP."""
+    def parse(cls, text: str, variable: str = "ROPE_EXT_FAULT") -> FaultInjector:
+        """The value of the environment ``variable``; ConfigError naming it when an item is not
+        KIND@EPOCH:STEP."""
         faults: Faults = {}
         for item in filter(None, (part.strip() for part in text.strip().split(","))):
             kind, _, where = item.partition("@")
             epoch, _, step = where.partition(":")
             if kind not in FAULT_KINDS or not epoch.isdigit() or not (step.isdigit() or step == "end"):
                 raise ConfigError(
-                    f"{FAULT_ENV}={text.strip()!r}: {item!r} is not KIND@EPOCH:STEP (STEP a number or "
+                    f"{variable}={text.strip()!r}: {item!r} is not KIND@EPOCH:STEP (STEP a number or "
                     f"'end', KIND one of {', '.join(FAULT_KINDS)}); unset it outside tests"
                 )
             faults.setdefault((int(epoch), None if step == "end" else int(step)), set()).add(kind)

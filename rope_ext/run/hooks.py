@@ -37,4 +37,4 @@ def from_env() -> StepHooks | None:
         return None
     from rope_ext.run.debug_faults import FaultInjector
 
-    return FaultInjector.parse(os.environ[FAULT_ENV])
+    return FaultInjector.parse(os.environ[FAULT_ENV], FAULT_ENV)

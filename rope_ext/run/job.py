@@ -91,15 +91,7 @@ def run_job(cfg: DictConfig) -> float | None:
             return None
         raise SystemExit(EXIT_CONFIG) from None
     except OSError as err:  # disk full, read-only output, a planted link: one paragraph, no traceback
-        if isinstance(err, safe_io.UnsafePathError):
-            log.error("Unsafe run directory: %s.", err)
-        else:
-            log.error(
-                "I/O error: %s. Free space or fix the permissions (output: %s), then rerun the same "
-                "command: it resumes from the last checkpoint.",
-                _describe_os_error(err, run_dir),
-                run_dir,
-            )
+        _log_os_error(err, run_dir)
         return stop(f"{type(err).__name__}: {err}", EXIT_IO)
     except Diverged as err:
         log.error("%s", err)
@@ -164,6 +156,18 @@ def _identity(job: Job, cfg: DictConfig) -> dict[str, Any]:
         return identity_of(as_config(cfg))
     except Exception:  # noqa: BLE001 - best effort: the config itself is what failed
         return identity_of(None)
+
+
+def _log_os_error(err: OSError, run_dir: Path) -> None:
+    if isinstance(err, safe_io.UnsafePathError):
+        log.error("Unsafe run directory: %s.", err)
+        return
+    log.error(
+        "I/O error: %s. Free space or fix the permissions (output: %s), then rerun the same "
+        "command: it resumes from the last checkpoint.",
+        _describe_os_error(err, run_dir),
+        run_dir,
+    )
 
 
 def _describe_os_error(err: OSError, run_dir: Path) -> str:

@@ -12,6 +12,7 @@ import rope_ext
 from rope_ext.config import ConfigError, timm_kwargs
 from rope_ext.encoding.rotary import RopeSpec
 from rope_ext.encoding.weights import CheckpointFileError
+from rope_ext.run.settings import resolve_pe
 from rope_ext.schema import ModelConfig
 
 
@@ -50,8 +51,6 @@ def create_model(model: ModelConfig, rope: RopeSpec, *, num_classes: int, img_si
 def build_model(cfg: Any, num_classes: int) -> nn.Module:
     """The model of a whole composed config (``DictConfig`` or ``schema.Config``) at its
     ``dataset.input_size``: its encoding resolved, then ``create_model``."""
-    from rope_ext.run.settings import resolve_pe
-
     model, pe = (
         OmegaConf.to_object(node) if isinstance(node, DictConfig) else node for node in (cfg.model, cfg.pe)
     )
