@@ -34,6 +34,7 @@ from harness_helpers import (
 
 from rope_ext import checkpoint, safe_io
 from rope_ext.checkpoint import CheckpointWriteError
+from rope_ext.config import ConfigError
 from rope_ext.run.hooks import FAULT_ENV
 from rope_ext.run.job import EXIT_CONFIG, EXIT_IO, EXIT_NONFINITE, run_job
 from rope_ext.safety import RunLock
@@ -220,6 +221,26 @@ def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, 
     assert line.exc_info is None and "no checkpoint was written" in line.getMessage()
     assert not errors(caplog)
     assert failure(tmp_path / "run")["status"] == "interrupted"
+
+
+def test_the_fault_hook_is_not_loaded_unless_its_variable_is_set(monkeypatch):
+    """Production runs never import the injector: the loop sees no hook at all."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from rope_ext.run import hooks, training; "
+        "assert hooks.from_env() is None; assert 'rope_ext.run.debug_faults' not in sys.modules"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    subprocess.run([sys.executable, "-c", code], env=environ, check=True, timeout=120)
+    monkeypatch.setenv(FAULT_ENV, "SIGTERM@1:2,loss@2:end")
+    from rope_ext.run import hooks
+
+    assert hooks.from_env().faults == {(1, 2): {"SIGTERM"}, (2, None): {"loss"}}
+    monkeypatch.setenv(FAULT_ENV, "SIGKILL@1:2")
+    with pytest.raises(ConfigError, match=f"{FAULT_ENV}='SIGKILL@1:2'.*KIND one of SIGTERM"):
+        hooks.from_env()
 
 
 def test_count_of_kill_points():
