@@ -57,7 +57,7 @@ def test_killed_run_resumes_at_the_right_epoch_with_the_same_result(tmp_path, re
     else:  # SIGTERM: checkpoint at the next step boundary, then exit 128 + 15
         assert proc.returncode == 143, text
         assert "interrupted by SIGTERM" in text
-        assert failure(run_dir)["status"] == "failed"
+        assert failure(run_dir)["status"] == "interrupted"  # resumable, not a failure
     resumed = run_train(args, tmp_path)
     assert resumed.returncode == 0, output(resumed)
     log = (run_dir / "train.log").read_text()
