@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 import rope_ext
@@ -13,7 +13,7 @@ from rope_ext.config import ConfigError, timm_kwargs
 from rope_ext.encoding.rotary import RopeSpec
 from rope_ext.encoding.weights import CheckpointFileError
 from rope_ext.run.settings import resolve_pe
-from rope_ext.schema import ModelConfig
+from rope_ext.schema import ModelConfig, PEConfig
 
 
 def create_model(model: ModelConfig, rope: RopeSpec, *, num_classes: int, img_size: int) -> nn.Module:
@@ -49,12 +49,18 @@ def create_model(model: ModelConfig, rope: RopeSpec, *, num_classes: int, img_si
 
 
 def build_model(cfg: Any, num_classes: int) -> nn.Module:
-    """The model of a whole composed config (``DictConfig`` or ``schema.Config``) at its
-    ``dataset.input_size``: its encoding resolved, then ``create_model``."""
-    model, pe = (
-        OmegaConf.to_object(node) if isinstance(node, DictConfig) else node for node in (cfg.model, cfg.pe)
-    )
+    """The model of a whole config (``schema.Config``, or a ``DictConfig`` as composed or loaded from a
+    run's ``.hydra/config.yaml``) at its ``dataset.input_size``: its encoding resolved, then
+    ``create_model``."""
+    model, pe = _typed(cfg.model, ModelConfig), _typed(cfg.pe, PEConfig)
     return create_model(model, resolve_pe(pe), num_classes=num_classes, img_size=cfg.dataset.input_size)
+
+
+def _typed(node: Any, schema: type) -> Any:
+    """``node`` as an instance of the dataclass ``schema`` (checked against it when it is a DictConfig)."""
+    if isinstance(node, schema):
+        return node
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
 
 
 def _fields(model: ModelConfig) -> dict[str, Any]:
