@@ -63,8 +63,8 @@ def train(
         fingerprint,
         data.train.num_batches,
         bars,
+        step_hooks,
     )
-    ctx.hooks = step_hooks
 
     # 3. lock the run directory, resume from its checkpoint (refused when corrupt or of other settings)
     lock(ctx, job.lock)
