@@ -13,7 +13,7 @@ from torch import nn
 from rope_ext import recipe
 from rope_ext.config import ConfigError, eval_sizes
 from rope_ext.data import DataSplits, build_datasets
-from rope_ext.encoding.rotary import RopeSpec
+from rope_ext.encoding.spec import RopeSpec
 from rope_ext.loader import Batches, BatchTransform
 from rope_ext.run import distributed, hardware
 from rope_ext.run.evaluation import eval_transform

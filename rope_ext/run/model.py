@@ -10,7 +10,7 @@ from torch import nn
 
 import rope_ext
 from rope_ext.config import ConfigError, timm_kwargs
-from rope_ext.encoding.rotary import RopeSpec
+from rope_ext.encoding.spec import RopeSpec
 from rope_ext.encoding.weights import CheckpointFileError
 from rope_ext.run.settings import resolve_pe
 from rope_ext.schema import ModelConfig, PEConfig

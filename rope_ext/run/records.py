@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 import rope_ext
-from rope_ext.encoding.rotary import OPTION_KEYS, RopeSpec
+from rope_ext.encoding.spec import OPTION_KEYS, RopeSpec
 from rope_ext.encoding.vit import resolved_options
 from rope_ext.run import distributed, hardware
 from rope_ext.run.build import Data

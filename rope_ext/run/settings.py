@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rope_ext import recipe
 from rope_ext.config import ConfigError, validate
-from rope_ext.encoding.rotary import Augment, RopeSpec, validate_pe
+from rope_ext.encoding.spec import Augment, RopeSpec, validate_pe
 from rope_ext.schema import Config, PEAugmentConfig, PEConfig
 
 
