@@ -7,7 +7,9 @@ sha256, what it resumes and the run's fingerprint (``fingerprint``: every config
 training trajectory). Both are written to temporary files first (fsynced), then renamed into place
 (``os.replace``), the checkpoint first, then the directory is fsynced. ``recover`` (called by ``load``)
 turns whatever a crash at any point of ``save`` left into a consistent pair: a complete new pair still in
-``*.tmp`` is moved into place, anything incomplete is discarded and the previous pair is kept. A failed
+``*.tmp`` is moved into place once verified (hash, weights-only load, fingerprint, shapes, progress),
+anything incomplete is discarded, and a complete pair that fails verification is renamed aside
+(``*.tmp.rejected-<time>``), never over the checkpoint in place. A failed
 write (disk full, read-only) removes its ``*.tmp`` files and raises ``CheckpointWriteError`` naming path
 and errno; the previous checkpoint is untouched. A checkpoint whose bytes do not match its record, that
 torch cannot read, or whose fingerprint differs from the run's is refused with ``CheckpointError``.
@@ -16,7 +18,6 @@ torch cannot read, or whose fingerprint differs from the run's is refused with `
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -95,7 +96,7 @@ class _HashingWriter:
         self.f.flush()
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     sha = hashlib.sha256()
     fd = safe_io.open_nofollow(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
@@ -112,7 +113,7 @@ def _fsync_write(path: Path, write: Any) -> str | None:
     return out
 
 
-def _names(run_dir: Path) -> tuple[Path, Path, Path, Path]:
+def pair_paths(run_dir: Path) -> tuple[Path, Path, Path, Path]:
     """checkpoint.pt, checkpoint.json and their .tmp files, each refused when it is a link."""
     ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
     paths = (ckpt, rec, safe_io.tmp_path(ckpt), safe_io.tmp_path(rec))
@@ -127,7 +128,7 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
     Nothing is written through a link (``safe_io.UnsafePathError``); ``record`` is strict JSON."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt, rec, ckpt_tmp, rec_tmp = _names(run_dir)
+    ckpt, rec, ckpt_tmp, rec_tmp = pair_paths(run_dir)
 
     def write_ckpt(f: Any) -> str:
         writer = _HashingWriter(f)
@@ -161,12 +162,11 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
     return ckpt
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path`` (read without following links), else None."""
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (read without following links, bounded: ``safe_io.read_json``), else
+    None when it is missing or not a JSON object (a record cut short by a crash)."""
     try:
-        fd = safe_io.open_nofollow(path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            data = json.loads(f.read())
+        data = safe_io.read_json(path)
     except safe_io.UnsafePathError:
         raise
     except (OSError, ValueError):
@@ -174,43 +174,35 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def recover(run_dir: Path) -> None:
-    """Complete or discard a save that a crash interrupted, so that ``run_dir`` holds a consistent pair.
+def recover(run_dir: Path, fingerprint: dict[str, Any] | None = None) -> None:
+    """Complete, remove or set aside what an interrupted ``save`` left (``rope_ext.checkpoint_recovery``,
+    imported here because it builds on this module)."""
+    from rope_ext.checkpoint_recovery import recover as recover_pending
 
-    ``save`` writes checkpoint.pt.tmp, then checkpoint.json.tmp (with the sha256 of the former), then
-    renames the first, then the second. Whatever point it died at: both temporary files complete and
-    matching -> both renamed into place (the newer checkpoint wins); checkpoint.pt already renamed and
-    checkpoint.json.tmp matching it -> the record is renamed; anything else in ``*.tmp`` is incomplete
-    and removed, which leaves the previous pair (or, before the first save, nothing). Any of the four
-    names being a link raises ``safe_io.UnsafePathError``.
-    """
-    run_dir = Path(run_dir)
-    ckpt, rec, ckpt_tmp, rec_tmp = _names(run_dir)
-    pending = _read_record(rec_tmp) if rec_tmp.exists() else None
-    if ckpt_tmp.exists():
-        if pending is not None and pending.get("sha256") == _sha256(ckpt_tmp):
-            log.warning("completing the checkpoint save that was interrupted before its renames")
-            os.replace(ckpt_tmp, ckpt)
-            os.replace(rec_tmp, rec)
-            safe_io.fsync_dir(run_dir)
-            return
-        log.warning("removing %s, left incomplete by a save that was interrupted", ckpt_tmp)
-        ckpt_tmp.unlink()
-    if rec_tmp.exists():
-        if pending is not None and ckpt.exists() and pending.get("sha256") == _sha256(ckpt):
-            log.warning("completing the checkpoint save that was interrupted between its renames")
-            os.replace(rec_tmp, rec)
-            safe_io.fsync_dir(run_dir)
-            return
-        log.warning("removing %s, left incomplete by a save that was interrupted", rec_tmp)
-        rec_tmp.unlink()
+    recover_pending(Path(run_dir), fingerprint)
+
+
+def fingerprint_mismatch(record: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (recorded, this run's)} for every fingerprint key that differs (CheckpointError when the
+    record holds neither a fingerprint nor a config to rebuild one from)."""
+    saved = record.get("fingerprint") or {}
+    if not isinstance(saved, dict) or record.get("fingerprint_format") != 2:
+        # written before the fingerprint covered the whole config: rebuild it from the config it recorded
+        config = record.get("config")
+        if not isinstance(config, dict):
+            raise CheckpointError("its record holds no config to compare. " + HOW)
+        log.warning("a checkpoint record predates full fingerprints: compared with the config it recorded")
+        saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
+    fingerprint, _ = safe_io.strict_json(fingerprint)  # as save() recorded it: non-finite -> null
+    keys = sorted(set(saved) | set(fingerprint))
+    return {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
 
 
 def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint of ``run_dir`` (None when there is none), verified; raises CheckpointError."""
     run_dir = Path(run_dir)
     ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    recover(run_dir)
+    recover(run_dir, fingerprint)
     if not ckpt.exists():
         if rec.exists():
             raise CheckpointError(
@@ -218,27 +210,25 @@ def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
                 "over in a directory that claims progress; delete the run directory or pick another run_id."
             )
         return None
-    sha = _sha256(ckpt)
-    record = _read_record(rec)
+    sha = sha256_of(ckpt)
     how = HOW
-    if record is None:
+    try:
+        record = safe_io.read_json(rec)
+    except safe_io.BadJSON as err:
+        raise CheckpointError(f"checkpoint {ckpt}: its record cannot be read: {err}. {how}") from None
+    except FileNotFoundError:
+        record = None
+    if not isinstance(record, dict):
         raise CheckpointError(f"checkpoint {ckpt} has no readable record {rec}; refusing to load it. {how}")
     if record.get("sha256") != sha:
         raise CheckpointError(
             f"checkpoint {ckpt} is corrupt: its sha256 {sha[:12]}… differs from the {str(record.get('sha256', '?'))[:12]}… "
             f"recorded when it was written. {how}"
         )
-    saved = record.get("fingerprint") or {}
-    if not isinstance(saved, dict) or record.get("fingerprint_format") != 2:
-        # written before the fingerprint covered the whole config: rebuild it from the config it recorded
-        config = record.get("config")
-        if not isinstance(config, dict):
-            raise CheckpointError(f"checkpoint {ckpt}: its record {rec} holds no config to compare. {how}")
-        log.warning("checkpoint %s predates full fingerprints: compared with the config it recorded", ckpt)
-        saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
-    fingerprint, _ = safe_io.strict_json(fingerprint)  # as save() recorded it: non-finite -> null
-    keys = sorted(set(saved) | set(fingerprint))
-    mismatch = {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
+    try:
+        mismatch = fingerprint_mismatch(record, fingerprint)
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {ckpt}: {err}") from None
     if mismatch:
         detail = "; ".join(f"{k}: checkpoint {old!r}, this run {new!r}" for k, (old, new) in mismatch.items())
         raise CheckpointError(

@@ -3,12 +3,20 @@
     <dataset.root>/train/<class>/*.{jpg,jpeg,png,...}   training images (validation is held out of them)
     <dataset.root>/val/<class>/*                        the test split (ImageNet's "val")
 
-The class folders of ``val/`` must be those of ``train/``. Images are read by timm
-(``timm.data.create_dataset``, a folder reader) and transformed one by one in DataLoader workers by timm's
-transforms (``timm.data.create_transform``): random-resized crop and flip for training, plus the
+The class folders of ``val/`` must be those of ``train/``. Images are found by timm's folder reader
+(``timm.data.readers.ReaderImageFolder``), read by ``ImageFiles`` and transformed one by one in DataLoader
+workers by timm's transforms (``timm.data.create_transform``): random-resized crop and flip for training, plus the
 recipe's RandAugment and random erasing (``conf/recipe``), resize and centre crop for evaluation. The
 validation split is ``dataset.val_fraction`` of ``train/``, held out exactly as for the other datasets
 (``rope_ext.data.split_validation``), and evaluated with the evaluation transform.
+
+Files: the folders are walked once before any image is read (``check_root``), bounded: every directory
+is visited once (a folder reached twice through links, e.g. a link loop, is refused, as timm's own walk
+follows links and would not end), and every image name must be a regular file (a FIFO, socket or device
+named ``x.png`` is refused by its type before it is opened, so it cannot block a worker). Each image is
+opened again as a regular file only and refused when it declares more than ``PIL.Image.MAX_IMAGE_PIXELS``
+pixels (a decompression bomb) or cannot be decoded: ``ImageFileError`` (exit 2) names the file, also
+from a DataLoader worker. Images are never skipped silently.
 
 Exact resume: every image's random augmentation is drawn from a generator seeded by (run seed, epoch,
 image index) (``Transformed``), not from the worker processes' own streams, so a run resumed mid-epoch
@@ -17,7 +25,11 @@ draws the same crops, flips and RandAugment ops as the uninterrupted run, whatev
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import stat
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,8 +46,19 @@ SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
+class ImageFileError(ConfigError):
+    """An image file that is not read (not a regular file, too many pixels, not decodable); the message
+    names it. Raised in a DataLoader worker, it comes back as one string holding the worker's
+    traceback before the message: only the message is kept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.rsplit(f"{type(self).__name__}: ", 1)[-1].strip())
+
+
 def check_root(root: Path) -> list[str]:
-    """The class names of an ImageNet-layout folder (sorted), or ConfigError naming what is wrong."""
+    """The class names of an ImageNet-layout folder (sorted), or ConfigError naming what is wrong
+    (a missing split, no classes, a class without images, a link loop, an image that is no regular
+    file)."""
     fix = f"dataset.root must hold train/<class>/<images> and val/<class>/<images> (got {root})"
     if not root.is_dir():
         raise ConfigError(f"dataset=imagefolder: dataset.root={root} is not a folder; {fix}.")
@@ -47,7 +70,8 @@ def check_root(root: Path) -> list[str]:
         names = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not names:
             raise ConfigError(f"dataset=imagefolder: {folder} has no class folders; {fix}.")
-        empty = [n for n in names if not any(_is_image(f) for f in (folder / n).rglob("*"))]
+        counts = count_images(folder)
+        empty = [n for n in names if not counts.get(n)]
         if empty:
             raise ConfigError(
                 f"dataset=imagefolder: class folder(s) {empty[:5]} of {folder} hold no images "
@@ -69,22 +93,131 @@ def check_root(root: Path) -> list[str]:
     return classes["train"]
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+def count_images(split: Path) -> dict[str, int]:
+    """{class folder: number of images under it} of a split, walking links as timm's reader does
+    (``os.walk(followlinks=True)``) but visiting each directory once: ConfigError for a directory
+    reached twice (a link loop, or two links to one folder), for an image name that is not a regular
+    file or cannot be read, or for a folder that cannot be listed. Stats each entry once."""
+    counts: dict[str, int] = {}
+    seen = {_identity(split)}
+    stack = [(split, "")]
+    while stack:
+        folder, top = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            raise ConfigError(f"dataset=imagefolder: {folder} cannot be listed ({_why(err)})") from None
+        for entry in entries:
+            image = Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
+            try:
+                st = os.stat(entry.path)  # follows links, like timm's walk
+            except OSError as err:
+                if image:
+                    raise ConfigError(
+                        f"dataset=imagefolder: {entry.path} cannot be read ({_why(err)}); remove it or fix "
+                        "the link"
+                    ) from None
+                continue  # not an image to timm either (a dangling or looping link named e.g. notes)
+            if stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in seen:
+                    raise ConfigError(
+                        f"dataset=imagefolder: {entry.path} leads to a folder already reached under "
+                        f"{split} (a link loop, or a second link to one folder): timm's reader follows "
+                        "links and would read it again or never finish. Remove the link."
+                    )
+                seen.add((st.st_dev, st.st_ino))
+                stack.append((Path(entry.path), top or entry.name))
+            elif image:
+                if not stat.S_ISREG(st.st_mode):
+                    raise ConfigError(
+                        f"dataset=imagefolder: {entry.path} is a {_kind(st.st_mode)}, not a regular file; "
+                        "reading it could block or never end. Remove it."
+                    )
+                if top:
+                    counts[top] = counts.get(top, 0) + 1
+    return counts
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _why(err: OSError) -> str:
+    return f"errno {err.errno} {errno.errorcode.get(err.errno or 0, '?')}: {err.strerror}"
+
+
+def _kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISFIFO: "FIFO (named pipe)",
+        stat.S_ISSOCK: "socket",
+        stat.S_ISCHR: "character device",
+        stat.S_ISBLK: "block device",
+        stat.S_ISDIR: "directory",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "special file")
+
+
+def open_image(path: str) -> Any:
+    """The RGB PIL image in ``path``, opened only as a regular file (never blocking on a FIFO) and
+    refused above ``PIL.Image.MAX_IMAGE_PIXELS`` pixels before its pixels are decoded."""
+    from PIL import Image
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise ImageFileError(f"dataset=imagefolder: {path} cannot be opened ({_why(err)})") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageFileError(f"dataset=imagefolder: {path} is a {_kind(mode)}, not a regular file")
+        limit = Image.MAX_IMAGE_PIXELS
+        bomb = (
+            f"dataset=imagefolder: {path} declares more than {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS): "
+            "a decompression bomb, or an image far larger than a model input; resize or remove it"
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(f)
+                if limit and image.width * image.height > limit:
+                    raise ImageFileError(bomb + f" ({image.width} x {image.height})")
+                return image.convert("RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageFileError(bomb) from None
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for a damaged or foreign file
+            raise ImageFileError(
+                f"dataset=imagefolder: {path} cannot be decoded as an image ({err})"
+            ) from None
+
+
+class ImageFiles(Dataset):
+    """``(RGB PIL image, label)`` of the (path, label) samples found by timm's folder reader, each read
+    by ``open_image``: a bad file stops the run naming it (timm's dataset would skip it silently)."""
+
+    def __init__(self, samples: list[tuple[str, int]]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        return open_image(path), int(label)
 
 
 def imagefolder_datasets(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
     """(train images as PIL, untransformed; test images transformed for evaluation; number of classes)."""
-    from timm.data import create_dataset
+    from timm.data.readers.reader_image_folder import ReaderImageFolder
 
     root = Path(str(dataset.root)).expanduser()
     classes = check_root(root)
-    train = create_dataset("", root=str(root), split="train", is_training=True)
-    test = create_dataset("", root=str(root), split="val", is_training=False)
-    if list(train.reader.class_to_idx) != classes or list(test.reader.class_to_idx) != classes:
+    readers = {split: ReaderImageFolder(str(root / split)) for split in SPLITS}
+    if any(list(r.class_to_idx) != classes for r in readers.values()):
         raise ConfigError(f"dataset=imagefolder: timm read other class folders under {root} than {classes}")
-    test = Transformed(test, eval_transform(dataset))
-    return train, test, len(classes)
+    train, test = (ImageFiles(readers[split].samples) for split in SPLITS)
+    return train, Transformed(test, eval_transform(dataset)), len(classes)
 
 
 def train_transform(dataset: DictConfig, recipe: DictConfig | None) -> Callable[[Any], torch.Tensor]:

@@ -14,6 +14,12 @@ writes or locks there (``.lock``, ``metrics.json``, ``failure.json``, ``checkpoi
 * ``open_nofollow(path, flags)``: ``os.open`` that refuses links (the lock file).
 * ``strict_json(value)``: JSON without the NaN/Infinity tokens that strict parsers reject; non-finite
   numbers become null and their paths are returned, so a record can say which values were not finite.
+* ``read_json(path)``: a JSON file read without following a link, bounded in size (``MAX_JSON_BYTES``)
+  and nesting depth (``MAX_JSON_DEPTH``) before it is parsed; anything else raises ``BadJSON`` (a
+  ``ValueError`` naming the file and the bound), never a ``RecursionError`` or a memory blow-up.
+* ``write_text_nofollow(path, text, root)``: an atomic write of a file below ``root`` (e.g. a generated
+  preset under ``conf/``) that follows no link in the directories between ``root`` and the file or at
+  the file itself: each directory is opened relative to its parent with ``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import errno
 import json
 import math
 import os
+import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -51,8 +59,8 @@ class UnsafePathError(WriteError):
             target = "?"
         super().__init__(
             errno.ELOOP,
-            f"{path} is a symbolic link (to {target}); the harness never reads, writes or locks a run's "
-            "files through links, which could redirect them outside the run directory. Nothing was "
+            f"{path} is a symbolic link (to {target}); the harness never reads, writes or locks its "
+            "files through links, which could redirect them outside the directory it writes. Nothing was "
             "written through it: remove the link (and check who planted it), then rerun",
             str(path),
         )
@@ -188,3 +196,133 @@ def strict_json(value: Any) -> tuple[Any, list[str]]:
 def dumps(value: Any) -> str:
     """Strict JSON text (``allow_nan=False``) of a value already passed through ``strict_json``."""
     return json.dumps(value, indent=1, default=str, allow_nan=False)
+
+
+# A run's JSON records are a few KiB (checkpoint.json with its config: tens of KiB) and a few levels deep.
+MAX_JSON_BYTES = 16 << 20
+MAX_JSON_DEPTH = 64
+# a JSON string (with its escapes) or one bracket: brackets inside strings are not nesting
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+class BadJSON(ValueError):
+    """A JSON file that is not read: too large, nested too deeply, or not JSON; ``str()`` names it."""
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text ``data`` (brackets in strings ignored)."""
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The value in JSON file ``path``, read without following a link; ``BadJSON`` when it is larger
+    than ``max_bytes``, nested deeper than ``max_depth`` or not JSON (checked before parsing).
+    ``OSError`` (missing, unreadable) and ``UnsafePathError`` (a link) pass through."""
+    fd = open_nofollow(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BadJSON(f"{path} is larger than {max_bytes} bytes, far beyond any record the harness writes")
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise BadJSON(f"{path} nests {depth} levels deep; the harness reads at most {max_depth}")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise BadJSON(f"{path} is not JSON ({err})") from None
+
+
+def write_text_nofollow(path: Path, text: str, root: Path) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file in its directory, fsynced, renamed),
+    following no link below ``root``: the directories from ``root`` to ``path`` are opened one by one
+    with ``O_NOFOLLOW`` (missing ones are created, ``root`` too), and a link at ``path`` is refused.
+
+    ``path`` must lie under ``root`` (``ValueError``); a link raises ``UnsafePathError`` naming it,
+    any other failure ``WriteError`` naming the file and errno. Returns ``path``."""
+    path, root = Path(path), Path(root)
+    parts = path.relative_to(root).parts  # ValueError when path is not under root
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{path} does not name a file under {root}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # the caller's own folder (e.g. conf/): links allowed
+        dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    except OSError as err:
+        code, why = describe(err, root)
+        raise WriteError(code, f"could not open the folder {why} to write {path}", str(path)) from None
+    try:
+        where = root
+        for name in parts[:-1]:
+            where = where / name
+            child_fd = _enter_dir(dir_fd, name, where)
+            os.close(dir_fd)
+            dir_fd = child_fd
+        _write_at(dir_fd, parts[-1], text.encode(), path)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def _enter_dir(parent_fd: int, name: str, where: Path) -> int:
+    """The directory ``name`` of ``parent_fd`` opened without following a link (created when missing)."""
+    try:
+        os.mkdir(name, 0o777, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        code, why = describe(OSError(err.errno, err.strerror), where)  # err names the last component only
+        raise WriteError(code, f"could not create the folder {why}", str(where)) from None
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=parent_fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link_at(parent_fd, name):
+            raise UnsafePathError(where) from None
+        code, why = describe(OSError(err.errno, err.strerror), where)
+        raise WriteError(code, f"could not open the folder {why}", str(where)) from None
+
+
+def _is_link_at(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
+
+
+def _write_at(dir_fd: int, name: str, data: bytes, path: Path) -> None:
+    """``data`` into ``name`` of ``dir_fd`` through a temporary file and a rename; a link at ``name``
+    is refused before anything is written (a folder there fails the rename: ``WriteError``)."""
+    if _is_link_at(dir_fd, name):
+        raise UnsafePathError(path)
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    created = False
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644, dir_fd=dir_fd)
+        created = True
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if _is_link_at(dir_fd, name):  # planted while the file was written
+            raise UnsafePathError(path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        created = False
+    except UnsafePathError:
+        raise
+    except OSError as err:
+        code, why = describe(OSError(err.errno, err.strerror), path)  # err names the temporary file
+        raise WriteError(
+            code, f"could not write {why}; the previous file (if any) is unchanged", str(path)
+        ) from None
+    finally:
+        if created:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass

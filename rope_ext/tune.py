@@ -9,7 +9,10 @@ and sets ``train.lr``; the final preset (``experiment=<study>``) sweeps them:
 An arm whose runs are all missing or failed is refused (exit 2): the final study cannot run it untuned.
 The study and every arm name (read from the sweep's runs) must be one path component naming an existing
 ``conf/experiment/arm/<arm>.yaml`` (else exit 2 naming the value); the files are written with
-``yaml.safe_dump`` from those checked values, never by formatting text.
+``yaml.safe_dump`` from those checked values, never by formatting text, and never through a link: each
+file is written atomically by ``safe_io.write_text_nofollow`` below the ``--conf`` directory, and a link
+at the file or at any folder between ``--conf`` and it is refused naming it (exit 4, like any file that
+cannot be written: a read-only or full disk, a file where a folder is expected).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from rope_ext import safe_io
 from rope_ext.config import CONF, ConfigError
 from rope_ext.report.runs import Run, find_runs
 from rope_ext.safety import COMPONENT, COMPONENT_ALLOWED
@@ -84,10 +88,10 @@ def write_tuned(
     choice: dict[str, dict[str, Any]], study: str, source: str, conf_dir: Path = CONF
 ) -> list[Path]:
     """One ``conf/experiment/tuned/<study>/<arm>.yaml`` per arm; returns the written paths. The study and
-    arms are checked first (``check_names``: ``ConfigError``, nothing written)."""
+    arms are checked first (``check_names``: ``ConfigError``, nothing written); each file is written
+    without following links below ``conf_dir`` (``safe_io.UnsafePathError``, ``safe_io.WriteError``)."""
     check_names(study, list(choice), conf_dir)
     out_dir = conf_dir / "experiment" / "tuned" / study
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     shown = source if source.isprintable() else "<tuning sweep>"
     for arm, info in choice.items():
@@ -102,13 +106,15 @@ def write_tuned(
             header.append(f"# {int(info['failed'])} tuning run(s) of this arm failed or are missing")
         body = {"defaults": [{"/experiment/arm": arm}, "_self_"], "train": {"lr": float(info["lr"])}}
         path = out_dir / f"{arm}.yaml"
-        path.write_text("\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False))
+        text = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
+        safe_io.write_text_nofollow(path, text, root=conf_dir)
         written.append(path)
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Choose and write each arm's lr; exit status 2 when there are no runs or an arm has no result."""
+    """Choose and write each arm's lr; exit status 2 when there are no runs or an arm has no result, 4
+    when a file cannot be written (a link in the way, a read-only or full disk)."""
     parser = argparse.ArgumentParser(prog="python -m rope_ext.tune", description=__doc__.splitlines()[0])
     parser.add_argument("dir", help="the tuning multirun's sweep directory")
     parser.add_argument("--study", required=True, help="the final preset's name, e.g. digits_blocks")
@@ -141,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tune: {exc} Nothing was written.", file=sys.stderr)
         return 2
+    except OSError as exc:  # a link (safe_io.UnsafePathError), a read-only or full disk: one paragraph
+        print(f"tune: {exc}", file=sys.stderr)
+        return 4
     for path in written:
         print(path)
     for arm, info in choice.items():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
 
 import pytest
 
-from rope_ext import local_slurm
+from rope_ext import local_slurm, local_slurm_state
 
 
 def _free_ports(n: int) -> tuple[int, ...]:
@@ -32,7 +33,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_sl
     """
     reason = local_slurm.unavailable_reason()
     if reason is None:
-        state_dir = tmp_path_factory.mktemp("slurm")
+        state_dir = tmp_path_factory.mktemp("slurm") / "state"  # made by start: private and marked
         try:
             cluster = local_slurm.start(state_dir, ports=_free_ports(2))  # type: ignore[arg-type]
         except local_slurm.ClusterUnavailable as err:
@@ -44,4 +45,11 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_sl
     try:
         yield cluster
     finally:
-        local_slurm.stop(state_dir)
+        daemons = json.loads((state_dir / local_slurm_state.RECORDS).read_text())
+        notes = local_slurm.stop(state_dir)
+        # stop found every daemon it started, by pid, executable, start time and command line
+        assert notes == [], notes
+        left = [
+            name for name, d in daemons.items() if local_slurm_state.is_running(d["pid"], d["start_time"])
+        ]
+        assert left == [], f"still running after stop: {left}"

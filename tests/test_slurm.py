@@ -98,10 +98,35 @@ def test_generated_config_addresses_every_daemon_on_the_loopback(tmp_path):
     assert (lines["SlurmctldPort"], lines["SlurmdPort"]) == ("7001", "7002")
     assert lines["AuthInfo"] == f"socket={tmp_path}/munge.socket,cred_expire={local_slurm.REQUEUE_DELAY_S}"
     assert lines["ProctrackType"] == "proctrack/linuxproc" and lines["TaskPlugin"] == "task/none"
+    assert lines["CommunicationParameters"] == "NoCtldInAddrAny,NoInAddrAny"
     assert lines["SelectType"] == "select/cons_tres"
     # every file of the cluster lives in its state directory
     paths = [v for k, v in lines.items() if k.endswith(("Location", "Dir", "File"))]
     assert paths and all(p.startswith(str(tmp_path)) for p in paths)
+
+
+def _listeners() -> list[tuple[str, int]]:
+    """(local address, port) of every listening TCP socket, from ``ss -ltnH`` (iproute2)."""
+    done = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True)
+    out = []
+    for line in done.stdout.splitlines():
+        local = line.split()[3]  # State Recv-Q Send-Q Local:Port Peer:Port
+        address, port = local.rsplit(":", 1)
+        out.append((address.strip("[]"), int(port)))
+    return out
+
+
+@pytest.mark.slow
+def test_daemons_listen_on_the_loopback_only(slurm_cluster):
+    """slurmctld and slurmd bind 127.0.0.1 (CommunicationParameters=NoCtldInAddrAny,NoInAddrAny), not
+    the wildcard address that SLURM binds by default."""
+    conf = dict(
+        line.split("=", 1) for line in slurm_cluster.conf.read_text().splitlines() if line[:1].isupper()
+    )
+    ports = {int(conf["SlurmctldPort"]), int(conf["SlurmdPort"])}
+    bound = [(address, port) for address, port in _listeners() if port in ports]
+    assert {port for _, port in bound} == ports, bound
+    assert all(address.startswith("127.") for address, _ in bound), bound
 
 
 @pytest.mark.slow
