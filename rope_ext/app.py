@@ -14,6 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from rope_ext import plugins
 from rope_ext.config import CONF, ConfigError, check_command  # also registers the schema and resolvers
 
 
@@ -21,6 +22,7 @@ from rope_ext.config import CONF, ConfigError, check_command  # also registers t
 def main(cfg: DictConfig) -> float | None:
     from rope_ext.run.job import run_job
 
+    plugins.load_all(list(cfg.get("plugins") or []))  # a launcher's process: before anything is built
     return run_job(cfg)
 
 

@@ -39,7 +39,8 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
-from rope_ext.config import ConfigError, select
+from rope_ext.errors import ConfigError
+from rope_ext.util import select
 
 SPLITS = ("train", "val")
 # what timm's folder reader accepts (timm.data.readers.img_extensions)

@@ -17,16 +17,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from rope_ext.data.registry import get as dataset_info
+from rope_ext.data.registry import per_image_names
+from rope_ext.errors import ConfigError
+from rope_ext.util import select
 
-from rope_ext.config import ConfigError, select
+# the built-in datasets augmented per image (the registry's DatasetInfo.per_image; plugins' included in check)
+PER_IMAGE_DATASETS = per_image_names()
 
-PER_IMAGE_DATASETS = ("imagefolder",)
 
-
-def check(cfg: DictConfig) -> None:
+def check(cfg: Any) -> None:
     """The recipe's rules across keys (its ranges and choices are the schema's, ``rope_ext.schema``);
-    called by ``config.validate``. ConfigError naming key, value and what is allowed."""
+    called by ``config.validate`` on the composed config. ConfigError naming key, value and what is allowed.
+
+    The functions below read a job's config by attribute: the typed ``schema.Config`` of
+    ``config.resolve`` (or the composed DictConfig)."""
     recipe = select(cfg, "recipe")
     if recipe is None:
         return
@@ -37,11 +42,11 @@ def check(cfg: DictConfig) -> None:
         )
     per_image = [k for k in ("auto_augment", "re_prob") if select(recipe, k)]
     dataset = select(cfg, "dataset.name")
-    if per_image and dataset not in PER_IMAGE_DATASETS:
+    if per_image and not dataset_info(dataset).per_image:
         raise ConfigError(
             f"recipe={select(recipe, 'name')}: {', '.join(f'recipe.{k}' for k in per_image)} augment each "
             f"image in the DataLoader workers, which dataset={dataset} (batches augmented on the "
-            f"device) does not have; allowed with: dataset={'|'.join(PER_IMAGE_DATASETS)}. For "
+            f"device) does not have; allowed with: dataset={'|'.join(per_image_names())}. For "
             f"dataset={dataset} add recipe.auto_augment=null recipe.re_prob=0 (Mixup/CutMix and the "
             "schedule still apply)."
         )
@@ -53,11 +58,11 @@ def check(cfg: DictConfig) -> None:
         )
 
 
-def mixing(cfg: DictConfig) -> bool:
+def mixing(cfg: Any) -> bool:
     return bool(select(cfg, "recipe.mixup", 0.0) or select(cfg, "recipe.cutmix", 0.0))
 
 
-def peak_lr(cfg: DictConfig, world_size: int) -> float:
+def peak_lr(cfg: Any, world_size: int) -> float:
     """``train.lr``, scaled by global batch / ``recipe.lr_batch`` when that is set (DeiT's linear rule)."""
     lr, lr_batch = float(cfg.train.lr), select(cfg, "recipe.lr_batch")
     if lr_batch is None:
@@ -65,7 +70,7 @@ def peak_lr(cfg: DictConfig, world_size: int) -> float:
     return lr * int(cfg.train.batch_size) * world_size / int(lr_batch)
 
 
-def build_mixup(cfg: DictConfig, num_classes: int) -> Any | None:
+def build_mixup(cfg: Any, num_classes: int) -> Any | None:
     """timm's Mixup/CutMix for the batch (B, 3, H, W) and labels (B,) -> soft targets (B, classes), or None."""
     if not mixing(cfg):
         return None

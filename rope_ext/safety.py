@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rope_ext import safe_io
-from rope_ext.config import ConfigError
+from rope_ext.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

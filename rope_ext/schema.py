@@ -16,7 +16,7 @@ values that are not of the field's type when the config is composed. Each field 
 * ``replicate``: seeds: runs that differ only in these are replicates of one experiment (the report).
 
 Metadata on a group's field (``wandb``, ``launcher``, ...) applies to every key under it. The pe group's
-options are checked by ``rope_ext.encoding.rotary.validate_pe`` (the library's rules, one place).
+options are checked by ``rope_ext.encoding.spec.validate_pe`` (the library's rules, one place).
 """
 
 import dataclasses
@@ -28,51 +28,23 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from rope_ext.data.registry import SCHEMAS as DATASET_SCHEMAS
+from rope_ext.data.registry import DatasetConfig
 from rope_ext.encoding.spec import Augment, RopeSpec
 from rope_ext.encoding.vit import POOLS, POS_EMBEDS
-
-# Upper bounds of memory-bound sizes: a value past them cannot fit a machine of this project's kind
-# (an H200 has 141 GB), so it is refused before any work rather than failing after training.
-MAX_SIZE_PX = 4096  # input sizes (train and evaluation)
-MAX_TOKENS = 128 * 128  # patches per image: attention is quadratic in them
-MAX_DEPTH = 256
-MAX_WIDTH = 65536  # embed_dim
-MAX_BATCH = 65536
-MAX_IMAGES = 10_000_000  # generated datasets (fake, relpos) are built in memory
-MAX_SEED = 2**32 - 1  # numpy's generators take 32 bits
-MAX_EPOCHS = 1_000_000
-MAX_BENCH_SECONDS = 3600.0
-
-
-def key(
-    default: Any = MISSING,
-    *,
-    help: str = "",
-    choices: tuple | None = None,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-    trajectory: bool = True,
-    names_run: bool = True,
-    replicate: bool = False,
-    factory: Any = None,
-) -> Any:
-    """A dataclass field with the metadata described in the module docstring."""
-    meta = dict(help=help, choices=choices, ge=ge, gt=gt, le=le, lt=lt)
-    meta |= dict(trajectory=trajectory, names_run=names_run, replicate=replicate)
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def group(factory: Any = MISSING, *, trajectory: bool = True, names_run: bool = True) -> Any:
-    """A group's field in the top-level schema; its metadata applies to every key below it."""
-    meta = dict(trajectory=trajectory, names_run=names_run, group=True)
-    if factory is MISSING:
-        return field(default=MISSING, metadata=meta)
-    return field(default_factory=factory, metadata=meta)
-
+from rope_ext.fields import (  # noqa: F401  (the limits are read as schema.MAX_*)
+    MAX_BATCH,
+    MAX_BENCH_SECONDS,
+    MAX_DEPTH,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_SIZE_PX,
+    MAX_TOKENS,
+    MAX_WIDTH,
+    group,
+    key,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # groups chosen on the command line (conf/<group>/<option>.yaml)
@@ -135,67 +107,9 @@ def _writable(frozen: type, name: str, nested: dict[str, type] | None = None) ->
 
 # ``conf/pe``: the position encoding. Its fields, types and defaults are the library's RopeSpec (the one
 # place they live; null means the encoding's default); which values and combinations each encoding takes
-# is ``rope_ext.encoding.rotary.validate_pe``'s to say. The YAML files set only ``name``.
+# is ``rope_ext.encoding.spec.validate_pe``'s to say. The YAML files set only ``name``.
 PEAugmentConfig = _writable(Augment, "PEAugmentConfig")
 PEConfig = _writable(RopeSpec, "PEConfig", nested={"augment": PEAugmentConfig})
-
-
-@dataclass
-class DataAugmentConfig:
-    crop_padding: int = key(0, ge=0, le=MAX_SIZE_PX, help="random translation in native pixels; 0 disables")
-    hflip: bool = key(False)
-
-
-@dataclass
-class DatasetConfig:
-    """``conf/dataset``: the keys every dataset has (scikit-learn's digits has no more)."""
-
-    name: str = key()
-    input_size: int = key(ge=1, le=MAX_SIZE_PX, help="the size trained at, px")
-    subset: int | None = key(None, ge=1, help="N: keep the first N train and the first N test images")
-    val_fraction: float = key(0.1, ge=0, lt=1, help="held out of the training images for validation")
-    mean: list[float] = key(factory=lambda: [0.5, 0.5, 0.5], help="per channel (3 values)")
-    std: list[float] = key(factory=lambda: [0.5, 0.5, 0.5], help="per channel (3 positive values)")
-    augment: DataAugmentConfig = key(factory=DataAugmentConfig)
-    in_memory: bool = key(True, trajectory=False, help="tensors on the device, batches sliced there")
-    # an integer >= 0, or auto (checked by config.validate: OmegaConf has no int-or-str type)
-    num_workers: Any = key(0, trajectory=False, help="DataLoader workers when in_memory=false; auto")
-
-
-@dataclass
-class CifarConfig(DatasetConfig):
-    root: str = key(trajectory=False, help="the folder holding cifar-10-batches-py / cifar-100-python")
-    download: bool = key(True, trajectory=False)
-
-
-@dataclass
-class FakeConfig(DatasetConfig):
-    train_size: int = key(256, ge=1, le=MAX_IMAGES)
-    test_size: int = key(64, ge=1, le=MAX_IMAGES)
-    num_classes: int = key(10, ge=2, le=100_000)
-    noise: float = key(1.0, ge=0)
-
-
-@dataclass
-class RelposConfig(DatasetConfig):
-    train_size: int = key(5000, ge=1, le=MAX_IMAGES)
-    test_size: int = key(1000, ge=1, le=MAX_IMAGES)
-    seed: int = key(0, ge=0, le=MAX_SEED, replicate=True, help="the data's seed")
-
-
-@dataclass
-class ImagefolderAugmentConfig(DataAugmentConfig):
-    scale: list[float] = key(factory=lambda: [0.08, 1.0], help="random-resized crop's area range")
-
-
-@dataclass
-class ImagefolderConfig(DatasetConfig):
-    """``dataset=imagefolder``: ``root`` in the ImageNet layout, read through timm's data pipeline."""
-
-    root: str | None = key(None, trajectory=False, help="the folder holding train/<class>/ and val/<class>/")
-    crop_pct: float = key(0.875, gt=0, le=1, help="evaluation: resize to input_size / crop_pct, centre crop")
-    interpolation: str = key("bicubic", choices=("bicubic", "bilinear", "nearest", "random"))
-    augment: ImagefolderAugmentConfig = key(factory=ImagefolderAugmentConfig)
 
 
 @dataclass
@@ -341,18 +255,16 @@ class Config:
     launcher: LauncherConfig = group(trajectory=False, names_run=False)
     recipe: RecipeConfig = group()
     study: StudyConfig = group(StudyConfig, trajectory=False, names_run=False)
+    # modules (dotted names or .py paths) imported before the config is composed: they register
+    # encodings and datasets (rope_ext.plugins); the chosen pe/dataset name the run, not the module
+    plugins: list[str] = key(
+        factory=list, trajectory=False, names_run=False, help="modules adding encodings/datasets"
+    )
 
 
 # Per group whose options differ in their keys: the schema of each option, by the option's ``name``
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {
-        "digits": DatasetConfig,
-        "cifar10": CifarConfig,
-        "cifar100": CifarConfig,
-        "fake": FakeConfig,
-        "relpos": RelposConfig,
-        "imagefolder": ImagefolderConfig,
-    },
+    "dataset": DATASET_SCHEMAS,  # the dataset registry's own dict: a plugin's dataset is an option too
     "optimizer": {"adamw": AdamConfig, "adam": AdamConfig, "sgd": SGDConfig},
     "launcher": {"local": LauncherConfig, "submitit_local": SubmititLocalConfig, "slurm": SlurmConfig},
 }

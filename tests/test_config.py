@@ -9,7 +9,7 @@ import pytest
 from harness_helpers import compose_job
 from omegaconf import OmegaConf
 
-from rope_ext.config import ConfigError, eval_sizes, pe_options, slug, validate
+from rope_ext.config import ConfigError, encoding_names, eval_sizes, pe_options, slug, validate
 from rope_ext.encoding.spec import validate_pe
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -23,6 +23,9 @@ def compose_cfg(overrides: list[str] | None = None):
 
 
 def options(group: str) -> list[str]:
+    """A group's options: its YAML files, and for pe the encodings (their nodes are generated)."""
+    if group == "pe":
+        return sorted(encoding_names())
     root = CONF / group
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
@@ -63,7 +66,7 @@ def test_defaults(monkeypatch):
     # the config leaves pe options at null (the library's default); validation resolves them
     spec = validate_pe(cfg.pe.name, pe_options(cfg.pe))
     assert (spec.block, spec.impl) == (3, "fast") and (cfg.train.epochs, cfg.train.batch_size) == (10, 64)
-    assert cfg.pe.block is None, "conf/pe/*.yaml restate no library default"
+    assert cfg.pe.block is None, "the pe/<name> nodes restate no library default"
     assert cfg.model.pos_embed is None and cfg.model.pretrained is False and cfg.model.checkpoint is None
     assert cfg.dataset.input_size == 16 and cfg.dataset.subset is None  # digits: 8x8 scans
     assert cfg.wandb.mode == "offline"
@@ -158,14 +161,16 @@ def test_the_key_lists_come_from_the_schema():
         "run_id", "train.epochs", "train.lr", "train.resume", "train.log_every", "train.speed_warmup_steps",
         "model.pretrained", "model.checkpoint", "dataset.root", "dataset.download", "dataset.in_memory",
         "dataset.num_workers", "optimizer.lr", "eval.*", "wandb.*", "launcher.*", "hardware.*",
-        "study.*",  # added since: a study's margins (the report's, never the training's)
+        "study.*",  # a study's margins (the report's, never the training's)
+        "plugins",  # modules that register encodings/datasets: the chosen pe/dataset name the run
     }  # fmt: skip
     cfg = compose_cfg(["launcher=slurm", "launcher.partition=gpu", "train.resume=false", "seed=3"])
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
     assert {"run_id", "launcher", "launcher.partition", "train.resume", "wandb.tags"} <= excluded
     assert not excluded & {"seed", "pe.block", "hardware.devices", "eval.input_sizes"}
     assert cfg.run_id == "seed=3"  # what names the directory
-    assert IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher", "study"} and IGNORED_LEAF == {"seed"}
+    assert IGNORED_TOP == {"hydra", "run_id", "wandb", "launcher", "study", "plugins"}
+    assert IGNORED_LEAF == {"seed"}
 
 
 def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(tmp_path):
@@ -200,3 +205,69 @@ def test_a_studys_margins_are_schema_keys_the_report_reads():
     assert "study" in unnamed_keys()
     with pytest.raises(ConfigError, match="study.margin=-1"):
         validate(compose_cfg(["study.margin=-1"]))
+
+
+def _import_graph(root: Path) -> dict[str, set[str]]:
+    """rope_ext's modules -> the rope_ext modules each imports (module level and inside functions)."""
+    import ast
+
+    mods = {}
+    for path in (root / "rope_ext").rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        mods[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for module, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                # `from pkg import sub` depends on the submodule; `from mod import name` on the module
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [t for t in subs if t in mods] or [node.module]
+            else:
+                continue
+            for target in targets:
+                while target and target not in mods:
+                    target = target.rpartition(".")[0]
+                # a module's own parent packages run first by Python's import of it: not an edge
+                if target and not (module + ".").startswith(target + "."):
+                    graph[module].add(target)
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    """No module reaches itself through imports, function-level ones included (they hid one before)."""
+    graph = _import_graph(Path(__file__).resolve().parents[1])
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += graph[module]
+        return seen
+
+    cycles = sorted(m for m in graph if m in reaches(m))
+    assert not cycles, f"modules on an import cycle: {cycles}"
+    # the configuration's layers: errors and util at the bottom, data below config, config below the CLI
+    assert not graph["rope_ext.errors"] and graph["rope_ext.util"] <= {"rope_ext.encoding.spec"}
+    assert not any(m.startswith("rope_ext.config") for m in reaches("rope_ext.data"))
+
+
+def test_resolve_gives_typed_objects_with_the_encoding_resolved_once():
+    """config.resolve: schema.Config with the dataset's own class and pe's defaults filled in (what the
+    layer runs); the frozen spec of it is the library's; the recipe reads the typed config."""
+    from rope_ext import recipe, schema
+    from rope_ext.config import resolve, spec_of
+    from rope_ext.data.relpos import RelposConfig
+
+    task, _ = compose_job(["dataset=relpos", "pe.mixed=true"])
+    typed = resolve(task)
+    assert isinstance(typed, schema.Config) and isinstance(typed.dataset, RelposConfig)
+    assert isinstance(typed.pe, schema.PEConfig) and typed.pe.block == 3 and typed.pe.theta == 10.0
+    assert typed.pe.learnable is True and typed.pe.basis == "learned"  # mixed: learned frequencies
+    assert spec_of(typed.pe) == validate_pe("axial_block", {"mixed": True})
+    assert recipe.peak_lr(typed, world_size=2) == typed.train.lr and recipe.build_mixup(typed, 8) is None
+    with pytest.raises(ConfigError, match=r"pe.block=1 .*not allowed"):
+        resolve(compose_job(["pe.block=1"])[0])

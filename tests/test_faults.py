@@ -345,7 +345,7 @@ def test_the_run_refuses_a_planted_link_with_exit_4(tmp_path, monkeypatch, caplo
 def _full_after(limit: int, torch_style: bool):
     """A _HashingWriter.write that fails as a full disk does once ``limit`` bytes went through: an
     OSError, or the RuntimeError torch's zip writer raises while handling it."""
-    real = checkpoint._HashingWriter.write
+    real = checkpoint.files._HashingWriter.write
     written = {"n": 0}
 
     def write(self, data):
@@ -367,7 +367,7 @@ def _full_after(limit: int, torch_style: bool):
 def test_disk_full_in_a_save_keeps_the_previous_checkpoint_and_no_tmp(tmp_path, monkeypatch, torch_style):
     checkpoint.save(tmp_path, {"epoch": 1, "w": torch.ones(4)}, {"fingerprint": {}, "fingerprint_format": 2})
     before = sha(tmp_path / "checkpoint.pt")
-    monkeypatch.setattr(checkpoint._HashingWriter, "write", _full_after(256, torch_style))
+    monkeypatch.setattr(checkpoint.files._HashingWriter, "write", _full_after(256, torch_style))
     with pytest.raises(CheckpointWriteError) as info:
         checkpoint.save(tmp_path, {"epoch": 2, "w": torch.ones(4096)}, {"fingerprint": {}})
     monkeypatch.undo()
@@ -385,7 +385,7 @@ def test_disk_full_during_training_exits_4_with_one_paragraph(tmp_path, monkeypa
     def second_save_fills_the_disk(*args, **kwargs):
         saves["n"] += 1
         if saves["n"] == 2:
-            monkeypatch.setattr(checkpoint._HashingWriter, "write", _full_after(1024, True))
+            monkeypatch.setattr(checkpoint.files._HashingWriter, "write", _full_after(1024, True))
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(checkpoint, "save", second_save_fills_the_disk)

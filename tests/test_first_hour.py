@@ -105,9 +105,9 @@ def test_every_preset_and_arm_composes_without_unknown_keys():
 def test_the_schema_is_the_one_list_of_keys_a_yaml_file_cannot_extend(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
-    pe = conf / "pe" / "axial_block.yaml"
-    pe.write_text(pe.read_text() + "brand_new_option: 1\n")
-    with pytest.raises(ConfigError, match="pe.brand_new_option"), composer(conf) as compose:
+    model = conf / "model" / "vit_cifar.yaml"
+    model.write_text(model.read_text() + "brand_new_option: 1\n")
+    with pytest.raises(ConfigError, match="model.brand_new_option"), composer(conf) as compose:
         compose([])
 
 

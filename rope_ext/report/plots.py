@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rope_ext import safe_io, stats
+from rope_ext.data.registry import chance_level as registered_chance
 from rope_ext.report.groups import Group, arm_name, eval_sizes, variant_label
 from rope_ext.report.runs import FIXED_BLOCK, Run
 
@@ -25,7 +26,6 @@ PLOT_FILES = ("acc_vs_block.png", "throughput_vs_block.png", "acc_vs_resolution.
 _FONT = 9  # titles; legends and notes are smaller
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 _LINESTYLES = ("-", "--", "-.", ":")
-_CHANCE = {"relpos": 12.5, "digits": 10.0, "cifar10": 10.0, "cifar100": 1.0}
 _DODGE_NOTE = "\n(series offset by a few % along x to keep them apart)"
 
 
@@ -81,7 +81,7 @@ def chance_level(dataset: Any, num_classes: Any = None) -> float | None:
     if dataset == "fake":
         ok = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes > 0
         return 100.0 / num_classes if ok else None
-    return _CHANCE.get(str(dataset))
+    return registered_chance(str(dataset))
 
 
 def _chance(runs: Sequence[Run]) -> float | None:

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from rope_ext import recipe
-from rope_ext.config import ConfigError, eval_sizes
+from rope_ext.config import eval_sizes
 from rope_ext.data import DataSplits, build_datasets
 from rope_ext.encoding.spec import RopeSpec
+from rope_ext.errors import ConfigError
 from rope_ext.loader import Batches, BatchTransform
 from rope_ext.run import distributed, hardware
 from rope_ext.run.evaluation import eval_transform
@@ -72,17 +72,12 @@ class Engine:
     mixup: Any = None  # timm.data.Mixup (recipe.mixup/cutmix): (x, y) -> (mixed x, soft targets)
 
 
-def node(config: Any) -> DictConfig:
-    """A typed config as the ``DictConfig`` that ``rope_ext.data`` and ``rope_ext.recipe`` still read."""
-    return OmegaConf.structured(config)
-
-
 def build_data_and_model(
     config: Config, rope: RopeSpec, env: distributed.DistEnv, device: torch.device
 ) -> tuple[Data, nn.Module]:
     """The datasets as batches and the model on ``device``, the same initial weights on every rank."""
     dataset = config.dataset
-    splits = build_datasets(node(dataset), node(config.recipe))
+    splits = build_datasets(dataset, config.recipe)
     hardware.seed(config.seed)  # the same initial weights on every rank
     input_size = int(dataset.input_size)
     model = create_model(config.model, rope, num_classes=splits.num_classes, img_size=input_size)
@@ -131,7 +126,7 @@ def build_engine(
     # loss scaling only for fp16: bf16 has fp32's exponent range
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
-    mixup = recipe.build_mixup(node(config), num_classes)
+    mixup = recipe.build_mixup(config, num_classes)
     if mixup is not None:  # soft targets (label smoothing included) from timm's Mixup/CutMix
         from timm.loss import SoftTargetCrossEntropy
 

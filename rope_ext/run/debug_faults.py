@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rope_ext.config import ConfigError
+from rope_ext.errors import ConfigError
 
 FAULT_KINDS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGINT2", "loss", "grad", "param", "solve")
 Faults = dict[tuple[int, int | None], set[str]]  # (epoch, step or None for "end") -> kinds

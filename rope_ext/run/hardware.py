@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rope_ext.config import ConfigError
+from rope_ext.errors import ConfigError
 from rope_ext.run import distributed
 from rope_ext.schema import HardwareConfig
 

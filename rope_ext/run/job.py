@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rope_ext import safe_io, safety
 from rope_ext.checkpoint import CheckpointError
-from rope_ext.config import ConfigError
+from rope_ext.errors import ConfigError
 from rope_ext.run import distributed
 from rope_ext.run.loop import Diverged, diverged_message
 from rope_ext.run.preemption import Interrupted, interrupted_before_training

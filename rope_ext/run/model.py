@@ -3,16 +3,17 @@ trainer), and ``build_model`` for a whole composed config (``experiments/``, the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from omegaconf import OmegaConf
 from torch import nn
 
 import rope_ext
-from rope_ext.config import ConfigError, timm_kwargs
+from rope_ext.config import resolve_pe, timm_kwargs
 from rope_ext.encoding.spec import RopeSpec
 from rope_ext.encoding.weights import CheckpointFileError
-from rope_ext.run.settings import resolve_pe
+from rope_ext.errors import ConfigError
 from rope_ext.schema import ModelConfig, PEConfig
 
 
@@ -53,7 +54,12 @@ def build_model(cfg: Any, num_classes: int) -> nn.Module:
     run's ``.hydra/config.yaml``) at its ``dataset.input_size``: its encoding resolved, then
     ``create_model``."""
     model, pe = _typed(cfg.model, ModelConfig), _typed(cfg.pe, PEConfig)
-    return create_model(model, resolve_pe(pe), num_classes=num_classes, img_size=cfg.dataset.input_size)
+    return create_model(
+        model,
+        resolve_pe(dataclasses.asdict(pe), None),
+        num_classes=num_classes,
+        img_size=cfg.dataset.input_size,
+    )
 
 
 def _typed(node: Any, schema: type) -> Any:

@@ -16,9 +16,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rope_ext import recipe
-from rope_ext.config import ConfigError, validate
-from rope_ext.encoding.spec import Augment, RopeSpec, validate_pe
-from rope_ext.schema import Config, PEAugmentConfig, PEConfig
+from rope_ext.config import resolve, spec_of
+from rope_ext.encoding.spec import RopeSpec
+from rope_ext.schema import Config
 
 
 @dataclass(frozen=True)
@@ -39,50 +39,22 @@ class Settings:
 
 
 def typed_config(cfg: DictConfig, *, multirun: bool, world_size: int) -> tuple[Config, RopeSpec]:
-    """``cfg`` checked (``config.validate``: ConfigError naming key, value and what is allowed) and typed,
+    """``cfg`` checked and typed (``config.resolve``: ConfigError naming key, value and what is allowed),
     with the encoding resolved and the peak lr scaled by the global batch where ``recipe.lr_batch`` is set."""
-    validate(cfg, multirun=multirun)  # train.py ran it before Hydra too
-    config = as_config(cfg)
-    rope = resolve_pe(config.pe)
-    config.pe = pe_config(rope)
-    config.train.lr = recipe.peak_lr(cfg, world_size)  # the peak lr scales with the global batch
-    return config, rope
+    config = resolve(cfg, multirun=multirun)  # train.py ran its checks before Hydra too
+    config.train.lr = recipe.peak_lr(config, world_size)  # the peak lr scales with the global batch
+    return config, spec_of(config.pe)
 
 
 def as_config(cfg: DictConfig) -> Config:
-    """The composed config as ``schema.Config`` instances (``OmegaConf.to_object``), unvalidated."""
+    """The composed config as ``schema.Config`` instances (``OmegaConf.to_object``), unvalidated: what a
+    failure record reads of a config that was refused."""
     task = cfg
     if "hydra" in cfg:  # composed with its hydra node (the compose API): not part of the schema
         task = copy.deepcopy(cfg)
         with open_dict(task):
             del task["hydra"]
     return OmegaConf.to_object(task)
-
-
-def resolve_pe(pe: PEConfig) -> RopeSpec:
-    """The encoding's options with their defaults filled in (``validate_pe``)."""
-    options = {k: v for k, v in dataclasses.asdict(pe).items() if k != "name" and v is not None}
-    try:
-        return validate_pe(pe.name, options, prefix="pe.", name_key="pe.name")
-    except ValueError as err:
-        raise ConfigError(f"{err}.") from None
-
-
-def pe_config(rope: RopeSpec) -> PEConfig:
-    """``rope`` as the config's ``pe`` node, so that recorded configs hold the resolved options."""
-    values = {f.name: getattr(rope, f.name) for f in dataclasses.fields(RopeSpec)}
-    augment = values["augment"]
-    values["augment"] = (
-        PEAugmentConfig(**dataclasses.asdict(augment)) if isinstance(augment, Augment) else None
-    )
-    return PEConfig(**values)
-
-
-def rope_spec(pe: PEConfig) -> RopeSpec:
-    """The library's spec of a (resolved) ``pe`` node."""
-    values = dataclasses.asdict(pe)
-    values["augment"] = Augment(**values["augment"]) if values["augment"] is not None else None
-    return RopeSpec(**values)
 
 
 def record_of(config: Config) -> dict[str, Any]:

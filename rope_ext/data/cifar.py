@@ -1,19 +1,5 @@
-"""Datasets of the harness: ``digits`` (embedded), ``cifar10``/``cifar100`` (torchvision), ``fake``, ``relpos``.
-
-Every builder returns raw images at their native size (uint8 CHW for real images, float for synthetic
-ones) and leaves resizing, augmentation and normalisation to ``rope_ext.loader``, which does them on the
-training device batch by batch. ``dataset.subset=N`` keeps the first N train and the first N test images.
-
-Validation: ``dataset.val_fraction`` (default 0.1) holds out that fraction of the training images
-(``digits``, CIFAR, ``fake``; after ``subset``) as the validation split that model and learning-rate selection
-use; the test split is only ever evaluated, never selected on. The held-out images are a fixed permutation
-(generator seed 0), independent of the run's ``seed``: every arm and every seed trains and validates on the
-same images, so the seed changes only the initialisation and the data order. ``relpos`` instead generates a
-validation set of ``val_fraction × train_size`` images from its own stream of ``dataset.seed`` and keeps all
-``train_size`` training images. ``val_fraction=0`` disables validation (no ``val_acc``).
-"""
-
-from __future__ import annotations
+"""``dataset=cifar10`` / ``cifar100``: torchvision's CIFAR classes reading ``<root>/cifar-10-batches-py``
+(or ``cifar-100-python``), every pickle read by a loader that never runs code from the file."""
 
 import logging
 import pickle
@@ -23,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from rope_ext.config import ConfigError, select
-from rope_ext.relpos import relpos_validation
+from rope_ext.data.registry import DatasetConfig, DatasetInfo, register
+from rope_ext.errors import ConfigError
+from rope_ext.fields import key
+from rope_ext.util import select
 
 log = logging.getLogger(__name__)
-
-DATASETS = ("digits", "cifar10", "cifar100", "fake", "relpos", "imagefolder")
 
 _CIFAR = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
@@ -40,125 +25,9 @@ _CIFAR = {
 
 
 @dataclass
-class DataSplits:
-    """Train, validation (None when ``val_fraction=0``) and test sets, the number of classes, and how to
-    draw the test set at another size."""
-
-    train: Dataset
-    test: Dataset
-    num_classes: int
-    name: str
-    val: Dataset | None = None
-
-    def test_at(self, input_size: int) -> Dataset | None:
-        """The test set drawn natively at ``input_size`` (synthetic sets that support it), else None:
-        the loader then resizes the images."""
-        base = self.test.dataset if isinstance(self.test, Subset) else self.test
-        redraw = getattr(base, "at_input_size", None)
-        if redraw is None:
-            return None
-        redrawn = redraw(input_size)
-        return Subset(redrawn, self.test.indices) if isinstance(self.test, Subset) else redrawn
-
-
-def build_datasets(dataset: DictConfig, recipe: DictConfig | None = None) -> DataSplits:
-    """Build the ``dataset`` config group node's train and test sets (raises ConfigError on bad input);
-    ``recipe`` (``conf/recipe``): the per-image augmentation of ``imagefolder``."""
-    name = dataset.name
-    val_fraction = float(select(dataset, "val_fraction", 0.0))  # in [0, 1): rope_ext.schema
-    val: Dataset | None = None
-    if name == "digits":
-        train, test, num_classes = _digits()
-    elif name in _CIFAR:
-        train, test, num_classes = _cifar(dataset)
-    elif name == "fake":
-        train, test, num_classes = _fake(dataset)
-    elif name == "imagefolder":
-        from rope_ext.imagefolder import imagefolder_datasets
-
-        train, test, num_classes = imagefolder_datasets(dataset)
-    elif name == "relpos":
-        from rope_ext.relpos import relpos_datasets
-
-        try:
-            train, test, num_classes = relpos_datasets(
-                input_size=int(dataset.input_size),
-                train_size=int(dataset.train_size),
-                test_size=int(dataset.test_size),
-                seed=int(dataset.seed),
-            )
-            n_val = round(val_fraction * int(dataset.train_size))
-            if n_val:
-                val = relpos_validation(train, n_val)
-        except ValueError as err:
-            raise ConfigError(f"dataset=relpos rejected its settings: {err}") from None
-    else:
-        raise ConfigError.bad_value("dataset.name", name, ", ".join(DATASETS))
-    subset = select(dataset, "subset")
-    if subset is not None:
-        _warn_large_subset(int(subset), name, len(train), len(test))
-        train = Subset(train, range(min(int(subset), len(train))))
-        test = Subset(test, range(min(int(subset), len(test))))
-    if name != "relpos" and val_fraction > 0:
-        train, val = split_validation(train, val_fraction)
-    if name == "imagefolder":  # per-image transforms after the split: train's for train, eval's for val
-        from rope_ext.imagefolder import with_transforms
-
-        train, val = with_transforms(train, val, dataset, recipe)
-    return DataSplits(train, test, num_classes, name, val)
-
-
-def _warn_large_subset(subset: int, name: str, n_train: int, n_test: int) -> None:
-    """Say which split ``dataset.subset`` does not cut (it applies before the validation split)."""
-    short = [
-        f"{split} split ({n} images)" for split, n in (("train", n_train), ("test", n_test)) if n < subset
-    ]
-    if short:
-        log.warning(
-            "dataset.subset=%d is larger than dataset=%s's %s: all of its images are used (train: %d of "
-            "%d images, before the validation split; test: %d of %d)",
-            subset,
-            name,
-            " and ".join(short),
-            min(subset, n_train),
-            n_train,
-            min(subset, n_test),
-            n_test,
-        )
-
-
-def split_validation(train: Dataset, fraction: float, seed: int = 0) -> tuple[Subset, Subset]:
-    """``(train minus validation, validation)``: ``round(fraction × len(train))`` images (at least one,
-    at most all but one) drawn by a fixed permutation of ``seed``, independent of the run's seed."""
-    n = len(train)  # type: ignore[arg-type]
-    n_val = min(max(round(fraction * n), 1), n - 1)
-    if n < 2:
-        raise ConfigError(
-            f"dataset.val_fraction={fraction}: the train set has {n} image(s), too few to split"
-        )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
-    return Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
-
-
-def _digits() -> tuple[Dataset, Dataset, int]:
-    """scikit-learn's 1797 handwritten digit scans (8×8, 17 grey levels), a fixed stratified 80/20 split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8)
-    images = images[:, None].expand(-1, 3, -1, -1).contiguous()  # grey to RGB: the ViT takes 3 channels
-    labels = torch.from_numpy(digits.target).long()
-    train_idx, test_idx = train_test_split(
-        torch.arange(len(labels)).numpy(), test_size=0.2, stratify=digits.target, random_state=0
-    )
-    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-    return (
-        TensorDataset(images[train_idx], labels[train_idx]),
-        TensorDataset(images[test_idx], labels[test_idx]),
-        10,
-    )
+class CifarConfig(DatasetConfig):
+    root: str = key(trajectory=False, help="the folder holding cifar-10-batches-py / cifar-100-python")
+    download: bool = key(True, trajectory=False)
 
 
 def _host_reachable(url: str, timeout: float = 5.0) -> bool:
@@ -170,7 +39,7 @@ def _host_reachable(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
-def _cifar(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
+def build(dataset: Any) -> tuple[Dataset, Dataset, int]:
     """torchvision's CIFAR10/CIFAR100 classes reading ``<root>/cifar-10-batches-py`` (or -100-python)."""
     import torchvision
 
@@ -350,16 +219,5 @@ def _existence_checked(cls: Any) -> Any:
     )
 
 
-def _fake(dataset: DictConfig) -> tuple[Dataset, Dataset, int]:
-    """Random images: a per-class pattern plus Gaussian noise, fixed by a generator (not the run's seed)."""
-    n_cls, size = int(dataset.num_classes), int(dataset.input_size)
-    g = torch.Generator().manual_seed(1234)
-    templates = torch.randn(n_cls, 3, 4, 4, generator=g)
-    templates = torch.nn.functional.interpolate(templates, size=(size, size), mode="nearest")
-
-    def split(n: int) -> TensorDataset:
-        labels = torch.randint(0, n_cls, (n,), generator=g)
-        images = templates[labels] + float(dataset.noise) * torch.randn(n, 3, size, size, generator=g)
-        return TensorDataset(images, labels)
-
-    return split(int(dataset.train_size)), split(int(dataset.test_size)), n_cls
+register(DatasetInfo("cifar10", CifarConfig, build, num_classes=10, summary="CIFAR-10 (torchvision)"))
+register(DatasetInfo("cifar100", CifarConfig, build, num_classes=100, summary="CIFAR-100 (torchvision)"))

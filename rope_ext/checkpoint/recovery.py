@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from rope_ext import safe_io
-from rope_ext.checkpoint import (
+from rope_ext.checkpoint.files import (
     CKPT_NAME,
     FORMAT,
     RECORD_NAME,
@@ -30,7 +30,7 @@ from rope_ext.checkpoint import (
     read_record,
     sha256_of,
 )
-from rope_ext.config import is_int
+from rope_ext.util import is_int
 
 log = logging.getLogger("rope_ext.checkpoint")  # one logger for checkpoints, as in train.log
 

@@ -1,23 +1,7 @@
-"""Training checkpoints: atomic writes, integrity and compatibility checks, RNG state.
-
-``<run dir>/checkpoint.pt`` is an ordinary ``torch.save`` file of tensors and plain values only (model,
-optimizer, scheduler, scaler, RNG states of every rank, epoch, step, best accuracy, speed counters): it
-loads with ``weights_only=True``, so reading it never runs code. ``<run dir>/checkpoint.json`` records its
-sha256, what it resumes and the run's fingerprint (``fingerprint``: every config key that changes the
-training trajectory). Both are written to temporary files first (fsynced), then renamed into place
-(``os.replace``), the checkpoint first, then the directory is fsynced. ``recover`` (called by ``load``)
-turns whatever a crash at any point of ``save`` left into a consistent pair: a complete new pair still in
-``*.tmp`` is moved into place once verified (hash, weights-only load, fingerprint, shapes, progress),
-anything incomplete is discarded, and a complete pair that fails verification is renamed aside
-(``*.tmp.rejected-<time>``), never over the checkpoint in place. A failed
-write (disk full, read-only) removes its ``*.tmp`` files and raises ``CheckpointWriteError`` naming path
-and errno; the previous checkpoint is untouched. A checkpoint whose bytes do not match its record, that
-torch cannot read, or whose fingerprint differs from the run's is refused with ``CheckpointError``.
-"""
+"""Saving and loading a run's checkpoint pair; RNG state."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -28,98 +12,24 @@ import numpy as np
 import torch
 
 from rope_ext import safe_io
-from rope_ext.config import is_int, is_number
-from rope_ext.schema import resumable_keys
-
-log = logging.getLogger(__name__)
-
-CKPT_NAME = "checkpoint.pt"
-RECORD_NAME = "checkpoint.json"
-FORMAT = "rope-ext-checkpoint/1"
-
-
-# Config keys that may change between a checkpoint and its resumption: they do not change what the
-# next step computes (tracking, launcher, hardware placement, evaluation, logging), or the trainer
-# adapts to them on purpose (train.epochs extends the schedule, train.lr restarts it at a new peak).
-# The schema's keys with trajectory=False (rope_ext.schema).
-RESUMABLE_KEYS = resumable_keys()
-
-
-HOW = (
-    "Delete it (and checkpoint.json) to start over, set train.resume=false to train from scratch in this "
-    "directory, or pick another run_id."
+from rope_ext.checkpoint.files import (
+    CKPT_NAME,
+    FORMAT,
+    HOW,
+    RECORD_NAME,
+    RESUMABLE_KEYS,
+    CheckpointError,
+    CheckpointWriteError,
+    _fsync_write,
+    _HashingWriter,
+    fingerprint_mismatch,
+    pair_paths,
+    sha256_of,
 )
+from rope_ext.checkpoint.recovery import recover
+from rope_ext.util import is_int, is_number
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that must not be loaded (corrupt, unreadable, or from another experiment)."""
-
-
-class CheckpointWriteError(safe_io.WriteError):
-    """A checkpoint could not be written (disk full, read-only output); the previous one is intact."""
-
-
-def fingerprint_of(config: dict[str, Any], num_classes: int) -> dict[str, Any]:
-    """The resolved config flattened to ``{"a.b": value}`` minus ``RESUMABLE_KEYS``, plus ``num_classes``.
-
-    Everything else (seed, data selection and size, augmentation, schedule, optimizer, model and pe
-    options, ...) changes the trajectory, so a checkpoint is only resumed when all of it is equal.
-    """
-    flat: dict[str, Any] = {"num_classes": num_classes}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = list(node) if isinstance(node, tuple) else node
-
-    walk(config, "")
-    return {k: v for k, v in flat.items() if not _resumable(k)}
-
-
-def _resumable(key: str) -> bool:
-    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE_KEYS)
-
-
-class _HashingWriter:
-    """A binary file wrapper that hashes what goes through it (torch.save writes sequentially)."""
-
-    def __init__(self, f: Any) -> None:
-        self.f, self.sha = f, hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        return self.f.write(data)
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def sha256_of(path: Path) -> str:
-    sha = hashlib.sha256()
-    fd = safe_io.open_nofollow(path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def _fsync_write(path: Path, write: Any) -> str | None:
-    with safe_io.create_new(path) as f:
-        out = write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    return out
-
-
-def pair_paths(run_dir: Path) -> tuple[Path, Path, Path, Path]:
-    """checkpoint.pt, checkpoint.json and their .tmp files, each refused when it is a link."""
-    ckpt, rec = run_dir / CKPT_NAME, run_dir / RECORD_NAME
-    paths = (ckpt, rec, safe_io.tmp_path(ckpt), safe_io.tmp_path(rec))
-    for path in paths:
-        safe_io.refuse_link(path)
-    return paths
+log = logging.getLogger("rope_ext.checkpoint")
 
 
 def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
@@ -160,42 +70,6 @@ def save(run_dir: Path, state: dict[str, Any], record: dict[str, Any]) -> Path:
             f"checkpoint in {run_dir} still resumes",
         ) from None
     return ckpt
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path`` (read without following links, bounded: ``safe_io.read_json``), else
-    None when it is missing or not a JSON object (a record cut short by a crash)."""
-    try:
-        data = safe_io.read_json(path)
-    except safe_io.UnsafePathError:
-        raise
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def recover(run_dir: Path, fingerprint: dict[str, Any] | None = None) -> None:
-    """Complete, remove or set aside what an interrupted ``save`` left (``rope_ext.checkpoint_recovery``,
-    imported here because it builds on this module)."""
-    from rope_ext.checkpoint_recovery import recover as recover_pending
-
-    recover_pending(Path(run_dir), fingerprint)
-
-
-def fingerprint_mismatch(record: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{key: (recorded, this run's)} for every fingerprint key that differs (CheckpointError when the
-    record holds neither a fingerprint nor a config to rebuild one from)."""
-    saved = record.get("fingerprint") or {}
-    if not isinstance(saved, dict) or record.get("fingerprint_format") != 2:
-        # written before the fingerprint covered the whole config: rebuild it from the config it recorded
-        config = record.get("config")
-        if not isinstance(config, dict):
-            raise CheckpointError("its record holds no config to compare. " + HOW)
-        log.warning("a checkpoint record predates full fingerprints: compared with the config it recorded")
-        saved = fingerprint_of(config, fingerprint.get("num_classes", 0))
-    fingerprint, _ = safe_io.strict_json(fingerprint)  # as save() recorded it: non-finite -> null
-    keys = sorted(set(saved) | set(fingerprint))
-    return {k: (saved.get(k), fingerprint.get(k)) for k in keys if saved.get(k) != fingerprint.get(k)}
 
 
 def load(run_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:

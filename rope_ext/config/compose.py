@@ -1,0 +1,130 @@
+"""Hydra plumbing: where ``conf/`` is, the OmegaConf resolvers it uses, the ConfigStore nodes generated
+from the registries (``pe/<name>`` per encoding, ``dataset/<name>`` per dataset without a YAML file, the
+schema's nodes), and ``composer``: a job's config composed with Hydra's compose API, its errors as one
+``ConfigError`` paragraph naming key, value and what is allowed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rope_ext import schema
+from rope_ext.config.check import allowed, unknown_keys
+from rope_ext.config.pe import encoding_names
+from rope_ext.config.rules import one_line
+from rope_ext.data import registry as datasets
+from rope_ext.errors import ConfigError
+
+# The one place that knows where conf/ is: inside the package (a link to the repository's conf/ in a
+# checkout; the copied files in an installed package, pyproject's package-data)
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def slug(text: Any) -> str:
+    """A directory name from an override string: safe characters only, at most ~100 characters."""
+    text = "" if text is None else str(text)
+    safe = re.sub(r"[^A-Za-z0-9._=,+\-]+", "_", text).strip("_.") or "default"
+    if len(safe) > 100:
+        safe = safe[:88] + "-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+    return safe
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("rope_ext.slug"):
+        OmegaConf.register_new_resolver("rope_ext.slug", slug)
+    if not OmegaConf.has_resolver("rope_ext.unnamed_keys"):
+        OmegaConf.register_new_resolver("rope_ext.unnamed_keys", schema.unnamed_keys)
+
+
+def register_nodes(conf_dir: Path = CONF) -> None:
+    """Store in Hydra's ConfigStore what the registries know (again after plugins register more): the
+    schema (with every dataset's option class), ``pe/<name>`` for every encoding (they set only
+    ``name``: the options and defaults are the schema's) and ``dataset/<name>`` for every dataset that
+    has no ``conf/dataset/<name>.yaml`` (the YAML files carry the values users edit)."""
+    from hydra.core.config_store import ConfigStore
+
+    schema.register()
+    store = ConfigStore.instance()
+    for name in encoding_names():
+        store.store(group="pe", name=name, node={"name": name})
+    for name in datasets.names():
+        if not (Path(conf_dir) / "dataset" / f"{name}.yaml").is_file():
+            node = {"defaults": [f"/schema/dataset/{name}@_here_"], "name": name, **datasets.get(name).node}
+            store.store(group="dataset", name=name, node=node)
+
+
+register_resolvers()
+register_nodes()
+
+
+@contextmanager
+def composer(conf_dir: Path = CONF) -> Iterator[Any]:
+    """A function composing a job's full config (``hydra`` node included) from its overrides with Hydra's
+    compose API, as ``@hydra.main`` would; it sets ``HydraConfig`` so ``${hydra:...}`` resolves. Errors of
+    composition (unknown key, wrong type, no such option, unparsable override) become ConfigErrors."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    register_nodes(conf_dir)  # what plugins registered since the import
+
+    def compose_job(overrides: list[str]) -> DictConfig:
+        try:
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        except Exception as err:  # noqa: BLE001  (Hydra's and OmegaConf's errors: one paragraph each)
+            raise compose_error(err, overrides) from None
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+            yield compose_job
+    except Exception as err:  # noqa: BLE001
+        if isinstance(err, ConfigError):
+            raise
+        raise compose_error(err, []) from None
+
+
+def compose_error(err: BaseException, overrides: list[str]) -> ConfigError:
+    """Hydra's or OmegaConf's composition error as one paragraph naming key, value and what is allowed."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = err.__cause__ or err.__context__
+    if isinstance(err, OverrideParseException):
+        return ConfigError(
+            f"the override {err.override!r} cannot be parsed ({one_line(err)}); allowed: key=value in "
+            "Hydra's override grammar (quote values with brackets or commas)."
+        )
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, option = str(err.missing_cfg_file).rpartition("/")
+        # Hydra lists only a group's top-level options; presets live in subfolders (experiment=study/x)
+        options = list(err.options or [])
+        if not options and group and (CONF / group).is_dir():
+            found = [p.relative_to(CONF / group).with_suffix("") for p in (CONF / group).rglob("*.yaml")]
+            # arms and tuned learning rates are added to a preset (+experiment/arm=...), not chosen as one
+            options = [str(p) for p in found if p.parts[0] not in ("arm", "tuned")]
+        if options:
+            more = " (or a module's that plugins=[...] loads)" if group in ("pe", "dataset") else ""
+            return ConfigError.bad_value(
+                group or "config", option, ", ".join(sorted(options)) + more, "no such option"
+            )
+    if isinstance(cause, ValidationError | ConfigKeyError | ConfigAttributeError) and cause.full_key:
+        key = re.sub(r"\[\d+\]$", "", str(cause.full_key))
+        given = {o.lstrip("+~").split("=", 1)[0]: o.split("=", 1)[-1] for o in overrides if "=" in o}
+        value = given.get(key)
+        if value is None:
+            found = re.search(r"Value '(.*?)'", str(cause))
+            value = found.group(1) if found else "?"
+        known = {k.path: k for k in schema.all_keys()}
+        if isinstance(cause, ValidationError) and key in known:
+            return ConfigError.bad_value(key, value, allowed(known[key].field))
+        parent = key.rpartition(".")[0]
+        siblings = [k for k in known if k.rpartition(".")[0] == parent]
+        return unknown_keys([(key, None, siblings)], {key: value})
+    return ConfigError(f"{one_line(err)}.")

@@ -1,0 +1,65 @@
+"""``dataset=imagefolder``: the user's images in the ImageNet layout through timm's per-image pipeline
+(``rope_ext.imagefolder``), decoded and augmented in DataLoader workers."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from rope_ext.data.registry import DataAugmentConfig, DatasetConfig, DatasetInfo, register
+from rope_ext.errors import ConfigError
+from rope_ext.fields import key
+
+
+@dataclass
+class ImagefolderAugmentConfig(DataAugmentConfig):
+    scale: list[float] = key(factory=lambda: [0.08, 1.0], help="random-resized crop's area range")
+
+
+@dataclass
+class ImagefolderConfig(DatasetConfig):
+    """``dataset=imagefolder``: ``root`` in the ImageNet layout, read through timm's data pipeline."""
+
+    root: str | None = key(None, trajectory=False, help="the folder holding train/<class>/ and val/<class>/")
+    crop_pct: float = key(0.875, gt=0, le=1, help="evaluation: resize to input_size / crop_pct, centre crop")
+    interpolation: str = key("bicubic", choices=("bicubic", "bilinear", "nearest", "random"))
+    augment: ImagefolderAugmentConfig = key(factory=ImagefolderAugmentConfig)
+
+
+def build(dataset: Any) -> tuple[Dataset, Dataset, int]:
+    from rope_ext.imagefolder import imagefolder_datasets
+
+    return imagefolder_datasets(dataset)
+
+
+def finish(train: Any, val: Any, dataset: Any, recipe: Any) -> tuple[Any, Any]:
+    """Per-image transforms after the validation split: train's for train, evaluation's for val."""
+    from rope_ext.imagefolder import with_transforms
+
+    return with_transforms(train, val, dataset, recipe)
+
+
+def rules(cfg: Any) -> None:
+    """The folder must be named (it is checked where the data is: the job's node) and is read per image."""
+    dataset = cfg["dataset"]
+    if dataset["root"] in (None, ""):
+        raise ConfigError.bad_value(
+            "dataset.root", dataset["root"], "the folder that holds train/<class>/ and val/<class>/"
+        )
+    if dataset["in_memory"]:
+        raise ConfigError.bad_value(
+            "dataset.in_memory", True, "false for dataset=imagefolder (images go through DataLoader workers)"
+        )
+
+
+register(
+    DatasetInfo(
+        "imagefolder",
+        ImagefolderConfig,
+        build,
+        per_image=True,
+        rules=rules,
+        finish=finish,
+        summary="your images in the ImageNet layout (timm pipeline)",
+    )
+)
