@@ -130,7 +130,7 @@ BAD = [
     (["model.pool=mean"], "model.pool='mean'", "cls, avg"),
     (["pe=none", "pe.coords=normalized"], "pe.coords set with pe='none'", "null"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
-    (["pe.name=rope"], "pe.name='rope'", "none, axial2_matrix, axial2_complex, axial_block, lie_block"),
+    (["pe.name=rope"], "pe.name='rope'", ", ".join(encoding_names())),
     (["pe.impl=slow"], "pe.impl='slow'", "'fast', 'matrix'"),
     (["train.epochs=-1"], "train.epochs=-1", ">= 1"),
     (["train.batch_size=0"], "train.batch_size=0", ">= 1"),
