@@ -22,8 +22,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rope_ext.run import distributed
-from rope_ext.run.job import settings_of
 from rope_ext.run.hardware import amp_dtype, pick_device
+from rope_ext.run.job import settings_of
 from rope_ext.run.model import build_model
 from rope_ext.run.optim import build_optimizer, build_scheduler
 from rope_ext.run.training import train
