@@ -21,7 +21,7 @@ from rope_ext.install_check import check_torchvision
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     plugins.load_all(list(cfg.get("plugins") or []))  # a launcher's process: before anything is built
     return run_job(cfg)
