@@ -1,20 +1,22 @@
 """``dataset=cifar10`` / ``cifar100``: torchvision's CIFAR classes reading ``<root>/cifar-10-batches-py``
 (or ``cifar-100-python``), every pickle read by a loader that never runs code from the file."""
 
+from __future__ import annotations
+
 import logging
 import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch.utils.data import Dataset, TensorDataset
+from typing import TYPE_CHECKING, Any
 
 from rope_ext.data.registry import DatasetConfig, DatasetInfo, register
 from rope_ext.errors import ConfigError
 from rope_ext.fields import key
 from rope_ext.util import select
+
+if TYPE_CHECKING:  # torch is imported by the builder: registering the dataset must not import it
+    from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ def _host_reachable(url: str, timeout: float = 5.0) -> bool:
 
 def build(dataset: Any) -> tuple[Dataset, Dataset, int]:
     """torchvision's CIFAR10/CIFAR100 classes reading ``<root>/cifar-10-batches-py`` (or -100-python)."""
+    import torch
     import torchvision
+    from torch.utils.data import TensorDataset
 
     cls_name, folder, url = _CIFAR[dataset.name]
     root = Path(str(dataset.root)).expanduser()

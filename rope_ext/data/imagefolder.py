@@ -1,14 +1,17 @@
 """``dataset=imagefolder``: the user's images in the ImageNet layout through timm's per-image pipeline
 (``rope_ext.imagefolder``), decoded and augmented in DataLoader workers."""
 
-from dataclasses import dataclass
-from typing import Any
+from __future__ import annotations
 
-from torch.utils.data import Dataset
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rope_ext.data.registry import DataAugmentConfig, DatasetConfig, DatasetInfo, register
 from rope_ext.errors import ConfigError
 from rope_ext.fields import key
+
+if TYPE_CHECKING:  # torch is imported by the builder: registering the dataset must not import it
+    from torch.utils.data import Dataset
 
 
 @dataclass
