@@ -26,7 +26,7 @@ SLURM = [
     "hardware=cpu",  # launcher=slurm with hardware=auto asks for a GPU per node
     "hardware.threads=1",
     "launcher.cpus_per_task=1",
-    "launcher.mem_gb=1",
+    "launcher.mem_gb=2",
 ]
 
 
