@@ -20,7 +20,7 @@ from rope_ext.run.settings import record_of
 from rope_ext.run.speed import RATIO_KEYS, Shape, flat_ratios, measure_speed, plain_twin
 from rope_ext.run.state import Context, RunState
 from rope_ext.schema import Config
-from rope_ext.summary import format_table, row_of
+from rope_ext.summary import format_table, row_of, speed_note
 from rope_ext.tracking.provenance import iso_utc, provenance
 from rope_ext.tracking.records import (
     FAILURE_NAME,
@@ -149,7 +149,9 @@ def publish(ctx: Context, metrics: RunMetrics) -> None:
     summary = {k: v for k, v in metrics.items() if k not in skip}
     summary |= {f"test_acc_at/{k}": v for k, v in metrics["test_acc_at"].items()}
     ctx.tracker.summary(summary)
-    print(f"\nResult ({run_dir}):\n{format_table([row_of(run_dir.name, dict(metrics))])}", flush=True)
+    row = row_of(run_dir.name, dict(metrics))
+    note = speed_note([row])
+    print(f"\nResult ({run_dir}):\n{format_table([row])}" + (f"\n\n{note}" if note else ""), flush=True)
 
 
 def write_failure(

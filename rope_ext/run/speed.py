@@ -39,12 +39,14 @@ import torch
 from torch import nn
 
 from rope_ext.config import resolve_pe
+from rope_ext.report.tables import UNRELIABLE_MARK
 from rope_ext.run.model import create_model
 from rope_ext.schema import ModelConfig
 
 __all__ = [
     "KINDS",
     "RATIO_KEYS",
+    "RATIO_NOTE",
     "REPEATS",
     "UNRELIABLE_SPREAD",
     "RatioSummary",
@@ -61,6 +63,14 @@ UNRELIABLE_SPREAD = 0.2  # (max - min) / median of the round ratios above this: 
 KINDS = ("train", "infer", "latency")
 # metrics.json's flat keys of each measurement's median ratio (what W&B and the dashboard plot)
 RATIO_KEYS = {"train": "train_time_vs_none", "infer": "infer_time_vs_none", "latency": "latency_vs_none"}
+# what the tables and plots say under a ratio column, once
+RATIO_NOTE = (
+    "`×none` (time): the run's time over a plain ViT of the same shape (pe=none, same model, input size, "
+    "batch, dtype, threads), timed interleaved in the same process at the end of the run: median of "
+    f"{REPEATS} rounds [smallest, largest round]; > 1 is slower. {UNRELIABLE_MARK}: speed_unreliable, "
+    f"the rounds spread more than {UNRELIABLE_SPREAD:g} × the median ((max − min) / median): too noisy "
+    "to compare (a loaded machine); rerun it on a quieter one."
+)
 CLOCK_NAMES = {"wall": "time.perf_counter", "cpu": "time.process_time"}
 
 # per model label, per round, the (wall, cpu) seconds of each call of its block
