@@ -134,8 +134,8 @@ def load_json(path: Path) -> Any:
     ``UnreadableRun`` for what it refuses."""
     try:
         return safe_io.read_json(path, max_bytes=MAX_RUN_FILE_BYTES)
-    except safe_io.BadJSON as err:
-        raise UnreadableRun(str(err)) from None
+    except safe_io.BadJSON as err:  # said of the file's name: the run directory is named beside it
+        raise UnreadableRun(str(err).replace(str(path), path.name)) from None
 
 
 def _accepts(variant: str) -> registry.Accepts | None:

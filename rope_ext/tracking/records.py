@@ -175,9 +175,10 @@ def job_result(job_dir: Path) -> dict[str, Any]:
         return failure
     if ok is not None:
         return ok
+    why = f" ({metrics['error']})" if metrics is not None and metrics.get("error") else ""
     return {
         "status": "failed",
-        "error": f"no result: neither an ok {METRICS_NAME} nor {FAILURE_NAME}",
+        "error": f"no result: neither an ok {METRICS_NAME} nor {FAILURE_NAME}{why}",
     }
 
 
