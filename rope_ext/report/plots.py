@@ -19,7 +19,8 @@ from typing import Any
 from rope_ext import safe_io, stats
 from rope_ext.data.registry import chance_level as registered_chance
 from rope_ext.report.groups import Group, arm_name, eval_sizes, variant_label
-from rope_ext.report.runs import Run, fixed_block, pooled_ratio
+from rope_ext.report.runs import Run, fixed_block
+from rope_ext.report.speed import pooled_ratio
 from rope_ext.run.speed import UNRELIABLE_SPREAD
 
 __all__ = ["PLOT_FILES", "ci_bars", "make_figures", "write_plots"]
@@ -188,7 +189,7 @@ def _plot_metric_vs_block(
 
 
 def _plot_ratio_vs_block(ax: Any, groups: Sequence[Group], kind: str, bases: Sequence[Group] = ()) -> bool:
-    """Each arm's ``kind`` time ratio to its plain twin (``runs.pooled_ratio``: the median, bars from the
+    """Each arm's ``kind`` time ratio to its plain twin (``rope_ext.report.speed.pooled_ratio``: the median, bars from the
     smallest to the largest round) against N, one line per series, at 1 the plain ViT; an arm whose runs
     were flagged ``speed_unreliable`` is ringed red. Variants without a block size: a horizontal line and
     its band. True if anything was drawn."""

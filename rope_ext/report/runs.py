@@ -16,12 +16,11 @@ import json
 import math
 import os
 import shlex
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
@@ -43,12 +42,10 @@ from rope_ext.util import select
 __all__ = [
     "PE_OPTIONS",
     "RUN_NAME",
-    "PooledRatio",
     "Run",
     "find_runs",
     "fixed_block",
     "free_block",
-    "pooled_ratio",
     "record_run",
     "variant_rank",
 ]
@@ -162,29 +159,6 @@ def variant_rank(variant: str) -> int:
     """Where ``variant`` sorts: its place in ``registry.names()``, after all of them when unknown."""
     names = registry.names()
     return names.index(variant) if variant in names else len(names)
-
-
-class PooledRatio(NamedTuple):
-    """Runs' speed ratios to the plain ViT pooled: the median of their medians, the smallest and largest
-    round ratio of any of them, and whether any run was flagged ``speed_unreliable``."""
-
-    median: float
-    low: float
-    high: float
-    unreliable: bool
-
-
-def pooled_ratio(runs: Sequence[Run], kind: str) -> PooledRatio | None:
-    """The ``kind`` (``rope_ext.run.speed.KINDS``) ratios of ``runs`` pooled; None when none recorded one."""
-    found = [s for s in (run.speed_ratio(kind) for run in runs) if s is not None]
-    if not found:
-        return None
-    return PooledRatio(
-        statistics.median(s["median"] for s in found),
-        min(s["low"] for s in found),
-        max(s["high"] for s in found),
-        any(bool(s.get("unreliable")) for s in found),
-    )
 
 
 @dataclass

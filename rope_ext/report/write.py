@@ -24,7 +24,8 @@ from rope_ext.report.arms import (
 from rope_ext.report.convergence import mean_curve, still_rising
 from rope_ext.report.groups import Group, arm_name, compute_ratios, eval_sizes, group_runs
 from rope_ext.report.plots import PLOT_FILES, write_plots
-from rope_ext.report.runs import PE_OPTIONS, RATIO_SUFFIX, SPEEDS, Run, find_runs, pooled_ratio
+from rope_ext.report.runs import PE_OPTIONS, RATIO_SUFFIX, SPEEDS, Run, find_runs
+from rope_ext.report.speed import pooled_ratio
 from rope_ext.report.stats_md import statistics_markdown
 from rope_ext.report.tables import cell, csv_table, markdown_table, mean_std, ratio_cell, write_text
 from rope_ext.report.wandb_log import IDS_NAME, log_to_wandb
