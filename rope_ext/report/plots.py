@@ -244,22 +244,14 @@ def _plot_ratio_vs_block(ax: Any, groups: Sequence[Group], kind: str, bases: Seq
         ax.axhline(1.0, color="grey", linestyle=":", lw=1, label="plain ViT (pe=none) = 1")
     ax.set_xlabel("block size N" + (_DODGE_NOTE if lines > 1 else ""), fontsize=_FONT)
     ax.set_ylabel("time × plain ViT of the same shape (> 1 slower)", fontsize=_FONT)
+    if blocks and max(blocks) > 8:
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
     if blocks:
         ax.set_xticks(sorted(blocks), [str(int(b)) for b in sorted(blocks)])
         ax.set_xlim(min(blocks) * 0.85, max(blocks) * 1.15)
     ax.grid(alpha=0.3)
     return drawn
-
-
-def _ratio_context(runs: Sequence[Run], run_set: str) -> str:
-    """The speed figure's context: the run set, what a point and its bars are, the clock(s)."""
-    clocks = sorted({str(r.metrics["speed_vs_none"].get("clock")) for r in runs if r.speed_ratio("train")})
-    where = f"runs: {run_set}\n" if run_set else ""
-    return (
-        f"{where}each run timed against a plain ViT of its shape, interleaved in its process; point: median "
-        f"over rounds (over seeds: median of the runs' medians), bars: smallest to largest round; "
-        f"clock: {', '.join(clocks) or '?'}"
-    )
 
 
 def _no_data(ax: Any, title: str, why: str) -> None:
@@ -286,14 +278,22 @@ def _seeds(groups: Sequence[Group]) -> tuple[str, bool]:
     return f"{text} seed{'' if ns == [1] else 's'} per arm", ns == [1]
 
 
-def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str) -> str:
-    """The figure's second title line(s): the run set, dataset(s), epochs, seeds per arm, the bars."""
+def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str, ratios: bool = False) -> str:
+    """The figure's second title line(s): the run set, dataset(s), epochs, seeds per arm, the bars (of
+    the speed ratios with ``ratios``, and the clocks they were timed on)."""
     ok = [r for r in runs if r.status == "ok"]
     datasets = ", ".join(sorted({str(r.field_value("dataset")) for r in ok})) or "?"
     epochs = sorted({r.cfg("train.epochs") for r in ok if isinstance(r.cfg("train.epochs"), int)})
     ep = "/".join(map(str, epochs)) or "?"
     seeds, single = _seeds(groups)
     bars = "no error bars" if single else "bars: 95 % t-CI of the mean"
+    if ratios:
+        clocks = sorted({str(r.metrics["speed_vs_none"].get("clock")) for r in ok if r.speed_ratio("train")})
+        bars = (
+            "each run timed against a plain ViT of its shape, interleaved in its process; point: median over "
+            "rounds (over seeds: median of the runs' medians), bars: smallest to largest round; clock: "
+            f"{', '.join(clocks) or '?'}"
+        )
     where = f"runs: {run_set}\n" if run_set else ""
     return f"{where}{datasets}, {ep} epoch{'' if epochs == [1] else 's'}, {seeds}; {bars}"
 
@@ -350,7 +350,7 @@ def make_figures(
         else:
             _no_data(ax, name, f"no run recorded speed_vs_none.{kind}\n(runs written before it was measured)")
     if drawn:
-        _suptitle(fig, "Speed vs block size N", _ratio_context(runs, run_set), 12)
+        _suptitle(fig, "Speed vs block size N", _context(runs, groups, run_set, ratios=True), 12)
         figures["throughput_vs_block.png"] = fig
 
     sizes = eval_sizes(runs)
