@@ -5,6 +5,7 @@ injected timings, the interleaving order and budget, and the record of a real me
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ def test_each_round_is_a_ratio_of_medians_and_the_record_is_their_median_min_and
     assert summary["ratios"] == pytest.approx([1.1, 1.0, 1.1])
     assert (summary["median"], summary["low"], summary["high"]) == pytest.approx((1.1, 1.0, 1.1))
     assert summary["spread"] == pytest.approx(0.1 / 1.1) and summary["unreliable"] is False
-    assert summary["calls"] == [3, 3] and summary["batch"] == 8
+    assert summary["calls"] == [9, 9] and summary["batch"] == 8
     json.dumps(summary, allow_nan=False)  # metrics.json holds it as it is
 
 
@@ -52,12 +53,20 @@ def test_rounds_without_times_are_refused() -> None:
 def test_rounds_alternate_which_model_goes_first_and_a_block_holds_at_least_one_call() -> None:
     calls: list[str] = []
     fns = {"rotary": lambda: calls.append("r"), "plain": lambda: calls.append("p")}
-    blocks = speed.interleaved(fns, seconds=0.0, repeats=4, device=torch.device("cpu"), clock="cpu")
-    # five untimed-or-estimating calls of each first (2 warm-up, 3 to size the blocks), then the rounds
-    assert calls[:10] == ["r"] * 5 + ["p"] * 5
-    assert "".join(calls[10:]) == "rp" + "pr" + "rp" + "pr"
+    blocks = speed.interleaved(fns, seconds=0.0, repeats=4, device=torch.device("cpu"))
+    assert calls[:4] == ["r", "r", "p", "p"]  # two untimed warm-up calls of each, then the rounds
+    assert "".join(calls[4:]) == "rp" + "pr" + "rp" + "pr"
     assert [len(b) for b in blocks["rotary"]] == [1, 1, 1, 1] and len(blocks["plain"]) == 4
     assert all(len(t) == 2 and min(t) >= 0 for b in blocks["rotary"] for t in b)  # (wall, cpu) per call
+
+
+def test_a_block_runs_for_its_share_of_the_budget_on_the_wall_clock() -> None:
+    """0.08 s over 2 models and 2 rounds: each block calls a 5 ms function until 0.02 s have passed."""
+    fns = {"rotary": lambda: time.sleep(0.005), "plain": lambda: time.sleep(0.005)}
+    blocks = speed.interleaved(fns, seconds=0.08, repeats=2, device=torch.device("cpu"))
+    for block in blocks["rotary"] + blocks["plain"]:
+        walls = [wall for wall, _ in block]
+        assert sum(walls[:-1]) < 0.02 <= sum(walls)  # stops at the first call past its share
 
 
 def test_the_clock_is_wall_on_a_gpu_and_cpu_time_on_a_cpu() -> None:
@@ -80,7 +89,7 @@ def test_a_measurement_of_tiny_models_records_every_field_and_leaves_the_weights
     for kind, batch in (("train", 4), ("infer", 4), ("latency", 1)):
         summary = record[kind]
         assert len(summary["ratios"]) == speed.REPEATS and summary["batch"] == batch
-        assert summary["low"] <= summary["median"] <= summary["high"] and summary["calls"] == [1, 1]
+        assert summary["low"] <= summary["median"] <= summary["high"] and summary["calls"] == [5, 5]
     assert record["clock"] == "cpu" and record["clock_function"] == "time.process_time"
     assert record["threads"] == torch.get_num_threads() and record["eager"] is True
     assert record["unreliable_above"] == speed.UNRELIABLE_SPREAD and record["budget_s"] == 0.0

@@ -16,8 +16,9 @@ ratios, their minimum and maximum and every round's ratio. The flag rule: a meas
 ``(max - min) / median`` exceeds ``UNRELIABLE_SPREAD`` is too noisy to compare, and a run with such a
 measurement records ``speed_unreliable: true``.
 
-Budget: each measurement gets ``eval.bench_seconds``, half for each model, after five warm-up calls of
-each (the last three estimate a call's cost); a block holds at least one call, so a model slower than the budget costs ``REPEATS`` calls of each.
+Budget: each measurement gets ``eval.bench_seconds`` of wall time, half for each model, after two warm-up
+calls of each; a block calls its model until its share is spent, at least once, so a model slower than
+the budget costs ``REPEATS`` calls of each.
 
 Clock (``clock_for``): on a GPU the wall clock (``time.perf_counter`` after the device's queued work);
 on a CPU the process's CPU time (``time.process_time``, all its threads), which leaves out the time other
@@ -86,7 +87,7 @@ class RatioSummary(TypedDict):
     spread: float  # (high - low) / median
     ratios: list[float]  # every round's, in order
     unreliable: bool  # spread > UNRELIABLE_SPREAD
-    calls: list[int]  # calls per block: [rotary, plain]
+    calls: list[int]  # calls timed in all: [rotary, plain]
     batch: int
 
 
@@ -138,7 +139,7 @@ def ratio_summary(
         "spread": spread,
         "ratios": ratios,
         "unreliable": spread > UNRELIABLE_SPREAD,
-        "calls": [len(rotary[0]), len(plain[0])],
+        "calls": [sum(map(len, rotary)), sum(map(len, plain))],
         "batch": batch,
     }
 
@@ -158,23 +159,24 @@ def _timed(fn: Callable[[], None], device: torch.device) -> tuple[float, float]:
 
 
 def interleaved(
-    calls: dict[str, Callable[[], None]], seconds: float, repeats: int, device: torch.device, clock: str
+    calls: dict[str, Callable[[], None]], seconds: float, repeats: int, device: torch.device
 ) -> Blocks:
-    """``repeats`` rounds of one block of calls per label, the labels' order reversed every other round;
-    ``seconds`` split evenly between the labels, a block's call count set from the median of three calls
-    on ``clock`` after two warm-up calls (at least one call)."""
-    index = 0 if clock == "wall" else 1
-    count = {}
-    for label, fn in calls.items():
+    """``repeats`` rounds of one block of calls per label, the labels' order reversed every other round,
+    after two untimed warm-up calls of each. A block calls its function until it has run for its share of
+    ``seconds`` (split evenly over labels and rounds) on the wall clock, at least once: the budget holds
+    on a loaded machine too, overshot by at most one call per block."""
+    for fn in calls.values():
         for _ in range(2):  # the first calls pay for allocation and kernel selection: not counted
             fn()
-        per_call = max(statistics.median(_timed(fn, device)[index] for _ in range(3)), 1e-6)
-        count[label] = max(1, int(seconds / len(calls) / repeats / per_call))
+    share = seconds / len(calls) / repeats
     labels = list(calls)
     blocks: Blocks = {label: [] for label in labels}
     for round_ in range(repeats):
         for label in labels if round_ % 2 == 0 else labels[::-1]:
-            blocks[label].append([_timed(calls[label], device) for _ in range(count[label])])
+            block = [_timed(calls[label], device)]
+            while sum(wall for wall, _ in block) < share:
+                block.append(_timed(calls[label], device))
+            blocks[label].append(block)
     return blocks
 
 
@@ -266,7 +268,7 @@ def measure_speed(
     }
     summaries, absolute = {}, {}
     for kind, (calls, batch) in runs.items():
-        blocks = interleaved(calls, seconds, REPEATS, device, clock)
+        blocks = interleaved(calls, seconds, REPEATS, device)
         picked = {k: [[t[index] for t in block] for block in v] for k, v in blocks.items()}
         summaries[kind] = ratio_summary(picked["rotary"], picked["plain"], batch)
         wall = [t[0] for block in blocks["rotary"] for t in block]
