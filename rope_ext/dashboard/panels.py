@@ -196,8 +196,9 @@ def build_report(study: Study, tables_md: str | None = None) -> Any:
         f"Block size N against accuracy and speed for the sweep `{study.group}` "
         f"(W&B group; project `{study.project}`). Each point or bar is a run or an arm "
         f"(runs grouped by `{VARIANT}` and `{BLOCK}`; the mean, and the min-max over seeds). Speeds are "
-        "absolute images/s, comparable within one sweep on one machine; the report table holds their "
-        "ratios to `pe=none`. Made by `python -m rope_ext.dashboard`."
+        "each run's time over a plain ViT of its shape, timed interleaved in its own process (> 1 slower), "
+        "so arms run at different times or on a busy machine compare; runs whose rounds spread too wide "
+        "log `speed_unreliable`. Made by `python -m rope_ext.dashboard`."
     )
     blocks: list[Any] = [wr.MarkdownBlock(text=intro)]
     for section in view_sections(study.sizes):
