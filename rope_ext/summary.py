@@ -14,7 +14,7 @@
   resumable) apart from the ones that failed, and exits with status 1 when any job did not finish or
   when no job succeeded (a sweep with no job is no success either).
 
-A job's state (``rope_ext.metrics.job_result``): ``ok`` when its ``metrics.json`` (written only by a finished run) is
+A job's state (``rope_ext.tracking.records.job_result``): ``ok`` when its ``metrics.json`` (written only by a finished run) is
 newer than its ``failure.json``; ``interrupted`` when the newer failure.json records a user stop;
 ``failed`` when the failure is newer or there is no result, saying when an earlier ``ok`` result is kept
 beside the failure. ``on_multirun_start`` also refuses launcher values
@@ -35,7 +35,8 @@ from omegaconf import DictConfig, open_dict, read_write
 from rope_ext.config import slug
 from rope_ext.report.convergence import still_rising
 from rope_ext.report.runs import find_runs, interrupted_or
-from rope_ext.report.tables import cell, markdown_table
+from rope_ext.report.tables import cell, markdown_table, ratio_cell
+from rope_ext.run.speed import KINDS, RATIO_NOTE
 from rope_ext.tracking.records import job_result
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ COLUMNS = (
     ("train img/s", "train_img_per_s"),
     ("infer img/s", "infer_img_per_s"),
     ("latency ms", "infer_latency_ms"),
+    # time over the plain twin's, median [smallest, largest round] (rope_ext.run.speed)
+    ("train ×none", "train_x_none"),
+    ("infer ×none", "infer_x_none"),
+    ("latency ×none", "latency_x_none"),
     ("job peak MB", "peak_mem_mb"),
     ("params", "params"),
     ("rel. err", "relative_error"),
@@ -61,12 +66,28 @@ COLUMNS = (
 def row_of(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """The summary row of one run called ``name`` from its record (``metrics.json`` or ``failure.json``)."""
     pe = metrics.get("pe") or {}
-    return {
+    row = {
         "run": name,
         "pe": pe.get("name"),
         "block": pe.get("block"),
         **{k: metrics.get(k) for _, k in COLUMNS if k not in ("run", "pe", "block")},
     }
+    speed = metrics.get("speed_vs_none") if isinstance(metrics.get("speed_vs_none"), dict) else {}
+    for kind in KINDS:
+        ratio = speed.get(kind) if isinstance(speed.get(kind), dict) else {}
+        median, low, high = (ratio.get(k) for k in ("median", "low", "high"))
+        row[f"{kind}_x_none"] = ratio_cell(median, low, high, bool(ratio.get("unreliable")), missing="-")
+    row["speed_unreliable"] = metrics.get("speed_unreliable")
+    return row
+
+
+def speed_note(rows: list[dict[str, Any]]) -> str | None:
+    """The line under a table that says what its ratio columns are, and names its flagged runs."""
+    flagged = [str(r["run"]) for r in rows if r.get("speed_unreliable")]
+    if not any(r.get("train_x_none") not in (None, "-") for r in rows):
+        return None
+    said = f" Flagged here: {', '.join(flagged)}." if flagged else ""
+    return RATIO_NOTE + said
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -85,10 +106,7 @@ def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, s
     rows, failures = [], []
     for run in find_runs(sweep_dir, jobs_only=True) if sweep_dir.is_dir() else []:
         # the latest attempt counts (a failure after an ok result is reported), as in the report
-        try:
-            result = job_result(run.path)
-        except RecursionError:  # a record nested too deeply for the JSON parser: find_runs said so
-            result = run.failure if run.failure.get("error") else run.metrics
+        result = job_result(run.path)
         result = {**result, "status": interrupted_or(str(result.get("status") or "failed"), run.failure)}
         row = row_of(run.path.name, result)
         row["end"] = _end_of_training(result)
@@ -153,6 +171,9 @@ class SweepCallback(Callback):
         print(f"\nSweep {sweep_dir} ({len(rows)} job{'' if len(rows) == 1 else 's'}):", flush=True)
         if rows:
             print(format_table(rows), flush=True)
+            note = speed_note(rows)
+            if note:
+                print(f"\n{note}", flush=True)
         rising = [r["run"] for r in rows if r.get("end") == "rising"]
         if rising:
             print(

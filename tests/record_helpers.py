@@ -19,6 +19,11 @@ _DEFAULTS: dict[str, Any] = {
     "train_img_per_s": None,
     "infer_img_per_s": None,
     "infer_latency_ms": None,
+    "train_time_vs_none": None,
+    "infer_time_vs_none": None,
+    "latency_vs_none": None,
+    "speed_unreliable": None,
+    "speed_vs_none": None,
     "peak_mem_mb": 0.0,
     "params": 0,
     "epochs_done": 1,
@@ -41,6 +46,8 @@ _DEFAULTS: dict[str, Any] = {
     "history": [],
     "resumed": False,
     "wall_s": 0.0,
+    "started_at": "2026-01-01T00:00:00Z",
+    "finished_at": "2026-01-01T00:00:00Z",
     "provenance": {},
 }
 

@@ -109,6 +109,35 @@ def test_processor_name_reads_cpuinfo(tmp_path: Path) -> None:
     assert provenance.processor_name(tmp_path / "missing") == (platform.processor() or None)
 
 
+def test_cpu_identity_reads_the_first_processor_of_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    first = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: X\n"
+    info.write_text(first + "stepping\t: 8\n\nprocessor\t: 1\nvendor_id\t: Other\nstepping\t: 9\n")
+    assert provenance.cpu_identity(info) == {
+        "vendor": "GenuineIntel",
+        "family": 6,
+        "model": 143,
+        "stepping": 8,
+    }
+    info.write_text("processor\t: 0\nvendor_id\t: ARM\nstepping\t: r1p0\n")  # not a number: None
+    assert provenance.cpu_identity(info) == {"vendor": "ARM", "family": None, "model": None, "stepping": None}
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50\n")
+    assert provenance.cpu_identity(info) is None and provenance.cpu_identity(tmp_path / "missing") is None
+    assert provenance.iso_utc(0) == "1970-01-01T00:00:00Z"
+    assert provenance.iso_utc(1_800_000_000.7) == "2027-01-15T08:00:00Z"
+
+
+def test_the_report_reads_the_cpu_and_the_times_a_run_records(repo: Path) -> None:
+    """runs.csv's processor_id, started_at and finished_at are what metrics.json records under those names."""
+    from rope_ext.report.arms import provenance_cells
+
+    rec = provenance.provenance(torch.device("cpu"), repo_dir=repo)
+    rec["cpu"] = {"vendor": "AuthenticAMD", "family": 25, "model": 17, "stepping": 1}
+    cells = provenance_cells({"provenance": rec, "started_at": "2026-12-07T20:00:00Z", "finished_at": "x"})
+    assert cells["processor_id"] == "vendor AuthenticAMD family 25 model 17 stepping 1"
+    assert (cells["started_at"], cells["finished_at"]) == ("2026-12-07T20:00:00Z", "x")
+
+
 def test_a_process_records_the_revision_it_loaded_not_a_later_commit(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

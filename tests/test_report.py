@@ -87,8 +87,38 @@ def _write_job(
     return job
 
 
+def _ratio(median: float, low: float, high: float, unreliable: bool = False) -> dict[str, Any]:
+    """One measurement of ``speed_vs_none`` (``rope_ext.run.speed.RatioSummary``) with these figures."""
+    return {
+        "median": median,
+        "low": low,
+        "high": high,
+        "spread": (high - low) / median,
+        "ratios": [low, median, high],
+        "unreliable": unreliable,
+        "calls": [3, 3],
+        "batch": 16,
+    }
+
+
+def _speed(train: float, infer: float, unreliable: bool = False) -> dict[str, Any]:
+    """``speed_vs_none`` whose train and inference ratios are ``train``, ``infer`` with bars of ±2 % (±40 %
+    and flagged when ``unreliable``)."""
+    width = 0.4 if unreliable else 0.02
+    record = {
+        kind: _ratio(r, r - width, r + width, unreliable)
+        for kind, r in (("train", train), ("infer", infer), ("latency", infer))
+    }
+    return record | {"repeats": 3, "clock": "cpu", "threads": 2, "load_avg_start": None, "load_avg_end": None}
+
+
 def _metrics(pe: dict, seed: int, acc: float, train: float, infer: float, rel: float = 0.0) -> RunMetrics:
     return run_metrics(
+        train_time_vs_none=1000.0 / train,
+        infer_time_vs_none=4000.0 / infer,
+        latency_vs_none=4000.0 / infer,
+        speed_unreliable=False,
+        speed_vs_none=_speed(1000.0 / train, 4000.0 / infer),
         test_acc=acc,
         val_acc=acc + 1.0,
         train_img_per_s=train,
@@ -177,7 +207,11 @@ def test_markdown_groups_seeds_and_lists_failures(sweep: Path, monkeypatch: pyte
     n3 = by[("axial_block", "3")]
     assert n3["seeds"] == "2" and n3["seed values"] == "0,1"  # the count and the list apart
     assert n3["test acc %"] == f"{statistics.fmean([63.0, 65.0]):.2f} ± {statistics.stdev([63.0, 65.0]):.2f}"
-    assert by[("none", "")]["train ×none"].startswith("1.000 ± ")  # the baseline against itself
+    # each run's own ratio to its plain twin, pooled over seeds: median of the medians [lowest, highest round]
+    assert by[("none", "")]["train time ×none"] == "0.95× [0.89, 1.02]"  # seeds 1.00 and 0.91, bars ±0.02
+    assert by[("axial_block", "3")]["infer time ×none"] == "1.05× [1.03, 1.07]"
+    assert by[("lie_block", "3")]["latency ×none"] == "1.11× [1.09, 1.13]"
+    assert "†: speed_unreliable" in md and "0.2 × the median" in md
     assert by[("lie_block", "3")]["rel. error"] == "0.420"
     assert by[("axial_block", "2")]["rel. error"] == "0.000 ± 0.000"  # exact: no error in any seed
     assert "acc@64 %" in header
@@ -422,7 +456,8 @@ def test_a_panel_without_training_speed_says_so(sweep: Path, monkeypatch: pytest
     for path in sweep.glob(f"*/{METRICS_NAME}"):
         data = json.loads(path.read_text())
         if data["status"] == "ok":
-            write_record(path, {**data, "train_img_per_s": None})  # a run too short to time
+            speed = {k: v for k, v in data["speed_vs_none"].items() if k != "train"}
+            write_record(path, {**data, "speed_vs_none": speed})  # a record without the training ratio
     drawn: list[str] = []
     original = Figure.savefig
 
@@ -432,7 +467,7 @@ def test_a_panel_without_training_speed_says_so(sweep: Path, monkeypatch: pytest
 
     monkeypatch.setattr(Figure, "savefig", spy)
     report.write_report(sweep)
-    assert any("no run recorded train_img_per_s" in t for t in drawn)
+    assert any("no run recorded speed_vs_none.train" in t for t in drawn)
     assert (sweep / "throughput_vs_block.png").is_file()  # the inference panel is still drawn
 
 
@@ -451,17 +486,23 @@ def test_records_without_schema_version_are_read_and_newer_ones_refused(
 
 
 def test_sweep_summary_table(sweep: Path) -> None:
-    from rope_ext.summary import format_table, row_of, sweep_rows
+    from rope_ext.summary import format_table, row_of, speed_note, sweep_rows
 
     rows, failures = sweep_rows(sweep)
     assert len(rows) == 9 and [job for job, _ in failures] == ["7", "8"]
-    # the summary counts only an ok metrics.json or a failure.json as a result (rope_ext.metrics.job_result)
+    # the summary counts only an ok metrics.json or a failure.json as a result
+    # (rope_ext.tracking.records.job_result)
     assert all("no result" in error for _, error in failures)
     lines = format_table(rows).splitlines()
     assert len({len(line) for line in lines}) == 1  # padded: the columns line up in a terminal
     assert lines[0].startswith("| run | pe ") and set(lines[1]) == {"|", "-"}
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[:5] == ["0", "none", "-", "ok", "20.00"] and "2,700,000" in cells  # ints grouped
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[header.index("train ×none")] == "1.00× [0.98, 1.02]"  # each run's own ratio and spread
+    assert speed_note(rows).startswith("`×none` (time)") and "Flagged here" not in speed_note(rows)
+    flagged = row_of("slow", run_metrics(speed_vs_none=_speed(1.5, 1.2, True), speed_unreliable=True))
+    assert "1.50× [1.10, 1.90] †" in format_table([flagged]) and speed_note([flagged]).endswith("here: slow.")
     single = format_table([row_of("x", run_metrics(relative_error=1e-15, peak_mem_mb=2e6))])
     assert "1.0e-15" in single and "2.0e+06" in single
 
@@ -476,14 +517,68 @@ def test_bench_table_marks_missing_figures() -> None:
     assert text[4] == "| v | — | — | — | 1.2 | 1.000 | 205 |"
 
 
-def test_pe_options_come_from_rotary() -> None:
-    from rope_ext.encoding.spec import ENCODINGS, OPTION_KEYS, PE_NAMES
-    from rope_ext.report.runs import FIXED_BLOCK, PE_OPTIONS, VARIANT_ORDER
+def test_pe_options_and_block_kinds_come_from_the_registry() -> None:
+    from rope_ext.encoding import registry
+    from rope_ext.encoding.spec import OPTION_KEYS
+    from rope_ext.report.runs import PE_OPTIONS, fixed_block, free_block, variant_rank
     from rope_ext.report.write import CSV_COLUMNS
 
     assert set(PE_OPTIONS) <= set(OPTION_KEYS) and set(PE_OPTIONS) <= set(CSV_COLUMNS)
-    assert list(VARIANT_ORDER) == list(PE_NAMES)
-    assert FIXED_BLOCK == {"none"} | {n for n, spec in ENCODINGS.items() if spec.block is not None}
+    names = registry.names()
+    assert sorted(names, key=variant_rank) == list(names) and variant_rank("not-registered") == len(names)
+    fixed = {n for n in names if n == "none" or registry.get(n).accepts.block is not None}
+    assert {n for n in names if fixed_block(n)} == fixed and fixed_block("not-registered")
+    assert {n for n in names if free_block(n)} == set(names) - fixed and not free_block("not-registered")
+    assert {"none", "axial2_complex"} <= fixed and "axial_block" not in fixed
+
+
+def test_ratio_cell_formats_the_median_its_spread_and_the_flag() -> None:
+    from rope_ext.report.tables import ratio_cell
+
+    assert ratio_cell(1.04, 1.011, 1.09) == "1.04× [1.01, 1.09]"
+    assert ratio_cell(1.04, 0.5, 2.0, unreliable=True) == "1.04× [0.50, 2.00] †"
+    assert ratio_cell(0.98) == "0.98×" and ratio_cell(None) == "n/a" and ratio_cell(None, missing="-") == "-"
+
+
+def test_speed_plot_draws_ratios_with_min_max_bars_and_rings_flagged_runs(tmp_path: Path) -> None:
+    """The speed figure: each arm's time ratio at its N, bars to its smallest and largest round, the plain
+    ViT at 1, a flagged arm ringed red (one legend entry), not absolute img/s."""
+    from matplotlib.container import ErrorbarContainer
+
+    from rope_ext.report import plots
+    from rope_ext.report.groups import compute_ratios, group_runs
+    from rope_ext.report.runs import find_runs
+
+    root = tmp_path / "multirun" / "speed"
+    for n, (block, ratio, flagged) in enumerate(((2, 1.05, False), (3, 1.5, True), (4, 1.10, False))):
+        pe = _pe("axial_block", block)
+        record = _metrics(pe, 0, 60.0, 900.0, 3600.0)
+        record |= {"speed_vs_none": _speed(ratio, ratio, flagged), "speed_unreliable": flagged}
+        _write_job(root, n, pe, 0, record)
+    runs = find_runs(root)
+    compute_ratios(runs)
+    figure = plots.make_figures(runs, group_runs(runs))["throughput_vs_block.png"]
+    train_ax = figure.axes[0]
+    [bars] = [c for c in train_ax.containers if isinstance(c, ErrorbarContainer)]
+    line, _, (segments,) = bars.lines
+    assert list(line.get_xdata()) == [2.0, 3.0, 4.0] and list(line.get_ydata()) == [1.05, 1.5, 1.10]
+    spans = [tuple(round(float(y), 6) for y in seg[:, 1]) for seg in segments.get_segments()]
+    assert spans == [(1.03, 1.07), (1.1, 1.9), (1.08, 1.12)]  # median ± its rounds' min and max
+    _, labels = train_ax.get_legend_handles_labels()
+    ringed = [ln for ln in train_ax.lines if ln.get_markeredgecolor() == "red"]
+    assert len(ringed) == 1 and list(ringed[0].get_xdata()) == [3.0] and list(ringed[0].get_ydata()) == [1.5]
+    assert sum(label.startswith("speed unreliable") for label in labels) == 1
+    assert any(ln.get_ydata()[0] == 1.0 and ln.get_linestyle() == ":" for ln in train_ax.lines)  # plain = 1
+    assert "time × plain ViT" in train_ax.get_ylabel() and "images/s" not in train_ax.get_ylabel()
+
+
+def test_a_deeply_nested_record_reads_as_failed_not_a_recursion_error(tmp_path: Path) -> None:
+    from rope_ext.tracking.records import job_result, read_record
+
+    (tmp_path / METRICS_NAME).write_text("[" * 100_000 + "]" * 100_000)
+    record = read_record(tmp_path / METRICS_NAME)
+    assert record["status"] == "failed" and "nests 100000 levels deep" in record["error"]
+    assert "nests 100000 levels deep" in job_result(tmp_path)["error"]
 
 
 def test_the_baseline_is_the_arm_of_that_name_before_a_variant_label(tmp_path: Path) -> None:

@@ -83,6 +83,22 @@ def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_p
     # each epoch names the code that trained it: here the revision this process loaded, as provenance says
     assert {h["revision"] for h in m["history"]} == {m["provenance"]["revision"]["commit"]}
     assert m["train_img_per_s"] > 0 and m["infer_img_per_s"] > 0 and m["infer_latency_ms"] > 0
+    # the speed against a plain ViT of the same shape, interleaved in the process (rope_ext.run.speed)
+    from rope_ext.run.speed import KINDS, RATIO_KEYS, REPEATS, UNRELIABLE_SPREAD
+
+    record = m["speed_vs_none"]
+    assert record["repeats"] == REPEATS and record["clock"] == "cpu" and record["threads"] >= 1
+    assert all(len(record[k]) == 3 for k in ("load_avg_start", "load_avg_end"))
+    assert record["budget_s"] == 0.02 and record["unreliable_above"] == UNRELIABLE_SPREAD
+    for kind in KINDS:
+        summary = record[kind]
+        assert len(summary["ratios"]) == REPEATS and summary["low"] <= summary["median"] <= summary["high"]
+        assert m[RATIO_KEYS[kind]] == summary["median"]
+        assert summary["unreliable"] == (summary["spread"] > UNRELIABLE_SPREAD)
+    assert (record["train"]["batch"], record["infer"]["batch"], record["latency"]["batch"]) == (16, 32, 1)
+    assert m["speed_unreliable"] == any(record[k]["unreliable"] for k in KINDS)
+    assert m["started_at"] <= m["finished_at"] and m["finished_at"].endswith("Z")
+    assert set(m["provenance"]["cpu"] or {}) <= {"vendor", "family", "model", "stepping"}
     assert m["relative_error"] < 1e-5 and m["params"] > 0 and m["peak_mem_mb"] > 0
     # checkpoint at each epoch end, written atomically (no temporary file left), with its record
     record = json.loads((run_dir / "checkpoint.json").read_text())

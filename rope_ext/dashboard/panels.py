@@ -14,9 +14,10 @@ __all__ = ["Study", "ViewSection", "build_report", "build_view", "panel_keys", "
 BLOCK = "pe.block"  # config: the block size N, the x of every "against N" panel
 VARIANT = "pe.name"  # config
 ACCURACY = "test_acc"  # summary
-# summary: the speeds plotted against N. The runs log absolute images/s; the ratios to pe=none are the
-# report table's *_ratio_vs_none columns. When the runs log the ratios themselves, name those keys here.
-SPEEDS = ("train_img_per_s", "infer_img_per_s")
+# summary: the speeds plotted against N: each run's training-step and inference time over a plain ViT of
+# its shape, timed interleaved in its process (rope_ext.run.speed.RATIO_KEYS; > 1 slower), which a
+# machine's load moves far less than the absolute images/s the runs also log
+SPEEDS = ("train_time_vs_none", "infer_time_vs_none")
 RELATIVE_ERROR = "relative_error"  # summary
 ACC_AT = "test_acc_at/{size}"  # summary: accuracy at each evaluation input size
 EPOCH = "trainer/epoch"  # history: the x of the learning curves
@@ -195,8 +196,9 @@ def build_report(study: Study, tables_md: str | None = None) -> Any:
         f"Block size N against accuracy and speed for the sweep `{study.group}` "
         f"(W&B group; project `{study.project}`). Each point or bar is a run or an arm "
         f"(runs grouped by `{VARIANT}` and `{BLOCK}`; the mean, and the min-max over seeds). Speeds are "
-        "absolute images/s, comparable within one sweep on one machine; the report table holds their "
-        "ratios to `pe=none`. Made by `python -m rope_ext.dashboard`."
+        "each run's time over a plain ViT of its shape, timed interleaved in its own process (> 1 slower), "
+        "so arms run at different times or on a busy machine compare; runs whose rounds spread too wide "
+        "log `speed_unreliable`. Made by `python -m rope_ext.dashboard`."
     )
     blocks: list[Any] = [wr.MarkdownBlock(text=intro)]
     for section in view_sections(study.sizes):

@@ -8,7 +8,9 @@ into ``DIR`` (or ``--out``, a directory):
 
 * ``report.csv``: one row per run, failed and missing runs included (``status``), each speed figure also as
   a ratio to the mean of the ``pe=none`` runs of the same sweep, model, input size and batch size (columns
-  ``*_ratio_vs_none``);
+  ``*_ratio_vs_none``), and each run's own time ratios to its plain twin, timed in its process
+  (``train_time_vs_none``, ``infer_time_vs_none``, ``latency_vs_none`` with ``_low`` / ``_high``: the
+  smallest and largest round; ``speed_unreliable``: ``rope_ext.run.speed``'s flag rule);
 * every arm (the runs that differ only in seed) named by what sets it apart within its sweep: the swept
   overrides (``pe.block=3``; a study arm by its name, ``axial2_complex``), used alike in every table, plot
   and the W&B table; ``--baseline`` takes that name, ``key=value`` overrides or a variant label
@@ -32,8 +34,9 @@ into ``DIR`` (or ``--out``, a directory):
   measured; with one seed per arm a sentence saying how to add seeds instead), every group as mean ± std (sample std over seeds) with the ``lie_block`` control's measured
   relative-property error and the shift metrics beside its accuracy, and a list of the failed
   (``failure.json`` or a non-ok ``metrics.json``), interrupted (a user stop, resumable) and missing runs;
-* ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the
-  chance level and the baseline marked;
+* ``acc_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the chance level and the baseline
+  marked; ``throughput_vs_block.png``: the time ratios to the plain twin with min-max bars over rounds, the
+  runs flagged ``speed_unreliable`` ringed;
 * CSV cells that a spreadsheet could take for a formula (``= + - @``, tab, CR, LF, space or their
   fullwidth forms first; plain numbers excepted) get a leading ``'``; no file is written through a link;
 * a ``wandb.Table`` of the rows (and the plots) logged to each sweep's W&B group, in ``WANDB_MODE``
@@ -44,7 +47,7 @@ their common parent).
 
 Modules: ``runs`` (run discovery: ``Run``, ``find_runs``; also the sweep summary's and the tuner's),
 ``tables`` (cell formatting, Markdown and CSV tables; also the sweep summary's and the benchmark's),
-``groups`` (seeds grouped into arms, speed ratios), ``arms`` (per-arm statistics, ``stats.csv``),
+``groups`` (seeds grouped into arms, speed ratios), ``speed`` (the runs' own ratios pooled per arm), ``arms`` (per-arm statistics, ``stats.csv``),
 ``stats_md`` (its report.md section), ``convergence`` (still rising at the end), ``plots``, ``wandb_log``, ``write`` (``report.csv``,
 ``report.md``, ``write_report``), ``rows`` (``--from-rows``) and ``cli``.
 """

@@ -16,13 +16,13 @@ from typing import Any
 
 from rope_ext.encoding.spec import is_int
 from rope_ext.report.runs import (
-    FIXED_BLOCK,
-    FREE_BLOCK,
     IGNORED_LEAF,  # keys that never name an arm: the schema's (names_run=False, replicate)
     IGNORED_TOP,
     SPEEDS,
-    VARIANT_ORDER,
     Run,
+    fixed_block,
+    free_block,
+    variant_rank,
 )
 from rope_ext.report.tables import numbers
 
@@ -77,11 +77,11 @@ class Group:
 def variant_label(r: Run) -> str:
     """A run's variant and what distinguishes it, e.g. ``axial_block N=3 mixed fast``."""
     parts = [r.variant]
-    if r.variant not in FIXED_BLOCK and r.pe("block") is not None:
+    if not fixed_block(r.variant) and r.pe("block") is not None:
         parts.append(f"N={r.pe('block')}")
     if r.pe("mixed"):
         parts.append("mixed")
-    if r.pe("impl") and r.variant in FREE_BLOCK:
+    if r.pe("impl") and free_block(r.variant):
         parts.append(str(r.pe("impl")))
     if r.pe("dims") == 1:
         parts.append("1-D")
@@ -225,7 +225,7 @@ def _group_order(group: Group) -> tuple[Any, ...]:
         r.sweep,
         str(r.field_value("dataset")),
         str(r.field_value("model")),
-        VARIANT_ORDER.get(r.variant, len(VARIANT_ORDER)),
+        variant_rank(r.variant),
         bool(r.pe("mixed")),
         str(r.pe("impl")),
         block,

@@ -1,10 +1,11 @@
-"""The report's plots: test accuracy and throughput against the block size N, accuracy against the
-evaluation resolution, each with 95 % t-CI bars, the chance level and the baseline marked.
+"""The report's plots: test accuracy and speed against the block size N, accuracy against the
+evaluation resolution. Accuracies with 95 % t-CI bars, the chance level and the baseline marked; speeds
+as each run's time ratio to its plain twin (``rope_ext.run.speed``) with bars from its smallest to its
+largest round, the runs flagged ``speed_unreliable`` ringed red.
 
 Each figure names the run set, the dataset, the epochs and the seeds per arm; the legend has one entry
 per line, named by the arms' names (``rope_ext.report.groups``); the baseline is drawn black; points sit
-at their true x unless several series share the axis, and then the x label says they are offset; speed
-axes start at 0. ``make_figures`` builds them (tests measure their layout), ``write_plots`` saves them.
+at their true x unless several series share the axis, and then the x label says they are offset. ``make_figures`` builds them (tests measure their layout), ``write_plots`` saves them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 from rope_ext import safe_io, stats
 from rope_ext.data.registry import chance_level as registered_chance
 from rope_ext.report.groups import Group, arm_name, eval_sizes, variant_label
-from rope_ext.report.runs import FIXED_BLOCK, Run
+from rope_ext.report.runs import Run, fixed_block
+from rope_ext.report.speed import pooled_ratio
+from rope_ext.run.speed import UNRELIABLE_SPREAD
 
 __all__ = ["PLOT_FILES", "ci_bars", "make_figures", "write_plots"]
 
@@ -34,7 +37,7 @@ def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
     series: dict[tuple[Any, ...], list[Group]] = {}
     for g in groups:
         # a variant without a block choice is one level (a horizontal line) per input size
-        dropped = ("pe.block",) if g.first.variant in FIXED_BLOCK else ("pe.block", "dataset.input_size")
+        dropped = ("pe.block",) if fixed_block(g.first.variant) else ("pe.block", "dataset.input_size")
         key = tuple((k, v) for k, v in g.first.identity() if k not in dropped)
         series.setdefault(key, []).append(g)
     contexts = {
@@ -185,6 +188,72 @@ def _plot_metric_vs_block(
     return drawn
 
 
+def _plot_ratio_vs_block(ax: Any, groups: Sequence[Group], kind: str, bases: Sequence[Group] = ()) -> bool:
+    """Each arm's ``kind`` time ratio to its plain twin (``rope_ext.report.speed.pooled_ratio``: the median, bars from the
+    smallest to the largest round) against N, one line per series, at 1 the plain ViT; an arm whose runs
+    were flagged ``speed_unreliable`` is ringed red. Variants without a block size: a horizontal line and
+    its band. True if anything was drawn."""
+    drawn, flagged_label = False, f"speed unreliable (rounds spread > {UNRELIABLE_SPREAD:g} × median)"
+    base_ids, blocks = {id(g) for g in bases}, set()
+    all_series = _series(groups)
+    lines = sum(any(_x_block(g) is not None for g in gs) for gs in all_series.values())
+    for i, (label, gs) in enumerate(all_series.items()):
+        is_base = len(gs) == 1 and id(gs[0]) in base_ids
+        color = "k" if is_base else f"C{i % 10}"
+        label += " (baseline)" if is_base else ""
+        points = [(g, pooled_ratio(g.runs, kind)) for g in gs]
+        points = [(g, r) for g, r in points if r is not None]
+        flagged = []
+        for r in [r for g, r in points if _x_block(g) is None]:
+            named = label + (" (speed unreliable)" if r.unreliable else "")
+            ax.axhline(r.median, color=color, linestyle=_LINESTYLES[i % 4], lw=1.4, label=named)
+            ax.axhspan(r.low, r.high, color=color, alpha=0.12)
+            drawn = True
+        xy = [(_x_block(g), r) for g, r in points if _x_block(g) is not None]
+        if xy:
+            xs = [x * (1 + 0.03 * (i % 5 - 2)) if lines > 1 else x for x, _ in xy]
+            blocks |= {x for x, _ in xy}
+            mids = [r.median for _, r in xy]
+            bars = [[r.median - r.low for _, r in xy], [r.high - r.median for _, r in xy]]
+            ax.errorbar(
+                xs,
+                mids,
+                yerr=bars,
+                color=color,
+                marker=_MARKERS[i % len(_MARKERS)],
+                capsize=3,
+                linestyle=_LINESTYLES[i % 4],
+                lw=1.4,
+                label=label,
+            )
+            flagged = [(x, r.median) for x, (_, r) in zip(xs, xy) if r.unreliable]
+            drawn = True
+        if flagged:
+            ax.plot(
+                *zip(*flagged),
+                marker="o",
+                ms=14,
+                mfc="none",
+                mec="red",
+                mew=2,
+                linestyle="none",
+                label=flagged_label,
+            )
+            flagged_label = "_nolegend_"  # one legend entry for all arms
+    if drawn:
+        ax.axhline(1.0, color="grey", linestyle=":", lw=1, label="plain ViT (pe=none) = 1")
+    ax.set_xlabel("block size N" + (_DODGE_NOTE if lines > 1 else ""), fontsize=_FONT)
+    ax.set_ylabel("time × plain ViT of the same shape (> 1 slower)", fontsize=_FONT)
+    if blocks and max(blocks) > 8:
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
+    if blocks:
+        ax.set_xticks(sorted(blocks), [str(int(b)) for b in sorted(blocks)])
+        ax.set_xlim(min(blocks) * 0.85, max(blocks) * 1.15)
+    ax.grid(alpha=0.3)
+    return drawn
+
+
 def _no_data(ax: Any, title: str, why: str) -> None:
     """A panel that says in words why it has nothing to show (never a blank axis)."""
     ax.set_title(title, fontsize=_FONT)
@@ -209,17 +278,22 @@ def _seeds(groups: Sequence[Group]) -> tuple[str, bool]:
     return f"{text} seed{'' if ns == [1] else 's'} per arm", ns == [1]
 
 
-def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str, timings: bool = False) -> str:
-    """The figure's second title line(s): the run set, dataset(s), epochs, seeds per arm, the bars."""
+def _context(runs: Sequence[Run], groups: Sequence[Group], run_set: str, ratios: bool = False) -> str:
+    """The figure's second title line(s): the run set, dataset(s), epochs, seeds per arm, the bars (of
+    the speed ratios with ``ratios``, and the clocks they were timed on)."""
     ok = [r for r in runs if r.status == "ok"]
     datasets = ", ".join(sorted({str(r.field_value("dataset")) for r in ok})) or "?"
     epochs = sorted({r.cfg("train.epochs") for r in ok if isinstance(r.cfg("train.epochs"), int)})
     ep = "/".join(map(str, epochs)) or "?"
     seeds, single = _seeds(groups)
-    if timings:
-        bars = "one timing per run, no error bars" if single else "bars: 95 % t-CI of the mean timing"
-    else:
-        bars = "no error bars" if single else "bars: 95 % t-CI of the mean"
+    bars = "no error bars" if single else "bars: 95 % t-CI of the mean"
+    if ratios:
+        clocks = sorted({str(r.metrics["speed_vs_none"].get("clock")) for r in ok if r.speed_ratio("train")})
+        bars = (
+            "each run timed against a plain ViT of its shape, interleaved in its process; point: median over "
+            "rounds (over seeds: median of the runs' medians), bars: smallest to largest round; clock: "
+            f"{', '.join(clocks) or '?'}"
+        )
     where = f"runs: {run_set}\n" if run_set else ""
     return f"{where}{datasets}, {ep} epoch{'' if epochs == [1] else 's'}, {seeds}; {bars}"
 
@@ -265,20 +339,18 @@ def make_figures(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     drawn = False
-    for ax, key, name in (
-        (axes[0], "train_img_per_s", "Training throughput"),
-        (axes[1], "infer_img_per_s", "Inference throughput"),
+    for ax, kind, name in (
+        (axes[0], "train", "Training step time × plain ViT"),
+        (axes[1], "infer", "Inference time × plain ViT"),
     ):
-        has = any(isinstance(r.metrics.get(key), (int, float)) for g in groups for r in g.runs)
-        if has:
+        if _plot_ratio_vs_block(ax, groups, kind, bases):
             ax.set_title(name, fontsize=_FONT)
-            drawn |= _plot_metric_vs_block(ax, groups, lambda r, k=key: r.metrics.get(k), "images/s", bases)
-            ax.set_ylim(bottom=0)  # speeds from 0: a few % must not look like large swings
+            drawn = True
             _legend(ax)
         else:
-            _no_data(ax, name, f"no run recorded {key}\n(e.g. too few steps per epoch to time)")
+            _no_data(ax, name, f"no run recorded speed_vs_none.{kind}\n(runs written before it was measured)")
     if drawn:
-        _suptitle(fig, "Throughput vs block size N", _context(runs, groups, run_set, timings=True), 12)
+        _suptitle(fig, "Speed vs block size N", _context(runs, groups, run_set, ratios=True), 12)
         figures["throughput_vs_block.png"] = fig
 
     sizes = eval_sizes(runs)

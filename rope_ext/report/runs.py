@@ -3,7 +3,7 @@
 A run directory holds ``run.json`` (the run's own record of its resolved config and command-line
 overrides, written by the trainer when the run starts from scratch: ``record_run``) and/or Hydra's
 ``.hydra/config.yaml`` (a single run's output directory or one job of a multirun); its ``metrics.json``
-and ``failure.json`` are read through ``rope_ext.metrics``. A run's identity comes from ``run.json``:
+and ``failure.json`` are read through ``rope_ext.tracking.records``. A run's identity comes from ``run.json``:
 Hydra rewrites ``.hydra/`` at every attempt, refused ones included, so ``.hydra/`` is read only for runs
 written before ``run.json`` existed. Run files are data: YAML is read by ``yaml.SafeLoader`` with aliases
 refused and nothing resolved (``${...}`` stays its literal text), JSON with its nesting bounded. The report, the tuner and the sweep
@@ -24,7 +24,10 @@ from typing import Any
 
 import yaml
 
-from rope_ext.encoding.spec import ENCODINGS, OPTION_KEYS, PE_NAMES
+from rope_ext import safe_io
+from rope_ext.encoding import registry
+from rope_ext.encoding.spec import OPTION_KEYS
+from rope_ext.run.speed import KINDS, RATIO_KEYS
 from rope_ext.schema import replicate_keys, unnamed_keys
 from rope_ext.tracking.records import (
     FAILURE_NAME,
@@ -34,8 +37,18 @@ from rope_ext.tracking.records import (
     read_record,
     record_run,
 )
+from rope_ext.util import select
 
-__all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "RUN_NAME", "Run", "find_runs", "record_run"]
+__all__ = [
+    "PE_OPTIONS",
+    "RUN_NAME",
+    "Run",
+    "find_runs",
+    "fixed_block",
+    "free_block",
+    "record_run",
+    "variant_rank",
+]
 
 
 SPEEDS = ("train_img_per_s", "infer_img_per_s", "infer_latency_ms")
@@ -43,11 +56,6 @@ RATIO_SUFFIX = "_ratio_vs_none"
 # report.csv's pe columns: the options that existed when its layout was fixed; the position options
 # (coords, augment, layout_of) show in report.md's `other` column when they vary, not in the CSV.
 PE_OPTIONS = tuple(k for k in OPTION_KEYS if k not in ("coords", "augment", "layout_of"))
-# variants whose block size is not a choice (none has no block; axial2_* are 2 by definition)
-FIXED_BLOCK = frozenset(n for n in PE_NAMES if n not in ENCODINGS or ENCODINGS[n].block is not None)
-# variants with a block size N to choose (their impl and N name them in labels)
-FREE_BLOCK = frozenset(n for n, spec in ENCODINGS.items() if spec.block is None)
-VARIANT_ORDER = {name: i for i, name in enumerate(PE_NAMES)}
 # keys of the run config that never make two runs different experiments: the schema's keys that don't
 # name the run directory (names_run=False), and seeds (replicates of one experiment)
 IGNORED_TOP = {"hydra", *(k for k in unnamed_keys() if "." not in k)}
@@ -72,6 +80,7 @@ _NUMBERS = (
     "shift_error",
     "test_acc_shifted",
     *SPEEDS,
+    *RATIO_KEYS.values(),
     "peak_mem_mb",
     "params",
     "epochs_done",
@@ -118,21 +127,38 @@ def load_yaml(path: Path) -> Any:
 
 
 def load_json(path: Path) -> Any:
-    """A run file's JSON; ``UnreadableRun`` for nesting deeper than the parser's recursion limit."""
+    """A run file's JSON, read through ``safe_io.read_json`` (bounded size and nesting, no link followed);
+    ``UnreadableRun`` for what it refuses."""
     try:
-        return json.loads(_text(path))
-    except RecursionError:
-        raise UnreadableRun(
-            f"{path.name} nests deeper than the JSON reader's limit (about 1000 levels)"
-        ) from None
+        return safe_io.read_json(path, max_bytes=MAX_RUN_FILE_BYTES)
+    except safe_io.BadJSON as err:  # said of the file's name: the run directory is named beside it
+        raise UnreadableRun(str(err).replace(str(path), path.name)) from None
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """``metrics.read_record`` with a record nested too deeply for the JSON parser as a failed record."""
-    try:
-        return read_record(path)
-    except RecursionError:
-        return {"status": "failed", "error": f"unreadable {path.name}: nested deeper than about 1000 levels"}
+def _accepts(variant: str) -> registry.Accepts | None:
+    """The registered encoding's ``accepts`` (None for ``none`` and for names not registered here)."""
+    return registry.get(variant).accepts if variant in registry.names() else None
+
+
+def fixed_block(variant: str) -> bool:
+    """Whether the block size of ``variant`` is not a choice (``none`` has no block; ``axial2_*`` are 2 by
+    definition; a name not registered here counts as fixed). Asks the registry at the call, so encodings
+    of modules loaded after import count."""
+    accepts = _accepts(variant)
+    return accepts is None or accepts.block is not None
+
+
+def free_block(variant: str) -> bool:
+    """Whether ``variant`` is a registered encoding with a block size N to choose (its impl and N name it
+    in labels)."""
+    accepts = _accepts(variant)
+    return accepts is not None and accepts.block is None
+
+
+def variant_rank(variant: str) -> int:
+    """Where ``variant`` sorts: its place in ``registry.names()``, after all of them when unknown."""
+    names = registry.names()
+    return names.index(variant) if variant in names else len(names)
 
 
 @dataclass
@@ -194,15 +220,12 @@ class Run:
 
     @cached_property
     def status(self) -> str:
-        """ok, failed or interrupted by the one rule of a job's state (``rope_ext.metrics.job_result``: an ok
-        metrics.json unless a newer failure.json says the latest attempt failed); missing when neither
+        """ok, failed or interrupted by the one rule of a job's state (``rope_ext.tracking.records.job_result``:
+        an ok metrics.json unless a newer failure.json says the latest attempt failed); missing when neither
         record exists."""
         if not self.metrics and not self.failure:
             return "missing"
-        try:
-            status = str(job_result(self.path).get("status") or "failed")
-        except RecursionError:  # a record nested too deeply: _read_record made it a failed one
-            return "failed"
+        status = str(job_result(self.path).get("status") or "failed")
         return interrupted_or(status, self.failure)
 
     @property
@@ -231,21 +254,25 @@ class Run:
 
     def cfg(self, dotted: str, default: Any = None) -> Any:
         """A value of the run's config by dotted key, ``default`` when absent."""
-        node: Any = self.config
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
+        return select(self.config, dotted, default)
+
+    def speed_ratio(self, kind: str) -> dict[str, Any] | None:
+        """metrics.json's ``speed_vs_none[kind]`` (``rope_ext.run.speed.RatioSummary``: ``median``, ``low``,
+        ``high``, ``unreliable``...) of an ok run; None when it has none or it is malformed."""
+        block = _as_dict(_as_dict(self.metrics.get("speed_vs_none")).get(kind))
+        numbers = [block.get(k) for k in ("median", "low", "high")]
+        if self.status != "ok" or not all(v is not None and _finite_or_none(v) for v in numbers):
+            return None
+        return block
 
     @cached_property
     def options(self) -> dict[str, Any]:
         """The encoding's options as the model used them: metrics.json's ``pe`` (resolved by the trainer)
         over the config's ``pe``, which stands in for records without it (failed or missing runs)."""
         out = {**_as_dict(self.cfg("pe")), **_as_dict(self.metrics.get("pe"))}
-        spec = ENCODINGS.get(self.variant)
-        if out.get("block") is None and spec is not None and spec.block is not None:
-            out["block"] = spec.block  # a config leaves axial2_*'s fixed block unset
+        accepts = _accepts(self.variant)
+        if out.get("block") is None and accepts is not None and accepts.block is not None:
+            out["block"] = accepts.block  # a config leaves axial2_*'s fixed block unset
         return out
 
     def pe(self, key: str) -> Any:
@@ -304,6 +331,13 @@ class Run:
             row[key] = self.metrics.get(key)
         for speed in SPEEDS:
             row[speed + RATIO_SUFFIX] = self.ratios.get(speed)
+        for kind in KINDS:  # measured in the run against its plain twin (rope_ext.run.speed)
+            ratio = self.speed_ratio(kind) or {}
+            key = RATIO_KEYS[kind]
+            row[key], row[key + "_low"], row[key + "_high"] = (
+                ratio.get(k) for k in ("median", "low", "high")
+            )
+        row["speed_unreliable"] = self.metrics.get("speed_unreliable")
         for size in eval_sizes:
             row[f"test_acc_at_{size}"] = self.acc_at(size)
         return row
@@ -390,7 +424,7 @@ def find_runs(
             continue  # W&B's own run directories copy the config
         parent = run_dir.parent.relative_to(root).as_posix() if run_dir != root else "."
         sweep = parent if parent != "." else (root.resolve().name or ".")
-        metrics, failure = _read_record(run_dir / METRICS_NAME), _read_record(run_dir / FAILURE_NAME)
+        metrics, failure = read_record(run_dir / METRICS_NAME), read_record(run_dir / FAILURE_NAME)
         run = Run(run_dir, sweep, metrics or {}, failure or {})
         if skipped is not None:
             try:

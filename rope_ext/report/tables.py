@@ -25,7 +25,12 @@ __all__ = [
     "mean_std",
     "numbers",
     "p_cell",
+    "ratio_cell",
+    "UNRELIABLE_MARK",
 ]
+
+# after a speed ratio whose run(s) recorded speed_unreliable (rope_ext.run.speed's flag rule)
+UNRELIABLE_MARK = "†"
 
 
 def cell(
@@ -86,6 +91,19 @@ def ci_cell(mean: Any, low: Any, high: Any, digits: int = 2, missing: str = "n/a
     if low is None:
         return cell(mean, digits)
     return f"{cell(mean, digits)} [{cell(low, digits)}, {cell(high, digits)}]"
+
+
+def ratio_cell(
+    median: Any, low: Any = None, high: Any = None, unreliable: bool = False, missing: str = "n/a"
+) -> str:
+    """A speed ratio to the plain ViT with its spread, ``1.04× [1.01, 1.09]`` (the median alone without
+    one, ``missing`` without a median), followed by ``UNRELIABLE_MARK`` when its spread was too wide."""
+    if median is None:
+        return missing
+    text = f"{cell(median, 2)}×"
+    if low is not None and high is not None:
+        text += f" [{cell(low, 2)}, {cell(high, 2)}]"
+    return text + (f" {UNRELIABLE_MARK}" if unreliable else "")
 
 
 def p_cell(p: float | None) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rope_ext import safe_io
 from rope_ext.report.groups import eval_sizes
 from rope_ext.report.runs import Run
 from rope_ext.report.tables import write_text
@@ -25,9 +26,9 @@ IDS_NAME = "wandb_report_ids.json"
 
 def _report_ids(out: Path) -> dict[str, str]:
     path = out / IDS_NAME
-    try:
-        data = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else {}
-    except ValueError:
+    try:  # bounded and never through a link (safe_io.read_json); a file it refuses is started afresh
+        data = safe_io.read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
         data = {}
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 

@@ -25,9 +25,11 @@ from rope_ext.report.convergence import mean_curve, still_rising
 from rope_ext.report.groups import Group, arm_name, compute_ratios, eval_sizes, group_runs
 from rope_ext.report.plots import PLOT_FILES, write_plots
 from rope_ext.report.runs import PE_OPTIONS, RATIO_SUFFIX, SPEEDS, Run, find_runs
+from rope_ext.report.speed import pooled_ratio
 from rope_ext.report.stats_md import statistics_markdown
-from rope_ext.report.tables import cell, csv_table, markdown_table, mean_std, write_text
+from rope_ext.report.tables import cell, csv_table, markdown_table, mean_std, ratio_cell, write_text
 from rope_ext.report.wandb_log import IDS_NAME, log_to_wandb
+from rope_ext.run.speed import RATIO_KEYS, RATIO_NOTE
 
 __all__ = ["CSV_COLUMNS", "write_csv", "write_markdown", "write_report"]
 
@@ -36,6 +38,7 @@ CSV_COLUMNS += ["model", "dataset", "input_size", "batch_size", "seed"]
 CSV_COLUMNS += ["test_acc", "val_acc", "best_val_acc", "best_epoch", "relative_error"]
 CSV_COLUMNS += ["shift_error", "test_acc_shifted"]  # null (empty) for a model without rotary layers
 CSV_COLUMNS += [c for speed in SPEEDS for c in (speed, speed + RATIO_SUFFIX)]
+CSV_COLUMNS += [k + end for k in RATIO_KEYS.values() for end in ("", "_low", "_high")] + ["speed_unreliable"]
 CSV_COLUMNS += ["peak_mem_mb", "params", "epochs_done", "overrides"]
 
 
@@ -71,10 +74,11 @@ def write_markdown(
     header += [f"acc@{s} %" for s in sizes]
     header += [
         "train img/s",
-        "train ×none",
+        "train time ×none",
         "infer img/s",
-        "infer ×none",
+        "infer time ×none",
         "latency ms",
+        "latency ×none",
         "job peak MB",
         "params",
     ]
@@ -109,10 +113,11 @@ def write_markdown(
             row.append(mean_std(run.acc_at(size) for run in g.runs))
         row += [
             mean_std(g.values("train_img_per_s"), 0),
-            mean_std((run.ratios.get("train_img_per_s") for run in g.runs), 3),
+            ratio_cell(*pooled_ratio(g.runs, "train") or (None,)),
             mean_std(g.values("infer_img_per_s"), 0),
-            mean_std((run.ratios.get("infer_img_per_s") for run in g.runs), 3),
+            ratio_cell(*pooled_ratio(g.runs, "infer") or (None,)),
             mean_std(g.values("infer_latency_ms"), 2),
+            ratio_cell(*pooled_ratio(g.runs, "latency") or (None,)),
             mean_std(g.values("peak_mem_mb"), 0),
             cell(r.metrics.get("params")),
         ]
@@ -125,8 +130,9 @@ def write_markdown(
         "",
         f"{len(runs)} runs: {said}. Accuracy is top-1 % on the test split; "
         "mean ± sample std over the seeds listed (`seeds`: how many; `end of training`: `still rising` "
-        "where the validation accuracy was still climbing when the budget ended, docs/statistics.md). `×none` is the speed over the mean of the `none` runs of "
-        "the same sweep, model, input size and batch size (> 1 is faster for img/s). `rel. error` is the "
+        "where the validation accuracy was still climbing when the budget ended, docs/statistics.md). "
+        f"{RATIO_NOTE} Over seeds: the median of the runs' medians [smallest, largest round of any]. "
+        "`img/s` and `ms` are absolute: on a shared machine they move with its load. `rel. error` is the "
         "measured relative-property error (0 for exact encodings; the `lie_block` control breaks it). "
         "`shift error` and `shifted acc %`: the whole model under a one-patch shift of the positions. "
         "`acc@S` evaluates at an S-pixel input. `n/a`: no run of the group measured it (e.g. the shift of "

@@ -1,5 +1,5 @@
 """Evaluation of a trained model (``conf/eval``): accuracy, the sweep over input sizes, the shift test of
-the relative property, inference speed."""
+the relative property (its speed: ``rope_ext.run.speed``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from rope_ext.encoding.relativity import shift_metrics
 from rope_ext.loader import Batches, BatchTransform
-from rope_ext.run import distributed, hardware
+from rope_ext.run import distributed
 from rope_ext.schema import DatasetConfig
 
 
@@ -61,47 +61,3 @@ def final_evaluation(
         test_acc = evaluate(model, test, device, amp_dtype)
     shift = shift_metrics(model, test, lambda: evaluate(model, test, device, amp_dtype))
     return {"test_acc": test_acc, "test_acc_at": test_acc_at, **shift}
-
-
-@torch.no_grad()
-def benchmark_inference(
-    model: nn.Module,
-    input_size: int,
-    batch_size: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    seconds: float,
-) -> dict[str, float]:
-    """Throughput at ``batch_size`` and median batch-1 latency, each measured for about ``seconds`` on
-    random images (B, 3, input_size, input_size).
-
-    Single calls are timed (``hardware.now`` waits for the GPU), not blocks of calls as
-    ``torch.utils.benchmark.Timer.blocked_autorange`` does: the latency is the median of single calls,
-    which a busy machine's hiccups move less than a median of few block means, and which earlier runs
-    reported (their numbers stay comparable).
-    """
-    model.eval()
-
-    def timed(x: torch.Tensor, min_iters: int) -> list[float]:
-        def forward() -> None:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                model(x)
-
-        for _ in range(2):  # warm-up: the first calls pay for allocations and kernel selection
-            forward()
-        times: list[float] = []
-        begin = hardware.now(device)
-        while len(times) < min_iters or sum(times) < seconds:
-            t0 = hardware.now(device)
-            forward()
-            times.append(hardware.now(device) - t0)
-            if hardware.now(device) - begin > 10 * max(seconds, 0.1) and len(times) >= min_iters:
-                break  # a slow model: stop at 10x the budget (the timing's own cost included)
-        return times
-
-    big = timed(torch.randn(batch_size, 3, input_size, input_size, device=device), min_iters=3)
-    one = sorted(timed(torch.randn(1, 3, input_size, input_size, device=device), min_iters=5))
-    return {
-        "infer_img_per_s": batch_size * len(big) / sum(big),
-        "infer_latency_ms": 1000.0 * one[len(one) // 2],
-    }

@@ -16,12 +16,12 @@ from rope_ext.encoding.spec import OPTION_KEYS, RopeSpec
 from rope_ext.encoding.vit import resolved_options
 from rope_ext.run import distributed, hardware
 from rope_ext.run.build import Data
-from rope_ext.run.evaluation import benchmark_inference
 from rope_ext.run.settings import record_of
+from rope_ext.run.speed import RATIO_KEYS, Shape, flat_ratios, measure_speed, plain_twin
 from rope_ext.run.state import Context, RunState
 from rope_ext.schema import Config
-from rope_ext.summary import format_table, row_of
-from rope_ext.tracking.provenance import provenance
+from rope_ext.summary import format_table, row_of, speed_note
+from rope_ext.tracking.provenance import iso_utc, provenance
 from rope_ext.tracking.records import (
     FAILURE_NAME,
     METRICS_NAME,
@@ -68,25 +68,26 @@ def start_tracking(ctx: Context, state: RunState, data: Data, model: nn.Module) 
     )
 
 
-def speeds(ctx: Context, state: RunState, model: nn.Module, input_size: int) -> dict[str, float | None]:
-    """Training images/s (all ranks together) and inference speed (rank 0 measures it)."""
+def speeds(ctx: Context, state: RunState, model: nn.Module, input_size: int) -> dict[str, Any]:
+    """Training images/s (all ranks together), and (rank 0 measures them) inference speed and the
+    ratios to a plain ViT of the same shape (``rope_ext.run.speed``: ``speed_vs_none``, its medians as
+    ``*_vs_none`` and ``speed_unreliable``); None where not measured."""
     images = distributed.all_reduce_sum([state.speed["images"]], ctx.device)[0]
     seconds = distributed.all_reduce_max([state.speed["seconds"]], ctx.device)[0]
-    out: dict[str, float | None] = {"train_img_per_s": images / seconds if seconds > 0 else None}
-    out |= {"infer_img_per_s": None, "infer_latency_ms": None}
+    out: dict[str, Any] = {"train_img_per_s": images / seconds if seconds > 0 else None}
+    out |= {"infer_img_per_s": None, "infer_latency_ms": None, "speed_vs_none": None}
     if ctx.env.is_main:
-        evaluation = ctx.config.eval
+        config, evaluation = ctx.config, ctx.config.eval
         bench_model = rope_ext.fold_for_inference(model) if evaluation.fold else model
-        out |= benchmark_inference(
-            bench_model,
-            input_size,
-            evaluation.batch_size,
-            ctx.device,
-            ctx.amp_dtype,
-            evaluation.bench_seconds,
+        num_classes = int(model.num_classes)
+        plain = plain_twin(config.model, num_classes, input_size, ctx.device).to(ctx.device)
+        shape = Shape(input_size, config.train.batch_size, evaluation.batch_size, num_classes)
+        absolute, record = measure_speed(
+            model, bench_model, plain, shape, ctx.device, ctx.amp_dtype, evaluation.bench_seconds
         )
+        out |= absolute | {"speed_vs_none": record}
     distributed.barrier()
-    return out
+    return out | flat_ratios(out["speed_vs_none"])
 
 
 def run_metrics(
@@ -106,6 +107,10 @@ def run_metrics(
         "train_img_per_s": measured["train_img_per_s"],
         "infer_img_per_s": measured["infer_img_per_s"],
         "infer_latency_ms": measured["infer_latency_ms"],
+        # rotary time over a plain ViT's, interleaved in this process (rope_ext.run.speed)
+        **{key: measured[key] for key in RATIO_KEYS.values()},
+        "speed_unreliable": measured["speed_unreliable"],
+        "speed_vs_none": measured["speed_vs_none"],
         "peak_mem_mb": hardware.peak_mem_mb(ctx.device),
         "params": sum(p.numel() for p in model.parameters()),
         "epochs_done": state.epoch,
@@ -129,6 +134,8 @@ def run_metrics(
         "history": state.history,
         "resumed": state.resumed,
         "wall_s": time.time() - started,
+        "started_at": iso_utc(started),
+        "finished_at": iso_utc(time.time()),
         "provenance": provenance(ctx.device),  # what a bit-for-bit rerun needs: versions, processor, code
     }
 
@@ -142,7 +149,9 @@ def publish(ctx: Context, metrics: RunMetrics) -> None:
     summary = {k: v for k, v in metrics.items() if k not in skip}
     summary |= {f"test_acc_at/{k}": v for k, v in metrics["test_acc_at"].items()}
     ctx.tracker.summary(summary)
-    print(f"\nResult ({run_dir}):\n{format_table([row_of(run_dir.name, dict(metrics))])}", flush=True)
+    row = row_of(run_dir.name, dict(metrics))
+    note = speed_note([row])
+    print(f"\nResult ({run_dir}):\n{format_table([row])}" + (f"\n\n{note}" if note else ""), flush=True)
 
 
 def write_failure(

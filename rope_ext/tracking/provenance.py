@@ -12,6 +12,7 @@ import functools
 import os
 import platform
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import TypedDict
@@ -23,6 +24,8 @@ __all__ = [
     "Provenance",
     "Revision",
     "code_revision",
+    "cpu_identity",
+    "iso_utc",
     "process_revision",
     "processor_name",
     "provenance",
@@ -43,6 +46,16 @@ class Revision(TypedDict):
     reason: str | None
 
 
+class CpuIdentity(TypedDict):
+    """The processor's identity from /proc/cpuinfo (``vendor_id``, ``cpu family``, ``model``,
+    ``stepping``): what tells two CPUs of one marketing name apart. None for a field it lacks."""
+
+    vendor: str | None
+    family: int | None
+    model: int | None
+    stepping: int | None
+
+
 class Provenance(TypedDict):
     """``metrics.json``'s ``provenance``."""
 
@@ -50,6 +63,7 @@ class Provenance(TypedDict):
     versions: dict[str, str | None]  # distribution name -> version (importlib.metadata), None: absent
     platform: str
     processor: str | None  # /proc/cpuinfo "model name", else platform.processor()
+    cpu: CpuIdentity | None  # None where /proc/cpuinfo names none of its fields (not Linux x86)
     gpu: str | None  # torch.cuda.get_device_name of the device used; None on the CPU
     cuda: str | None  # torch.version.cuda (the CUDA torch was built with)
     threads: int  # torch.get_num_threads() when the record is made
@@ -75,6 +89,35 @@ def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     except OSError:
         pass
     return platform.processor() or None
+
+
+_CPU_FIELDS = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping"}
+
+
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuIdentity | None:
+    """The first processor's ``vendor_id``, ``cpu family``, ``model`` and ``stepping`` in ``cpuinfo``
+    (numbers as ints); None where the file is missing or names none of them."""
+    found: dict[str, str | int | None] = {}
+    try:
+        with cpuinfo.open() as f:
+            for line in f:
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                name = _CPU_FIELDS.get(key.strip())
+                if name is not None and name not in found:
+                    value = value.strip()
+                    found[name] = value if name == "vendor" else (int(value) if value.isdigit() else None)
+    except OSError:
+        return None
+    if not found:
+        return None
+    return {name: found.get(name) for name in _CPU_FIELDS.values()}  # type: ignore[return-value]
+
+
+def iso_utc(seconds: float) -> str:
+    """``seconds`` since the epoch as ISO 8601 UTC to the second (``2026-12-07T20:15:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def code_revision(repo_dir: Path = REPO_DIR, timeout: float = 5.0) -> Revision:
@@ -146,6 +189,7 @@ def provenance(device: torch.device | None = None, repo_dir: Path | None = None)
         "versions": {name: _version(name) for name in PACKAGES},
         "platform": platform.platform(),
         "processor": processor_name(),
+        "cpu": cpu_identity(),
         "gpu": gpu,
         "cuda": torch.version.cuda,
         "threads": int(torch.get_num_threads()),

@@ -13,7 +13,6 @@ Versions: 1 is the layout written before the schema carried a version (the same 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
@@ -23,6 +22,7 @@ from rope_ext.tracking.provenance import Provenance
 
 if TYPE_CHECKING:
     from rope_ext.encoding.motion import LayerMotion
+    from rope_ext.run.speed import SpeedRecord
 
 SCHEMA_VERSION = 2
 METRICS_NAME = "metrics.json"
@@ -55,6 +55,14 @@ class RunMetrics(TypedDict):
     train_img_per_s: float | None  # steady-state training speed, all ranks together
     infer_img_per_s: float | None
     infer_latency_ms: float | None
+    # rotary time over a plain ViT's of the same shape, interleaved in one process (rope_ext.run.speed):
+    # each measurement's median ratio, > 1 slower; None on ranks other than 0 (which measures)
+    train_time_vs_none: float | None
+    infer_time_vs_none: float | None
+    latency_vs_none: float | None
+    # a measurement's (max - min) / median of its round ratios above rope_ext.run.speed.UNRELIABLE_SPREAD
+    speed_unreliable: bool | None
+    speed_vs_none: SpeedRecord | None  # every round's ratio, the clock, threads, load averages
     # this job's peak: CUDA, memory allocated by torch; CPU, the resident set size (the process's peak is
     # reset at the job's start, so each job of an in-process sweep has its own; where the OS cannot
     # reset it, hardware.peak_mem_mb says so in the log and this is the process's peak so far)
@@ -83,6 +91,8 @@ class RunMetrics(TypedDict):
     history: list[EpochRecord]
     resumed: bool
     wall_s: float
+    started_at: str  # ISO 8601 UTC, when the job (this attempt) started
+    finished_at: str  # ISO 8601 UTC, when its record was made
     provenance: Provenance  # versions, processor / GPU, threads, code revision (rope_ext.tracking.provenance)
 
 
@@ -126,7 +136,9 @@ def read_record(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = safe_io.read_json(
+            path
+        )  # bounded size and depth: BadJSON (a ValueError), never a RecursionError
     except (OSError, ValueError) as exc:
         return {"status": "failed", "error": f"unreadable {path.name}: {exc}"}
     if not isinstance(data, dict):
@@ -163,9 +175,10 @@ def job_result(job_dir: Path) -> dict[str, Any]:
         return failure
     if ok is not None:
         return ok
+    why = f" ({metrics['error']})" if metrics is not None and metrics.get("error") else ""
     return {
         "status": "failed",
-        "error": f"no result: neither an ok {METRICS_NAME} nor {FAILURE_NAME}",
+        "error": f"no result: neither an ok {METRICS_NAME} nor {FAILURE_NAME}{why}",
     }
 
 
