@@ -214,3 +214,59 @@ def test_train_py_refuses_before_hydra_writes(tmp_path: Path) -> None:
     assert out.returncode == 2, out.stderr
     assert "builtins.open" in out.stderr and Path("victim").read_text() == "keep"
     assert not Path("outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["pe.theta=1e308"], ["pe.theta", "[1, 1e+06]"]),
+        (["pe.theta=0.5"], ["pe.theta"]),
+        (["dataset.input_size=4", "model.patch_size=4"], ["dataset.input_size", "at least 8 px"]),
+        (["eval.input_sizes=[]"], ["eval.input_sizes", "non-empty"]),
+        (["eval.input_sizes=[4]", "model.patch_size=4"], ["eval.input_sizes", "at least 8 px"]),
+        (["dataset.subset=1"], ["dataset.subset", ">= 5"]),
+    ],
+)
+def test_degenerate_values_are_refused_with_the_allowed_range(argv: list[str], words: list[str]) -> None:
+    refused(argv, *words)
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_before_writing(tmp_path: Path) -> None:
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    refused([f"model.checkpoint={text}"], "model.checkpoint", "torch checkpoint")
+    os.mkfifo(tmp_path / "fifo.pth")  # never opened: no hang
+    refused([f"model.checkpoint={tmp_path / 'fifo.pth'}"], "model.checkpoint")
+
+
+# refuse before writing: the files the command names ----------------------------------------------------
+
+
+def _cifar(root: Path, classes: int = 10) -> None:
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": np.zeros((10, 3072), dtype=np.uint8), "labels": list(range(10))}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(classes)]}))
+
+
+def test_cifar_files_are_checked_before_writing(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    _cifar(good)
+    _cifar(bad, classes=3)
+    check_command(["dataset=cifar10", f"dataset.root={good}", "dataset.download=false"])
+    refused(["dataset=cifar10", f"dataset.root={bad}", "dataset.download=false"], "3 class names")
+    (good / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x02garbage")
+    refused(["dataset=cifar10", f"dataset.root={good}", "dataset.download=false"], "test_batch")
+    refused(["dataset=cifar10", f"dataset.root={tmp_path / 'none'}", "dataset.download=false"], "missing")
+
+
+def test_an_image_folder_is_checked_before_writing(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    (root / "train" / "a").mkdir(parents=True)
+    refused(["dataset=imagefolder", f"dataset.root={root}", "dataset.in_memory=false"], "imagefolder")

@@ -1,14 +1,19 @@
 """``dataset=imagefolder``: the user's images in the ImageNet layout through timm's per-image pipeline
 (``rope_ext.imagefolder``), decoded and augmented in DataLoader workers."""
 
-from dataclasses import dataclass
-from typing import Any
+from __future__ import annotations
 
-from torch.utils.data import Dataset
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rope_ext.data.registry import DataAugmentConfig, DatasetConfig, DatasetInfo, register
 from rope_ext.errors import ConfigError
 from rope_ext.fields import key
+from rope_ext.util import select
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 
 @dataclass
@@ -40,7 +45,9 @@ def finish(train: Any, val: Any, dataset: Any, recipe: Any) -> tuple[Any, Any]:
 
 
 def rules(cfg: Any) -> None:
-    """The folder must be named (it is checked where the data is: the job's node) and is read per image."""
+    """The folder must be named and is read per image; its layout (``rope_ext.imagefolder.check_root``)
+    is checked before anything is written wherever the folder is reachable, and always for a local run
+    (a cluster job's folder may exist only on the nodes: the job checks it there)."""
     dataset = cfg["dataset"]
     if dataset["root"] in (None, ""):
         raise ConfigError.bad_value(
@@ -50,6 +57,11 @@ def rules(cfg: Any) -> None:
         raise ConfigError.bad_value(
             "dataset.in_memory", True, "false for dataset=imagefolder (images go through DataLoader workers)"
         )
+    root = Path(str(dataset["root"])).expanduser()
+    if root.exists() or select(cfg, "launcher.name", "local") == "local":
+        from rope_ext.imagefolder import check_root
+
+        check_root(root)
 
 
 register(
