@@ -180,9 +180,15 @@ def test_a_full_disk_is_exit_4(monkeypatch: pytest.MonkeyPatch) -> None:
 # values mean what they say -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["run_id=${now:%H}"], ["wandb.project=${oc.env:HOME}"]])
-def test_interpolations_in_values_are_refused(argv: list[str]) -> None:
-    refused(argv, "no ${...} interpolation")
+@pytest.mark.parametrize(
+    "argv", [["run_id=${now:%H}"], ["wandb.project=${oc.env:HOME}"], ["run_id=a${oc.select:pe.block}"]]
+)
+def test_resolvers_in_values_are_refused(argv: list[str]) -> None:
+    refused(argv, "without resolvers", "reads the clock or the environment")
+
+
+def test_a_reference_to_the_config_is_allowed() -> None:
+    check_command(["run_id=blk${pe.block}"])
 
 
 def test_a_repeated_key_is_refused_naming_both() -> None:

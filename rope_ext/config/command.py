@@ -6,6 +6,7 @@ about to write checked for links and a writable disk (``rope_ext.safety.check_be
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,18 @@ def config_sources(args: Any, conf_dir: Path | str = CONF) -> dict[str, Any]:
     return {"conf_dir": primary, "config_name": args.config_name or "config", "extra_dir": args.config_dir}
 
 
+# Resolvers a command-line value may call: they read the job's own config (a sweep's job directory named
+# by its values, hydra.sweep.subdir=b${pe.block}); any other (now, oc.env, oc.decode, ...) reads the clock
+# or the environment, so the same command would mean something else on a rerun.
+ALLOWED_RESOLVERS = frozenset({"hydra", "rope_ext.slug"})
+RESOLVER_CALL = re.compile(r"\$\{\s*([\w.]+)\s*:")
+
+
 def check_overrides(overrides: list[str]) -> None:
-    """Command-line values are data: no ``${...}`` interpolation or resolver (``run_id=${now:%H}`` would
-    name a new run every hour, ``${oc.env:...}`` copies the environment into the record), and no key given
-    twice (Hydra would keep the last one silently)."""
+    """Command-line values are data: no resolver but ``ALLOWED_RESOLVERS`` (``run_id=${now:%H}`` would
+    name a new run every hour, ``${oc.env:...}`` copies the environment into the record; a plain
+    ``${key}`` reference to the config is deterministic and allowed), and no key given twice (Hydra would
+    keep the last one silently)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -89,12 +98,15 @@ def check_overrides(overrides: list[str]) -> None:
     for override in parsed:
         line = override.input_line
         key, _, value = line.partition("=")
-        if "${" in value:
+        called = [name for name in RESOLVER_CALL.findall(value) if name not in ALLOWED_RESOLVERS]
+        if called:
             raise ConfigError.bad_value(
                 key.lstrip("+~"),
                 value,
-                "a literal value (no ${...} interpolation or resolver on the command line)",
-                "a value that changes between runs would name a new run or record something not given",
+                "a value without resolvers (${key} references to the config and the "
+                f"{', '.join(sorted(ALLOWED_RESOLVERS))} resolvers only)",
+                f"the {called[0]} resolver reads the clock or the environment: the same command would mean "
+                "something else on a rerun",
             )
         name = override.get_key_element().lstrip("+~")
         if name in seen:
