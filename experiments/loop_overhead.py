@@ -1,7 +1,7 @@
 """Is the harness what limits training throughput? Harness loop vs a bare timm loop, one process.
 
 Both train the same ``rope_ext.create_vit`` model (same config, batch and device) on data already in
-memory: the harness through ``rope_ext.trainer.train`` (its own ``train_img_per_s``: steady state,
+memory: the harness through ``rope_ext.run.training.train`` (its own ``train_img_per_s``: steady state,
 warm-up steps excluded), the bare loop as the few lines every timm user writes, with the same recipe
 (timm's optimizer factory, label-smoothed cross-entropy, gradient clipping, per-step LR schedule). They alternate ``--repeats`` times; the medians and their ratio are printed.
 
@@ -21,18 +21,19 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from rope_ext import distributed
-from rope_ext.hardware import amp_dtype, pick_device
-from rope_ext.model import build_model
-from rope_ext.optim import build_optimizer, build_scheduler
-from rope_ext.tracking import Tracker
-from rope_ext.trainer import train
+from rope_ext.run import distributed
+from rope_ext.run.hardware import amp_dtype, pick_device
+from rope_ext.run.job import settings_of
+from rope_ext.run.model import build_model
+from rope_ext.run.optim import build_optimizer, build_scheduler
+from rope_ext.run.training import train
+from rope_ext.tracking.wandb_run import Tracker
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def harness(cfg, run_dir: Path) -> float:
-    metrics = train(cfg, run_dir, distributed.DistEnv(), Tracker())
+    metrics = train(settings_of(cfg, distributed.DistEnv()), run_dir, distributed.DistEnv(), Tracker())
     return metrics["train_img_per_s"]
 
 
@@ -46,8 +47,8 @@ def bare(cfg, steps: int, warmup: int) -> float:
     y = torch.randint(0, 10, (len(x),), device=device)
     # the same recipe as the harness (timm's optimizer factory, label smoothing, clipping, per-step LR
     # schedule), none of its machinery (device-side batching, checks, logging, checkpoints)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, steps + warmup)
+    opt = build_optimizer(model, cfg.optimizer, cfg.train.lr)
+    sched = build_scheduler(opt, cfg.train, steps + warmup)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     model.train()
     for i in range(steps + warmup):

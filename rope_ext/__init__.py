@@ -9,18 +9,9 @@ attention), ``fold_for_inference``; an encoding as ``RopeSpec`` from ``validate_
 this package and is installed by ``pip install 'rope-ext[harness]'``.
 """
 
-from rope_ext.encoding import (
-    EncodingInfo,
-    RopeSpec,
-    basis_motion,
-    create_vit,
-    fold_for_inference,
-    load_module,
-    make_rope,
-    register,
-    relative_property_error,
-    validate_pe,
-)
+from __future__ import annotations
+
+import importlib
 
 __all__ = [
     "EncodingInfo",
@@ -34,3 +25,17 @@ __all__ = [
     "relative_property_error",
     "validate_pe",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The library's names, imported from ``rope_ext.encoding`` on first use (PEP 562): importing a module
+    of the harness (the config check, ``rope_ext.jobs``, ``rope_ext.install_check``) imports no torch."""
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("rope_ext.encoding"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

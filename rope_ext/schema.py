@@ -30,8 +30,7 @@ from omegaconf import MISSING
 
 from rope_ext.data.registry import SCHEMAS as DATASET_SCHEMAS
 from rope_ext.data.registry import DatasetConfig
-from rope_ext.encoding.spec import Augment, RopeSpec
-from rope_ext.encoding.vit import POOLS, POS_EMBEDS
+from rope_ext.encoding.spec import POOLS, POS_EMBEDS, Augment, RopeSpec
 from rope_ext.fields import (  # noqa: F401  (the limits are read as schema.MAX_*)
     MAX_BATCH,
     MAX_BENCH_SECONDS,

@@ -33,10 +33,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from rope_ext.config import slug
-from rope_ext.metrics import job_result
 from rope_ext.report.convergence import still_rising
 from rope_ext.report.runs import find_runs, interrupted_or
 from rope_ext.report.tables import cell, markdown_table
+from rope_ext.tracking.records import job_result
 
 log = logging.getLogger(__name__)
 

@@ -173,6 +173,19 @@ def wandb_history(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def wandb_config(path: Path) -> dict[str, Any]:
+    """The run config W&B recorded in a ``.wandb`` file (``wandb.init(config=...)``), top-level keys."""
+    config: dict[str, Any] = {}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        items = (
+            record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
+        )
+        for item in items:
+            config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return config
+
+
 def compose_job(overrides: list[str], output_dir: Path | str = "/tmp/rope-ext-compose-test"):
     """(task config, full config) composed with Hydra's compose API as the app would, HydraConfig set."""
     import copy

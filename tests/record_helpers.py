@@ -1,10 +1,10 @@
-"""Records for tests that write run directories by hand, built from the schema in ``rope_ext.metrics``."""
+"""Records for tests that write run directories by hand, built from the schema in ``rope_ext.tracking.records``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rope_ext.metrics import METRICS_KEYS, SCHEMA_VERSION, FailureRecord, RunMetrics
+from rope_ext.tracking.records import METRICS_KEYS, SCHEMA_VERSION, FailureRecord, RunMetrics
 
 # one neutral value per RunMetrics key; a key added to the schema fails every test that builds a record
 # until it gets a value here, so no fixture silently writes a record the trainer no longer would

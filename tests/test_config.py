@@ -130,7 +130,7 @@ BAD = [
     (["model.pool=mean"], "model.pool='mean'", "cls, avg"),
     (["pe=none", "pe.coords=normalized"], "pe.coords set with pe='none'", "null"),
     (["pe=axial2_complex", "pe.block=3"], "pe.block=3", "2 or null"),
-    (["pe.name=rope"], "pe.name='rope'", "none, axial2_matrix, axial2_complex, axial_block, lie_block"),
+    (["pe.name=rope"], "pe.name='rope'", ", ".join(encoding_names())),
     (["pe.impl=slow"], "pe.impl='slow'", "'fast', 'matrix'"),
     (["train.epochs=-1"], "train.epochs=-1", ">= 1"),
     (["train.batch_size=0"], "train.batch_size=0", ">= 1"),
@@ -178,8 +178,8 @@ def test_a_failure_newer_than_an_ok_result_is_one_state_for_summary_and_report(t
     import os
     import time
 
-    from rope_ext.metrics import job_result
     from rope_ext.report.runs import find_runs
+    from rope_ext.tracking.records import job_result
 
     job = tmp_path / "job"
     (job / ".hydra").mkdir(parents=True)

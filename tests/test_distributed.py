@@ -12,9 +12,9 @@ from harness_helpers import TINY, TRAIN, env, metrics, output, run_train
 from omegaconf import OmegaConf
 
 from rope_ext.data import build_datasets
-from rope_ext.evaluation import evaluate
 from rope_ext.loader import Batches, BatchTransform
-from rope_ext.model import build_model
+from rope_ext.run.evaluation import evaluate
+from rope_ext.run.model import build_model
 
 
 @pytest.mark.slow

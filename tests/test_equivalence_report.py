@@ -19,7 +19,7 @@ from scipy import stats as st
 from test_stats import write_study_rows
 
 from rope_ext import report, stats
-from rope_ext.metrics import METRICS_NAME, write_record
+from rope_ext.tracking.records import METRICS_NAME, write_record
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "statistics.md"
 
@@ -407,7 +407,7 @@ def test_near_chance_comparisons_get_no_equivalence_verdict_and_leave_the_tost_f
 def test_runs_csv_carries_each_runs_provenance_and_history_its_revision(tmp_path: Path) -> None:
     """runs.csv's provenance columns come from each run's metrics.json (here the real record of this
     process, ``rope_ext.provenance.provenance``); what a record does not hold stays empty."""
-    from rope_ext.provenance import provenance
+    from rope_ext.tracking.provenance import provenance
 
     prov = dict(provenance())
     prov["cpu"] = {"vendor": "AuthenticAMD", "family": 25, "model": 1, "stepping": 1}

@@ -239,7 +239,7 @@ def test_every_study_measures_extrapolation_and_tunes_on_held_out_data(study: st
 
 def test_the_position_free_arm_builds_a_model_without_positions() -> None:
     from rope_ext.encoding.vit import rotary_attentions
-    from rope_ext.model import build_model
+    from rope_ext.run.model import build_model
 
     model = build_model(_compose("experiment=study/relpos_base", "+experiment/arm=none_nopos"), num_classes=4)
     assert model.pos_embed is None and not list(rotary_attentions(model))
@@ -290,7 +290,7 @@ def test_tuning_chooses_lr_on_validation_and_the_final_preset_uses_it(tmp_path: 
     from record_helpers import run_metrics
 
     from rope_ext import tune
-    from rope_ext.metrics import METRICS_NAME, write_record
+    from rope_ext.tracking.records import METRICS_NAME, write_record
 
     sweep = tmp_path / "multirun" / "toy_tune"
     # arm a is best at lr 1e-3 on validation, arm b at 3e-3; test accuracy says the opposite (never read)
@@ -403,7 +403,7 @@ def test_every_arm_of_every_study_validates_and_builds_its_model(study: str) -> 
     import torch
 
     from rope_ext.jobs import check_jobs
-    from rope_ext.model import build_model
+    from rope_ext.run.model import build_model
 
     arms = _sweep_params(_compose(f"experiment=study/{study}_tune", hydra_config=True))["+experiment/arm"]
     jobs = [[f"experiment=study/{study}_tune", f"+experiment/arm={arm}", "seed=100"] for arm in arms]

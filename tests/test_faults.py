@@ -1,7 +1,7 @@
 """Faults of issues 20 and 21: divergence, signals at every kill point, SIGINT, links planted in a run
 directory, full disks, strict JSON, hand-edited checkpoints.
 
-Faults are injected at exact steps through ``ROPE_EXT_FAULT`` (``rope_ext.trainer.FAULT_ENV``), so that
+Faults are injected at exact steps through ``ROPE_EXT_FAULT`` (``rope_ext.run.hooks.FAULT_ENV``, ``rope_ext.run.debug_faults``), so that
 what happens does not depend on the processor (a huge learning rate makes NaN on one machine and a
 singular linear solve on another). Most runs are the real job function on a composed config, in this
 process (a few seconds each); the SIGINT tests are real subprocesses.
@@ -34,9 +34,11 @@ from harness_helpers import (
 
 from rope_ext import checkpoint, safe_io
 from rope_ext.checkpoint import CheckpointWriteError
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, write_record
+from rope_ext.config import ConfigError
+from rope_ext.run.hooks import FAULT_ENV
+from rope_ext.run.job import EXIT_CONFIG, EXIT_IO, EXIT_NONFINITE, run_job
 from rope_ext.safety import RunLock
-from rope_ext.trainer import EXIT_CONFIG, EXIT_IO, EXIT_NONFINITE, FAULT_ENV, run_job
+from rope_ext.tracking.records import FAILURE_NAME, METRICS_NAME, job_result, write_record
 
 # 2 epochs of 3 steps (64 images, 6 held out for validation, batches of 16)
 SMALL = [
@@ -169,6 +171,9 @@ def test_a_signal_at_any_step_checkpoints_and_the_rerun_resumes_to_the_same_resu
     caplog.set_level(logging.INFO)
     assert job(run_dir, fault=fault, monkeypatch=monkeypatch) == code, caplog.text[-3000:]
     assert f"interrupted by {fault.split('@')[0]} {where}" in caplog.text
+    # a stop that checkpointed is recorded as interrupted (resumable), not as a failure
+    assert failure(run_dir)["status"] == "interrupted" and failure(run_dir)["epochs_done"] == epoch
+    assert job_result(run_dir)["status"] == "interrupted"
     assert (record(run_dir)["epoch"], record(run_dir)["step_in_epoch"]) == (epoch, step)
     assert step < STEPS  # never "all steps of an epoch" as a mid-epoch checkpoint
     assert not errors(caplog) and not (run_dir / METRICS_NAME).exists()
@@ -205,16 +210,37 @@ def test_a_checkpoint_holding_all_of_an_epochs_steps_resumes(tmp_path, monkeypat
 
 
 def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, monkeypatch, caplog):
-    from rope_ext import trainer
+    from rope_ext.run import build
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "build_datasets", interrupted)
+    monkeypatch.setattr(build, "build_datasets", interrupted)
     assert job(tmp_path / "run", monkeypatch=monkeypatch) == 130
     [line] = [r for r in caplog.records if "SIGINT" in r.getMessage()]
     assert line.exc_info is None and "no checkpoint was written" in line.getMessage()
     assert not errors(caplog)
+    assert failure(tmp_path / "run")["status"] == "interrupted"
+
+
+def test_the_fault_hook_is_not_loaded_unless_its_variable_is_set(monkeypatch):
+    """Production runs never import the injector: the loop sees no hook at all."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from rope_ext.run import hooks, training; "
+        "assert hooks.from_env() is None; assert 'rope_ext.run.debug_faults' not in sys.modules"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    subprocess.run([sys.executable, "-c", code], env=environ, check=True, timeout=120)
+    monkeypatch.setenv(FAULT_ENV, "SIGTERM@1:2,loss@2:end")
+    from rope_ext.run import hooks
+
+    assert hooks.from_env().faults == {(1, 2): {"SIGTERM"}, (2, None): {"loss"}}
+    monkeypatch.setenv(FAULT_ENV, "SIGKILL@1:2")
+    with pytest.raises(ConfigError, match=f"{FAULT_ENV}='SIGKILL@1:2'.*KIND one of SIGTERM"):
+        hooks.from_env()
 
 
 def test_count_of_kill_points():
@@ -239,7 +265,7 @@ def test_ctrl_c_checkpoints_logs_one_line_and_exits_130(tmp_path):
     log = (run_dir / "train.log").read_text()
     [line] = [line for line in log.splitlines() if "interrupted by SIGINT" in line]
     assert "checkpoint saved, rerun the same command to resume" in line
-    assert record(run_dir)["epoch"] >= 1 and failure(run_dir)["status"] == "failed"
+    assert record(run_dir)["epoch"] >= 1 and failure(run_dir)["status"] == "interrupted"
 
 
 @pytest.mark.slow
@@ -475,7 +501,7 @@ def test_a_hand_edited_checkpoint_is_refused_with_one_paragraph(
 
 
 def test_peak_memory_is_the_jobs_own_not_the_processes(tmp_path):
-    from rope_ext import hardware
+    from rope_ext.run import hardware
 
     cpu = torch.device("cpu")
     hardware.reset_peak_mem(cpu)

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from rope_ext.config import ConfigError, composer, validate
 from rope_ext.jobs import check_jobs, list_jobs
 from rope_ext.jobs import main as jobs_main
-from rope_ext.trainer import speed_warmup
+from rope_ext.run.loop import speed_warmup
 
 CONF = REPO / "conf"
 

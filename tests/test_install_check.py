@@ -15,6 +15,7 @@ import torchvision
 from rope_ext import install_check
 from rope_ext.install_check import Install, build_of_version, check_torchvision, diagnose
 
+TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 NMS_MISSING = "RuntimeError: operator torchvision::nms does not exist"
 
 
@@ -90,8 +91,10 @@ def test_matching_builds_pass(install):
     assert diagnose(install) is None
 
 
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=240, env=env)
+def _run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=240, env=env, cwd=cwd
+    )
 
 
 @pytest.mark.slow
@@ -104,7 +107,7 @@ def test_cli_passes_here():
 
 
 @pytest.mark.slow
-def test_cli_on_a_torchvision_whose_compiled_ops_do_not_load(tmp_path: Path):
+def test_a_torchvision_whose_compiled_ops_do_not_load(tmp_path: Path):
     # This venv's own torchvision without its compiled libraries, first on the path: what a torchvision
     # built for another torch amounts to (its libraries do not load), and the same RuntimeError on import.
     shutil.copytree(
@@ -112,14 +115,22 @@ def test_cli_on_a_torchvision_whose_compiled_ops_do_not_load(tmp_path: Path):
         tmp_path / "torchvision",
         ignore=shutil.ignore_patterns("*.so", "*.so.*", "*.pyd", "*.dylib", "__pycache__"),
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    # Run as a file: `-m rope_ext.install_check` first imports the package, whose __init__ imports timm,
-    # which imports torchvision and dies with the same error before the check runs.
-    runner = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
-    done = _run(["-c", runner, install_check.__file__], env)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    done = _run(["-m", "rope_ext.install_check"], env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "compiled ops DO NOT load" in done.stdout
     stderr = " ".join(done.stderr.split())
     assert "operator torchvision::nms does not exist" in stderr
     assert "pip uninstall -y torch torchvision" in stderr
     assert "Traceback" not in done.stderr
+
+    # train.py: the config is checked first (torch-free), then the install, before anything is written
+    run_dir = tmp_path / "run"
+    args = [str(TRAIN), "dataset=fake", "train.epochs=1", f"hydra.run.dir={run_dir}"]
+    done = _run(args, env, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    stderr = " ".join(done.stderr.split())
+    assert "operator torchvision::nms does not exist" in stderr and "fresh virtual environment" in stderr
+    assert "Nothing was written" in stderr and "Traceback" not in done.stderr
+    assert not run_dir.exists()

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from rope_ext import create_vit
-from rope_ext.optim import WarmupCosine, build_optimizer, build_scheduler
+from rope_ext.run.optim import WarmupCosine, build_optimizer, build_scheduler
+from rope_ext.schema import AdamConfig, SGDConfig, TrainConfig
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
@@ -24,9 +24,8 @@ def test_rotary_parameters_get_no_weight_decay(name):
         depth=1,
         pe_options={"block": 3, "learnable": True},
     )
-    opt_cfg = {"name": name, "betas": [0.9, 0.999], "eps": 1e-8, "momentum": 0.9, "nesterov": False}
-    cfg = OmegaConf.create({"optimizer": {**opt_cfg, "weight_decay": 0.05}, "train": {"lr": 1e-3}})
-    optimizer = build_optimizer(model, cfg)
+    opt_cfg = AdamConfig(name, 1e-3, 0.05) if name != "sgd" else SGDConfig(name, 1e-3, 0.05, nesterov=False)
+    optimizer = build_optimizer(model, opt_cfg, lr=1e-3)
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     assert decay_of[id(named["blocks.0.attn.rope.freqs"])] == 0.0
@@ -40,10 +39,10 @@ def test_rotary_parameters_get_no_weight_decay(name):
 # override of a changed train.lr on resume): runs made with it must stay reproducible, to the last bit.
 
 
-def _reference_scheduler(optimizer, cfg, steps_per_epoch):
-    total = max(1, cfg.train.epochs * steps_per_epoch)
-    warmup = min(total, int(round(cfg.train.warmup_epochs * steps_per_epoch)))
-    floor = min(1.0, cfg.train.min_lr / cfg.train.lr)
+def _reference_scheduler(optimizer, train, steps_per_epoch):
+    total = max(1, train.epochs * steps_per_epoch)
+    warmup = min(total, int(round(train.warmup_epochs * steps_per_epoch)))
+    floor = min(1.0, train.min_lr / train.lr)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -65,18 +64,13 @@ def _reference_resume(optimizer, scheduler, ckpt, lr):
 
 
 def _setup(epochs=3, warmup_epochs=1.0, lr=1e-3, min_lr=1e-5, steps_per_epoch=7, new=True):
-    cfg = OmegaConf.create(
-        {
-            "optimizer": {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05},
-            "train": {"lr": lr, "min_lr": min_lr, "epochs": epochs, "warmup_epochs": warmup_epochs},
-        }
-    )
+    train = TrainConfig(lr=lr, min_lr=min_lr, epochs=epochs, warmup_epochs=warmup_epochs)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2))
     model.no_weight_decay = lambda: set()
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, AdamConfig("adamw", lr, 0.05), lr=lr)
     make = build_scheduler if new else _reference_scheduler
-    return model, optimizer, make(optimizer, cfg, steps_per_epoch)
+    return model, optimizer, make(optimizer, train, steps_per_epoch)
 
 
 def _lrs(model, optimizer, scheduler, steps):

@@ -1,4 +1,4 @@
-"""rope_ext.provenance: the record metrics.json and failure.json carry, against real git repositories."""
+"""rope_ext.tracking.provenance: the record metrics.json and failure.json carry, against real git repositories."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rope_ext import provenance
+from rope_ext.tracking import provenance
 
 
 def _git(repo: Path, *args: str) -> str:

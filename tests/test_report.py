@@ -16,7 +16,7 @@ import yaml
 from record_helpers import failure_record, run_metrics
 
 from rope_ext import report
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RunMetrics, write_record
+from rope_ext.tracking.records import FAILURE_NAME, METRICS_NAME, RunMetrics, write_record
 
 SIZES = (32, 40, 48, 64)
 

@@ -17,11 +17,11 @@ from omegaconf import OmegaConf
 from test_report import _metrics, _pe, _write_job
 
 from rope_ext import report
-from rope_ext.metrics import METRICS_NAME, write_record
 from rope_ext.report.groups import group_runs
 from rope_ext.report.plots import make_figures
 from rope_ext.report.runs import RUN_NAME, find_runs, load_yaml, record_run
 from rope_ext.report.tables import csv_table, csv_text
+from rope_ext.tracking.records import METRICS_NAME, write_record
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -444,7 +444,7 @@ def test_the_trainer_records_its_identity_once_and_readers_keep_it(tmp_path: Pat
 
     from rope_ext import tune
     from rope_ext.config import ConfigError, check_command
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     run_dir = tmp_path / "multirun" / "lr" / "0"
     first = [*TINY, "train.lr=0.002", "+experiment/arm=none"]

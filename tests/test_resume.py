@@ -13,7 +13,7 @@ from harness_helpers import TINY, failure, metrics, output, run_train, start_tra
 
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError
-from rope_ext.trainer import FAULT_ENV
+from rope_ext.run.hooks import FAULT_ENV
 
 # 4 epochs of 8 steps; the loop checks for signals after every step
 RUN = [*TINY, "train.epochs=4", "dataset.train_size=128", "train.log_every=1"]
@@ -57,7 +57,7 @@ def test_killed_run_resumes_at_the_right_epoch_with_the_same_result(tmp_path, re
     else:  # SIGTERM: checkpoint at the next step boundary, then exit 128 + 15
         assert proc.returncode == 143, text
         assert "interrupted by SIGTERM" in text
-        assert failure(run_dir)["status"] == "failed"
+        assert failure(run_dir)["status"] == "interrupted"  # resumable, not a failure
     resumed = run_train(args, tmp_path)
     assert resumed.returncode == 0, output(resumed)
     log = (run_dir / "train.log").read_text()

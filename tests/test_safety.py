@@ -38,8 +38,8 @@ from harness_helpers import (
 from rope_ext import checkpoint
 from rope_ext.checkpoint import CheckpointError, CheckpointWriteError
 from rope_ext.config import ConfigError, check_command
-from rope_ext.metrics import job_result
 from rope_ext.safety import RunDirBusy, RunLock
+from rope_ext.tracking.records import job_result
 
 SMALL = [
     "dataset=fake",
@@ -165,7 +165,7 @@ BAD_VALUES = {
 def test_bad_value_is_refused_cleanly_before_any_work(tmp_path, monkeypatch, caplog, case):
     """run_job on the composed config: exit 2, one paragraph naming key/value/allowed, no traceback,
     no checkpoint, no metrics.json, and a malicious pickle never runs."""
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     _weights_files(tmp_path)
     if "cifar" in case:
@@ -200,7 +200,7 @@ def test_the_malicious_payload_is_real(tmp_path):
 
 def test_degenerate_values_warn(tmp_path, caplog):
     """dataset.subset above the dataset's size and launcher=slurm without -m are accepted with a warning."""
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     run_dir = tmp_path / "run"
     task, _ = compose_job(
@@ -408,7 +408,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS], ids=["disk full", "read-only"])
 def test_unwritable_output_stops_the_run_with_one_paragraph(tmp_path, monkeypatch, caplog, err):
     """The real run: every fsync fails as on a full disk / read-only mount -> exit 4, path and errno."""
-    from rope_ext.trainer import EXIT_IO, run_job
+    from rope_ext.run.job import EXIT_IO, run_job
 
     run_dir = tmp_path / "run"
     task, _ = compose_job(SMALL, run_dir)
@@ -494,7 +494,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
 
 
 def test_sigterm_after_the_last_step_exits_143_and_the_rerun_only_evaluates(tmp_path, monkeypatch, caplog):
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     run_dir = tmp_path / "run"
     real_save = checkpoint.save

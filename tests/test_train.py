@@ -12,7 +12,16 @@ import json
 import pytest
 import torch
 import yaml
-from harness_helpers import TINY, compose_job, failure, metrics, output, run_train, wandb_history
+from harness_helpers import (
+    TINY,
+    compose_job,
+    failure,
+    metrics,
+    output,
+    run_train,
+    wandb_config,
+    wandb_history,
+)
 
 CONTRACT = {
     "test_acc",
@@ -95,6 +104,9 @@ def test_single_run_writes_metrics_checkpoint_log_config_and_wandb_offline(tmp_p
     epochs = [r for r in rows if "epoch/val_acc" in r]
     assert [round(r["epoch/val_acc"], 6) for r in epochs] == [round(h["val_acc"], 6) for h in m["history"]]
     assert not list(run_dir.glob("wandb/offline-run-*/files/wandb-summary.json"))
+    # every recorded config holds the encoding as resolved, the key a W&B panel's X axis reads
+    resolved = {k: v for k, v in m["pe"].items() if k != "augment"}
+    assert {k: wandb_config(wandb_file)["pe"][k] for k in resolved} == resolved
 
 
 @pytest.mark.slow
@@ -180,7 +192,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_stops_before_any_work(tmp_path, monkeypatch, caplog, case):
     """The app's job function on a composed config: exit 2, key/value/allowed named, nothing written."""
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("ROPE_EXT_DATA", str(tmp_path / "data"))
@@ -200,7 +212,7 @@ def test_bad_input_stops_before_any_work(tmp_path, monkeypatch, caplog, case):
 
 def test_a_wandb_start_failure_warns_and_leaves_a_tracker_whose_calls_are_no_ops(tmp_path, caplog):
     """W&B refusing to start (here: a mode it does not know) turns the tracker off with a warning."""
-    from rope_ext.tracking import Tracker
+    from rope_ext.tracking.wandb_run import Tracker
 
     tracker = Tracker()
     tracker.start(
@@ -223,10 +235,10 @@ def test_a_wandb_start_failure_warns_and_leaves_a_tracker_whose_calls_are_no_ops
 
 
 def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
-    """The real trainer's records have exactly the keys of ``rope_ext.metrics`` and its schema_version."""
-    from rope_ext import metrics as schema
+    """The real trainer's records have exactly the keys of ``rope_ext.tracking.records`` and its schema_version."""
     from rope_ext.encoding.spec import OPTION_KEYS
-    from rope_ext.trainer import run_job
+    from rope_ext.run.job import run_job
+    from rope_ext.tracking import records as schema
 
     run_dir = tmp_path / "run"
     tiny = [a for a in TINY if not a.startswith("train.epochs")]
@@ -242,6 +254,12 @@ def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
         torch.__version__.startswith(prov["versions"]["torch"]) and prov["threads"] == torch.get_num_threads()
     )
     assert set(prov["revision"]) == {"commit", "dirty", "reason"}
+
+    # the configs it records hold the encoding as resolved (the default axial_block: 3x3 blocks), as pe does
+    for config in (
+        json.loads((run_dir / name).read_text())["config"] for name in ("run.json", "checkpoint.json")
+    ):
+        assert config["pe"] == m["pe"] and config["pe"]["block"] == 3
 
     task, _ = compose_job([*tiny, *SMALL, "train.epochs=1", "train.lr=-1"], tmp_path / "bad")
     with pytest.raises(SystemExit):

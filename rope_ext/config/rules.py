@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from rope_ext import recipe, schema
+from rope_ext.config.arch import is_timm_model
 from rope_ext.config.check import UNRESOLVED, check_keys, check_values, get, plain
 from rope_ext.config.pe import resolve_pe
 from rope_ext.data import registry as datasets
@@ -85,9 +86,7 @@ def _check_model(model: Any) -> None:
             f"a multiple of model.num_heads={model['num_heads']}",
             "each head gets an equal share",
         )
-    import timm
-
-    if not timm.is_model(model["arch"]):
+    if not is_timm_model(str(model["arch"])):
         raise ConfigError.bad_value(
             "model.arch",
             model["arch"],

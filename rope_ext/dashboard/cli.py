@@ -34,9 +34,9 @@ def study_of_sweep(
     sweep: Path, entity: str | None = None, project: str | None = None, sizes: Sequence[int] = ()
 ) -> Study:
     """``Study`` of a sweep directory from its jobs' records: the W&B group and project each job logged
-    to (run.json's config, as ``rope_ext.trainer`` names them), the sizes its finished jobs were tested at
+    to (run.json's config, as ``rope_ext.run`` records them), the sizes its finished jobs were tested at
     (metrics.json's ``test_acc_at``). ``entity``, ``project`` and ``sizes`` override the records'."""
-    from rope_ext.metrics import METRICS_NAME, RUN_NAME, read_record
+    from rope_ext.tracking.records import METRICS_NAME, RUN_NAME, read_record
 
     if not sweep.is_dir():
         raise DashboardError(

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch.utils.data import Dataset, Subset
+from typing import TYPE_CHECKING, Any
 
 from rope_ext.data import cifar, digits, fake, imagefolder, relpos  # noqa: F401  (register the built-ins)
 from rope_ext.data.registry import DatasetInfo, get, names
 from rope_ext.errors import ConfigError
 from rope_ext.util import select
+
+if TYPE_CHECKING:  # torch is imported where the splits are built: the config check reads the registry alone
+    from torch.utils.data import Dataset, Subset
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class DataSplits:
     def test_at(self, input_size: int) -> Dataset | None:
         """The test set drawn natively at ``input_size`` (synthetic sets that support it), else None:
         the loader then resizes the images."""
+        from torch.utils.data import Subset
+
         base = self.test.dataset if isinstance(self.test, Subset) else self.test
         redraw = getattr(base, "at_input_size", None)
         if redraw is None:
@@ -60,6 +62,8 @@ def build_datasets(dataset: Any, recipe: Any = None) -> DataSplits:
     """Build the ``dataset`` config node's train, validation and test sets with its registered builder
     (raises ConfigError on bad input); ``recipe`` (``conf/recipe``): per-image augmentation, where the
     dataset has it."""
+    from torch.utils.data import Subset
+
     info = get(str(dataset.name))
     val_fraction = float(select(dataset, "val_fraction", 0.0))  # in [0, 1): rope_ext.schema
     train, test, num_classes = info.build(dataset)
@@ -101,6 +105,9 @@ def _warn_large_subset(subset: int, name: str, n_train: int, n_test: int) -> Non
 def split_validation(train: Dataset, fraction: float, seed: int = 0) -> tuple[Subset, Subset]:
     """``(train minus validation, validation)``: ``round(fraction × len(train))`` images (at least one,
     at most all but one) drawn by a fixed permutation of ``seed``, independent of the run's seed."""
+    import torch
+    from torch.utils.data import Subset
+
     n = len(train)  # type: ignore[arg-type]
     n_val = min(max(round(fraction * n), 1), n - 1)
     if n < 2:

@@ -1,18 +1,22 @@
 """``dataset=digits``: scikit-learn's 1797 handwritten digit scans (8×8, 17 grey levels), embedded in
 scikit-learn (no download), a fixed stratified 80/20 split; grey replicated to 3 channels."""
 
-from typing import Any
+from __future__ import annotations
 
-import torch
-from torch.utils.data import Dataset, TensorDataset
+from typing import TYPE_CHECKING, Any
 
 from rope_ext.data.registry import DatasetConfig, DatasetInfo, register
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 
 def build(dataset: Any = None) -> tuple[Dataset, Dataset, int]:
     """scikit-learn's 1797 handwritten digit scans (8×8, 17 grey levels), a fixed stratified 80/20 split."""
+    import torch
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+    from torch.utils.data import TensorDataset
 
     digits = load_digits()
     images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8)

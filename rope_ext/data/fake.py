@@ -1,13 +1,15 @@
 """``dataset=fake``: random images for tests, a class-dependent pattern plus noise (learnable)."""
 
-from dataclasses import dataclass
-from typing import Any
+from __future__ import annotations
 
-import torch
-from torch.utils.data import Dataset, TensorDataset
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rope_ext.data.registry import DatasetConfig, DatasetInfo, register
 from rope_ext.fields import MAX_IMAGES, key
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset, TensorDataset
 
 
 @dataclass
@@ -20,6 +22,9 @@ class FakeConfig(DatasetConfig):
 
 def build(dataset: Any) -> tuple[Dataset, Dataset, int]:
     """Random images: a per-class pattern plus Gaussian noise, fixed by a generator (not the run's seed)."""
+    import torch
+    from torch.utils.data import TensorDataset
+
     n_cls, size = int(dataset.num_classes), int(dataset.input_size)
     g = torch.Generator().manual_seed(1234)
     templates = torch.randn(n_cls, 3, 4, 4, generator=g)

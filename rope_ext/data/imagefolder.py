@@ -12,7 +12,7 @@ from rope_ext.errors import ConfigError
 from rope_ext.fields import key
 from rope_ext.util import select
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported by the builder: registering the dataset must not import it
     from torch.utils.data import Dataset
 
 

@@ -1,15 +1,21 @@
 """``dataset=relpos``: the synthetic relative-position task of ``rope_ext.relpos`` (8 classes), generated
 in memory from ``dataset.seed``; its validation set is generated apart rather than held out of train."""
 
-from dataclasses import dataclass
-from typing import Any
+from __future__ import annotations
 
-from torch.utils.data import Dataset
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rope_ext.data.registry import DatasetConfig, DatasetInfo, register
 from rope_ext.errors import ConfigError
 from rope_ext.fields import MAX_IMAGES, MAX_SEED, key
-from rope_ext.relpos import NUM_CLASSES, relpos_datasets, relpos_validation
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+# rope_ext.relpos.NUM_CLASSES (4 directions × near/far), written out: that module builds the images with
+# torch, and registering the dataset must not import it (tests/test_light_entry.py holds the two equal).
+NUM_CLASSES = 8
 
 
 @dataclass
@@ -20,6 +26,8 @@ class RelposConfig(DatasetConfig):
 
 
 def build(dataset: Any) -> tuple[Dataset, Dataset, int]:
+    from rope_ext.relpos import relpos_datasets
+
     try:
         return relpos_datasets(
             input_size=int(dataset.input_size),
@@ -33,6 +41,8 @@ def build(dataset: Any) -> tuple[Dataset, Dataset, int]:
 
 def validation(train: Any, size: int, dataset: Any) -> Dataset:
     """``size`` images from the task's own validation stream of ``dataset.seed``."""
+    from rope_ext.relpos import relpos_validation
+
     return relpos_validation(train, size)
 
 

@@ -3,17 +3,33 @@
 Modules: ``spec`` (``RopeSpec``: an encoding's options and defaults; ``validate_pe``, the one check;
 ``make_rope``), ``registry`` (the encodings by name, with their traits; ``register``,
 ``load_module``), ``functional`` (the pure tensor functions), ``layer`` (``RotaryLayer``, the
-interface every encoding's layer implements), ``encodings/`` (one module per built-in encoding),
+interface every encoding's layer implements), ``builtins`` (the built-in encodings' entries),
+``encodings/`` (their layers, one module per family),
 ``vit`` (``create_vit``, ``fold_for_inference``), ``weights`` (pretrained or local weights),
 ``relativity`` (the relative property and the shift error), ``motion`` (how far training moved each
-block basis). The names below are the ones a user calls; the rest is importable from its module.
+block basis). The names below are the ones a user calls, imported from their module on first use
+(``registry``, ``spec`` and ``builtins`` import neither torch nor timm: the config check reads them); the
+rest is importable from its module.
 """
 
-from rope_ext.encoding.motion import basis_motion
-from rope_ext.encoding.registry import EncodingInfo, load_module, register
-from rope_ext.encoding.relativity import relative_property_error
-from rope_ext.encoding.spec import RopeSpec, make_rope, validate_pe
-from rope_ext.encoding.vit import create_vit, fold_for_inference
+from __future__ import annotations
+
+import importlib
+
+# Where each public name lives: the names are imported from their module when first used (PEP 562), so
+# that importing the package, the registry or the spec (the config check) does not import torch or timm.
+_HOME = {
+    "EncodingInfo": "rope_ext.encoding.registry",
+    "RopeSpec": "rope_ext.encoding.spec",
+    "basis_motion": "rope_ext.encoding.motion",
+    "create_vit": "rope_ext.encoding.vit",
+    "fold_for_inference": "rope_ext.encoding.vit",
+    "load_module": "rope_ext.encoding.registry",
+    "make_rope": "rope_ext.encoding.spec",
+    "register": "rope_ext.encoding.registry",
+    "relative_property_error": "rope_ext.encoding.relativity",
+    "validate_pe": "rope_ext.encoding.spec",
+}
 
 __all__ = [
     "EncodingInfo",
@@ -27,3 +43,16 @@ __all__ = [
     "relative_property_error",
     "validate_pe",
 ]
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,7 +1,9 @@
 """The encodings, by name: each one registers itself with its layer class and its traits.
 
 An encoding is one module that builds an ``EncodingInfo`` and calls ``register`` on import. The
-built-in ones are the modules of ``rope_ext.encoding.encodings``; a user's own module is loaded by
+built-in ones are registered by ``rope_ext.encoding.builtins`` with their layers named as
+``"module:Class"`` strings, so that listing and checking encodings imports no torch (a layer's module is
+imported when the layer is first asked for); a user's own module is loaded by
 ``load_module`` (a dotted module name or a ``.py`` path), by the ``ROPE_EXT_MODULES`` environment
 variable (specs separated by ``os.pathsep``) or by an installed package's entry point in the group
 ``rope_ext.encodings``. All three are read once, on the first question asked of the registry
@@ -16,7 +18,6 @@ import hashlib
 import importlib
 import importlib.util
 import os
-import pkgutil
 import sys
 import threading
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from pathlib import Path
 
 ENV_VAR = "ROPE_EXT_MODULES"
 ENTRY_POINT_GROUP = "rope_ext.encodings"
-BUILTIN_PACKAGE = "rope_ext.encoding.encodings"
+BUILTIN_MODULE = "rope_ext.encoding.builtins"
 # Frequency bases: a mixed plane has a frequency vector over the axes, so a smaller base spreads
 # its initial frequencies as Heo et al.'s RoPE-Mixed does.
 THETA, THETA_MIXED = 100.0, 10.0
@@ -62,12 +63,45 @@ class Variant:
     fold: bool = False
 
 
+class _LayerClass:
+    """``EncodingInfo.layer``: given a class, or a ``"package.module:Class"`` string that is imported
+    the first time ``layer`` is read (the raw value stays readable as ``layer_ref``). A dataclass
+    field whose default is a descriptor (raising AttributeError on the class: no default)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, info: EncodingInfo | None, owner: type | None = None) -> type | None:
+        if info is None:
+            raise AttributeError(self.slot)
+        value = info.__dict__[self.slot]
+        if isinstance(value, str):
+            value = _resolve(value)
+            info.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, info: EncodingInfo, value: type | str | None) -> None:
+        info.__dict__[self.slot] = value
+
+
+def _resolve(ref: str) -> type:
+    """The class a ``"package.module:Class"`` reference names (imports its module)."""
+    module, _, qualname = ref.partition(":")
+    target: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not isinstance(target, type):
+        raise TypeError(f"EncodingInfo.layer={ref!r} names a {type(target).__name__}, not a class")
+    return target
+
+
 @dataclass(frozen=True)
 class EncodingInfo:
     """An encoding and its traits.
 
     ``layer``: the rotary layer class (a ``RotaryLayer`` subclass, built as
-    ``layer(spec, head_dim=, num_heads=)``), None for ``none``. Traits: ``rotary``;
+    ``layer(spec, head_dim=, num_heads=)``), None for ``none``; given as the class or as a
+    ``"package.module:Class"`` string, imported when ``layer`` is first read. Traits: ``rotary``;
     ``exact_relative``: R(p_i)ᵀR(p_j) depends on p_j − p_i alone for any parameter values;
     ``learned_basis``: blocks of N > 2 carry a learned basis Q; ``folds``: that basis folds into the
     q/k projection for inference (``fold_for_inference``). ``accepts``: its options (None for
@@ -77,7 +111,7 @@ class EncodingInfo:
     """
 
     name: str
-    layer: type | None
+    layer: type | str | None = _LayerClass()  # noqa: RUF009  (a descriptor field, no default)
     summary: str
     rotary: bool = True
     exact_relative: bool = True
@@ -88,6 +122,14 @@ class EncodingInfo:
     arm_variants: tuple[Variant, ...] = ()
     table_variants: tuple[Variant, ...] = ()
     order: int = 100
+
+    @property
+    def layer_ref(self) -> str | None:
+        """``"package.module:Class"`` of the layer, read without importing it; None for ``none``."""
+        value = self.__dict__["_layer"]
+        if value is None or isinstance(value, str):
+            return value
+        return f"{value.__module__}:{value.__qualname__}"
 
 
 _lock = threading.RLock()
@@ -104,7 +146,13 @@ def _check_info(info: EncodingInfo) -> None:
         raise ValueError(
             f"EncodingInfo.name={info.name!r} is not allowed; allowed values: a Python identifier"
         )
-    if info.rotary != (info.layer is not None) or info.rotary != (info.accepts is not None):
+    ref = info.__dict__["_layer"]
+    if ref is not None and not (isinstance(ref, type) or (isinstance(ref, str) and ":" in ref)):
+        raise ValueError(
+            f"EncodingInfo.layer={ref!r} is not allowed; allowed values: a class, a 'package.module:Class' "
+            "string, or None"
+        )
+    if info.rotary != (ref is not None) or info.rotary != (info.accepts is not None):
         raise ValueError(
             f"EncodingInfo {info.name!r}: a rotary encoding has a layer and accepts; 'none'-like ones neither"
         )
@@ -128,7 +176,7 @@ def register(info: EncodingInfo) -> EncodingInfo:
 
 
 def _origin(info: EncodingInfo) -> str:
-    return f"{info.layer.__module__}.{info.layer.__qualname__}" if info.layer is not None else "the library"
+    return info.layer_ref.replace(":", ".") if info.layer_ref is not None else "the library"
 
 
 def _ensure_loaded() -> None:
@@ -138,9 +186,7 @@ def _ensure_loaded() -> None:
     with _lock:
         if not _builtins_loaded:
             _builtins_loaded = True
-            package = importlib.import_module(BUILTIN_PACKAGE)
-            for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
-                importlib.import_module(f"{BUILTIN_PACKAGE}.{module}")
+            importlib.import_module(BUILTIN_MODULE)
             for point in entry_points(group=ENTRY_POINT_GROUP):
                 load_module(
                     point.value.split(":")[0], origin=f"entry point {point.name!r} ({ENTRY_POINT_GROUP})"

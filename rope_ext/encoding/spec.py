@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from rope_ext.encoding import registry
 from rope_ext.encoding.registry import THETA, THETA_MIXED, Accepts  # noqa: F401  (the theta defaults, re-exported)
+
+if TYPE_CHECKING:  # torch is imported by the layer's own module, when make_rope builds one
+    from torch import nn
 
 IMPLS = ("matrix", "fast")
 INITS = ("axial", "identity")
@@ -39,6 +41,10 @@ OPTION_KEYS = (
 # isolates the effect of learning Q (with fixed axial frequencies it is the only difference between
 # N×N blocks and the 2×2 planes of the same layout).
 BASES = ("learned", "frozen")
+# ``create_vit``'s model options beside the encoding (``model.pos_embed``, ``model.pool``), here with the
+# other option values so that the config schema reads them without importing timm.
+POS_EMBEDS = ("learn", "none")
+POOLS = ("cls", "avg")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,15 @@ from typing import Any
 import yaml
 
 from rope_ext.encoding.spec import ENCODINGS, OPTION_KEYS, PE_NAMES
-from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RUN_NAME, job_result, read_record, record_run
 from rope_ext.schema import replicate_keys, unnamed_keys
+from rope_ext.tracking.records import (
+    FAILURE_NAME,
+    METRICS_NAME,
+    RUN_NAME,
+    job_result,
+    read_record,
+    record_run,
+)
 
 __all__ = ["FIXED_BLOCK", "FREE_BLOCK", "PE_OPTIONS", "RUN_NAME", "Run", "find_runs", "record_run"]
 

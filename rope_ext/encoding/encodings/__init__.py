@@ -1,3 +1,4 @@
-"""The built-in encodings, one module each: every module here registers its encoding on import
-(``rope_ext.encoding.registry`` imports them all on first use). A new built-in encoding is one
-new module in this folder."""
+"""The layers of the built-in encodings, one module per layer family (``axial_block``: ``BlockRotary``, which
+also serves ``axial2_matrix`` and ``axial2_complex``; ``lie_block``: ``LieBlockRotary``). What each encoding
+is and accepts is registered by ``rope_ext.encoding.builtins``, which names these classes without importing
+them."""

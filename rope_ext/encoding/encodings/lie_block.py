@@ -14,7 +14,6 @@ from rope_ext.encoding.functional import (
     skew,
 )
 from rope_ext.encoding.layer import RotaryLayer
-from rope_ext.encoding.registry import THETA, Accepts, EncodingInfo, Variant, register
 from rope_ext.encoding.spec import RopeSpec
 
 
@@ -61,39 +60,3 @@ class LieBlockRotary(RotaryLayer):
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
         return apply_block_matrices(x, tables[0])
-
-
-INFO = register(
-    EncodingInfo(
-        name="lie_block",
-        layer=LieBlockRotary,
-        summary=(
-            "non-commuting control (LieRE-like): a free skew generator per axis and block, `matrix_exp` per "
-            "token; breaks the relative property (exact along one axis; N = 2 is exact since so(2) is abelian)"
-        ),
-        exact_relative=False,
-        # Free per-axis generators already let every block respond to every axis: `mixed` changes
-        # nothing (the axial frequency base stays), and the generators are always learned.
-        accepts=Accepts(
-            block=None,
-            impls=("matrix",),
-            mixed=True,
-            layout_of=False,
-            learnable_false=False,
-            default_block=3,
-            theta_mixed=THETA,
-        ),
-        bench_variants=(Variant("lie_block N={block}"),),
-        arm_variants=tuple(
-            Variant(
-                f"lie_block_n{n}",
-                {"pe.block": n},
-                f"non-commuting control (LieRE-style), {n}x{n} blocks: relative property broken"
-                + (" (exact for N=2)" if n == 2 else ""),
-            )
-            for n in (2, 3, 4, 5, 6)
-        ),
-        table_variants=tuple(Variant(f"lie_block N={n}", {"block": n}) for n in (2, 3, 4, 6)),
-        order=4,
-    )
-)

@@ -7,15 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
-from rope_ext import distributed, hardware
 from rope_ext.encoding.relativity import shift_metrics
 from rope_ext.loader import Batches, BatchTransform
+from rope_ext.run import distributed, hardware
+from rope_ext.schema import DatasetConfig
 
 
-def eval_transform(dataset: DictConfig, size: int) -> BatchTransform:
+def eval_transform(dataset: DatasetConfig, size: int) -> BatchTransform:
     """``dataset``'s normalisation at ``size`` x ``size``, no augmentation."""
     return BatchTransform(size, dataset.mean, dataset.std, train=False)
 

@@ -17,19 +17,20 @@ import math
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
+
+from rope_ext.schema import OptimizerConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
 
-def build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, opt: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
     """timm's optimizer factory. No weight decay on biases, norms, the model's no_weight_decay()
     and the rotary parameters: frequencies and bases are position parameters like timm's pos_embed
-    (Heo et al. exclude their freqs too), and decay would pull every basis towards Q = I."""
+    (Heo et al. exclude their freqs too), and decay would pull every basis towards Q = I. ``lr``: the
+    peak (``train.lr``)."""
     from timm.optim import create_optimizer_v2, param_groups_weight_decay
 
-    opt = cfg.optimizer
     kwargs: dict[str, Any] = {}
     name = opt.name
     if name in ("adam", "adamw"):
@@ -39,15 +40,17 @@ def build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
         name = "sgd" if opt.nesterov else "momentum"
     no_decay = {*model.no_weight_decay(), "*.rope.*"}
     groups = param_groups_weight_decay(model, opt.weight_decay, no_weight_decay_list=no_decay)
-    return create_optimizer_v2(groups, opt=name, lr=cfg.train.lr, weight_decay=opt.weight_decay, **kwargs)
+    return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=opt.weight_decay, **kwargs)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int) -> WarmupCosine:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainConfig, steps_per_epoch: int
+) -> WarmupCosine:
     """Warm-up over ``train.warmup_epochs`` (rounded to updates), cosine to ``train.min_lr`` after
     ``train.epochs``; the peak is the optimizer's lr (``train.lr``)."""
-    total = max(1, cfg.train.epochs * steps_per_epoch)
-    warmup = min(total, int(round(cfg.train.warmup_epochs * steps_per_epoch)))
-    floor = min(1.0, cfg.train.min_lr / cfg.train.lr)
+    total = max(1, train.epochs * steps_per_epoch)
+    warmup = min(total, int(round(train.warmup_epochs * steps_per_epoch)))
+    floor = min(1.0, train.min_lr / train.lr)
     return WarmupCosine(optimizer, warmup=warmup, total=total, floor=floor)
 
 

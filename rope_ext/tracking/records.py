@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from rope_ext import safe_io
-from rope_ext.provenance import Provenance
+from rope_ext.tracking.provenance import Provenance
 
 if TYPE_CHECKING:
     from rope_ext.encoding.motion import LayerMotion
@@ -83,14 +83,20 @@ class RunMetrics(TypedDict):
     history: list[EpochRecord]
     resumed: bool
     wall_s: float
-    provenance: Provenance  # versions, processor / GPU, threads, code revision (rope_ext.provenance)
+    provenance: Provenance  # versions, processor / GPU, threads, code revision (rope_ext.tracking.provenance)
+
+
+# failure.json's status: "failed" (an error: bad input, divergence, I/O, a crash) or "interrupted" (a
+# user's Ctrl-C, or a time limit / preemption signal that checkpointed: rerunning the command resumes)
+FailureStatus = Literal["failed", "interrupted"]
 
 
 class FailureRecord(TypedDict, total=False):
-    """``failure.json``: the last failed attempt (best effort: the config itself may be what failed)."""
+    """``failure.json``: the last attempt that did not finish (best effort: the config itself may be what
+    failed). ``pe`` holds the encoding's resolved options where the config was valid."""
 
     schema_version: int
-    status: Literal["failed"]
+    status: FailureStatus
     error: str
     pe: dict[str, Any]
     epochs_done: int
@@ -139,13 +145,15 @@ def job_result(job_dir: Path) -> dict[str, Any]:
     The one rule of a job's state: the sweep summary and the report (``Run.status``) both read it.
 
     A failure that follows an ok result carries ``kept_result`` (the ok metrics, still on disk) and an
-    error that says so; a directory with neither file is a failure "no result".
+    error that says so; a directory with neither file is a failure "no result". A failure.json keeps
+    its status "interrupted" (resumable); any other non-ok status reads as "failed".
     """
     metrics_path, failure_path = job_dir / METRICS_NAME, job_dir / FAILURE_NAME
     metrics, failure = read_record(metrics_path), read_record(failure_path)
     ok = metrics if metrics is not None and metrics.get("status") == "ok" else None
     if failure is not None and (ok is None or failure_path.stat().st_mtime >= metrics_path.stat().st_mtime):
-        failure = dict(failure, status="failed")
+        status = "interrupted" if failure.get("status") == "interrupted" else "failed"
+        failure = dict(failure, status=status)
         if ok is not None:
             failure["error"] = (
                 f"{failure.get('error')} (the latest attempt failed; the previous ok result in "

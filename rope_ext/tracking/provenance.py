@@ -31,7 +31,7 @@ __all__ = [
 PACKAGES = ("torch", "timm", "numpy", "scipy", "hydra-core", "omegaconf", "wandb")
 # untracked files here are run outputs, not code: they do not make the tree dirty
 OUTPUT_DIRS = ("outputs/", "multirun/", "wandb/")
-REPO_DIR = Path(__file__).resolve().parent.parent  # the checkout this code runs from
+REPO_DIR = Path(__file__).resolve().parents[2]  # the checkout this code runs from
 
 
 class Revision(TypedDict):

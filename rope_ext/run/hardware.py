@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
-from rope_ext import distributed
 from rope_ext.errors import ConfigError
+from rope_ext.run import distributed
+from rope_ext.schema import HardwareConfig
 
 log = logging.getLogger(__name__)
 
 
-def setup(hardware: DictConfig, env: distributed.DistEnv) -> tuple[torch.device, torch.dtype | None]:
+def setup(hardware: HardwareConfig, env: distributed.DistEnv) -> tuple[torch.device, torch.dtype | None]:
     """The job's device and autocast dtype (None: fp32); applies ``hardware.threads``.
 
     Warns when DDP was asked for (``devices * nodes > 1``) but this process was started alone.
@@ -40,7 +40,7 @@ def setup(hardware: DictConfig, env: distributed.DistEnv) -> tuple[torch.device,
     return device, dtype
 
 
-def pick_device(hardware: DictConfig, env: distributed.DistEnv) -> torch.device:
+def pick_device(hardware: HardwareConfig, env: distributed.DistEnv) -> torch.device:
     """``hardware.accelerator`` as a device: this rank's GPU (made current), else the CPU."""
     want = hardware.accelerator
     if want == "gpu" and not torch.cuda.is_available():
