@@ -125,13 +125,13 @@ def _no_link(path: Path, *, want_dir: bool) -> bool:
     if stat.S_ISLNK(mode):
         raise ConfigError(
             f"{path} is a symbolic link (to {os.readlink(path)!r}); Hydra would write through it. Remove "
-            "the link or pick another run_id. Nothing was written."
+            "the link or pick another run_id."
         )
     if want_dir != stat.S_ISDIR(mode) or not (want_dir or stat.S_ISREG(mode)):
         kind = "a directory" if want_dir else "a regular file"
         raise ConfigError(
             f"{path} exists and is not {kind}; Hydra writes the run's files there. Move it or pick another "
-            "run_id. Nothing was written."
+            "run_id."
         )
     return True
 
@@ -151,5 +151,5 @@ def _probe(directory: Path, run_dir: Path) -> None:
         raise RunDirUnwritable(
             f"the run directory {run_dir} cannot be written: {err.strerror or err} (a test write in "
             f"{directory.resolve()} failed). Free space, make it writable, or run from another directory; "
-            "then rerun the same command. Nothing was written."
+            "then rerun the same command."
         ) from None

@@ -146,6 +146,16 @@ def test_a_planted_link_is_refused_naming_it(tmp_path: Path, planted: str) -> No
     assert planted in str(err.value)
 
 
+@pytest.mark.parametrize("planted", ["multirun/s/multirun.yaml", "multirun/s/seed=1/train.log"])
+def test_a_planted_link_in_a_sweep_is_refused_naming_it(tmp_path: Path, planted: str) -> None:
+    (tmp_path / "victim").write_text("keep")
+    Path(planted).parent.mkdir(parents=True)
+    Path(planted).symlink_to(tmp_path / "victim")
+    with pytest.raises(ConfigError, match="symbolic link") as err:
+        check_command(["-m", "hydra.sweep.dir=multirun/s", "seed=0,1"])
+    assert planted in str(err.value)
+
+
 def test_a_file_where_the_run_directory_goes_is_refused() -> None:
     Path("outputs").mkdir()
     Path("outputs/r").write_text("not a directory")
@@ -274,5 +284,17 @@ def test_cifar_files_are_checked_before_writing(tmp_path: Path) -> None:
 
 def test_an_image_folder_is_checked_before_writing(tmp_path: Path) -> None:
     root = tmp_path / "images"
-    (root / "train" / "a").mkdir(parents=True)
+    (root / "train" / "a").mkdir(parents=True)  # no val/ split
     refused(["dataset=imagefolder", f"dataset.root={root}", "dataset.in_memory=false"], "imagefolder")
+
+
+def test_the_cifar_file_lists_are_torchvisions() -> None:
+    import torchvision.datasets as tv
+
+    from rope_ext.data.cifar import _FILES
+
+    for name, cls in (("cifar10", tv.CIFAR10), ("cifar100", tv.CIFAR100)):
+        assert _FILES[name] == (
+            [f for f, _ in cls.train_list + cls.test_list],
+            (cls.meta["filename"], cls.meta["key"]),
+        )

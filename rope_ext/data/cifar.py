@@ -152,6 +152,13 @@ def read_plain_pickle(path: Path, dataset: str) -> dict[str, Any]:
     return data
 
 
+# torchvision's file lists (train_list + test_list, meta), without importing torch for the check
+_FILES = {
+    "cifar10": ([*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"], ("batches.meta", "label_names")),
+    "cifar100": (["train", "test"], ("meta", "fine_label_names")),
+}
+
+
 def _num_classes(name: str) -> int:
     return 100 if name == "cifar100" else 10
 
@@ -195,14 +202,10 @@ def rules(cfg: Any) -> None:
     reads them (batches and class names), or missing with ``dataset.download=false`` refused. Missing
     files with downloads on are fetched by the run; a root that names no reachable folder on a cluster
     launcher is checked by the job, where the data is."""
-    import torchvision
-
     dataset = cfg["dataset"]
-    cls_name, folder_name, _ = _CIFAR[dataset["name"]]
-    cls = getattr(torchvision.datasets, cls_name)
-    folder = Path(str(dataset["root"])).expanduser() / folder_name
-    files = [f for f, _ in cls.train_list + cls.test_list]
-    missing = [f for f in [*files, cls.meta["filename"]] if not (folder / f).is_file()]
+    folder = Path(str(dataset["root"])).expanduser() / _CIFAR[dataset["name"]][1]
+    files, (meta_file, meta_key) = _FILES[dataset["name"]]
+    missing = [f for f in [*files, meta_file] if not (folder / f).is_file()]
     if missing:
         if not dataset["download"] and (folder.exists() or select(cfg, "launcher.name", "local") == "local"):
             raise ConfigError(
@@ -210,7 +213,7 @@ def rules(cfg: Any) -> None:
                 "dataset.download=false; put the extracted folder there or point dataset.root at it."
             )
         return
-    read_classes(folder / cls.meta["filename"], cls.meta["key"], dataset["name"])
+    read_classes(folder / meta_file, meta_key, dataset["name"])
     for name in files:
         read_batch(folder / name, dataset["name"])
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from rope_ext.data.registry import DataAugmentConfig, DatasetConfig, DatasetInfo, register
 from rope_ext.errors import ConfigError
 from rope_ext.fields import key
-from rope_ext.util import select
 
 if TYPE_CHECKING:  # torch is imported by the builder: registering the dataset must not import it
     from torch.utils.data import Dataset
@@ -46,8 +45,8 @@ def finish(train: Any, val: Any, dataset: Any, recipe: Any) -> tuple[Any, Any]:
 
 def rules(cfg: Any) -> None:
     """The folder must be named and is read per image; its layout (``rope_ext.imagefolder.check_root``)
-    is checked before anything is written wherever the folder is reachable, and always for a local run
-    (a cluster job's folder may exist only on the nodes: the job checks it there)."""
+    is checked before anything is written wherever the folder is reachable (a cluster job's folder may
+    exist only on the nodes, where the job's own check and its reader see it)."""
     dataset = cfg["dataset"]
     if dataset["root"] in (None, ""):
         raise ConfigError.bad_value(
@@ -58,7 +57,7 @@ def rules(cfg: Any) -> None:
             "dataset.in_memory", True, "false for dataset=imagefolder (images go through DataLoader workers)"
         )
     root = Path(str(dataset["root"])).expanduser()
-    if root.exists() or select(cfg, "launcher.name", "local") == "local":
+    if root.exists():
         from rope_ext.imagefolder import check_root
 
         check_root(root)
