@@ -163,27 +163,23 @@ def test_a_file_where_the_run_directory_goes_is_refused() -> None:
         check_command(["run_id=r"])
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
-def test_a_read_only_directory_is_exit_4() -> None:
-    Path("outputs").mkdir(mode=0o500)
-    with pytest.raises(RunDirUnwritable) as err:
-        check_command(["run_id=r"])
-    assert err.value.exit_code == 4 and "cannot be written" in str(err.value)
-
-
-def test_a_full_disk_is_exit_4(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EACCES"])
+def test_a_full_or_read_only_disk_is_exit_4(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+    """The probe's write fails as the kernel's would (a full disk cannot be made here, and root writes
+    to read-only directories): the refusal is exit 4 with the system's reason."""
     import errno
 
-    real_write = os.write
+    real_write, number = os.write, getattr(errno, code)
 
-    def full(fd: int, data: bytes) -> int:
+    def failing(fd: int, data: bytes) -> int:
         if os.readlink(f"/proc/self/fd/{fd}").rpartition("/")[2].startswith(".rope_ext-probe"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(number, os.strerror(number))
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", full)
-    with pytest.raises(RunDirUnwritable, match="No space left"):
+    monkeypatch.setattr(os, "write", failing)
+    with pytest.raises(RunDirUnwritable, match=os.strerror(number)) as err:
         check_command(["run_id=r"])
+    assert err.value.exit_code == 4 and "cannot be written" in str(err.value)
     assert not list(Path().iterdir())  # the probe file is gone
 
 
