@@ -137,11 +137,11 @@ BAD_VALUES = {
     ),
     "checkpoint: text": (
         ["model.checkpoint={tmp}/text.pth"],
-        ["model.checkpoint=", "not a readable weights file"],
+        ["model.checkpoint=", "torch checkpoint", "nothing is unpickled"],
     ),
     "checkpoint: random bytes": (
         ["model.checkpoint={tmp}/random.pth"],
-        ["model.checkpoint=", "not a readable weights file"],
+        ["model.checkpoint=", "torch checkpoint", "nothing is unpickled"],
     ),
     "checkpoint: pickled list": (
         ["model.checkpoint={tmp}/list.pth"],

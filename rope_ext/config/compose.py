@@ -93,30 +93,61 @@ register_nodes()
 
 
 @contextmanager
-def composer(conf_dir: Path = CONF) -> Iterator[Any]:
+def composer(
+    conf_dir: Path | str = CONF, *, config_name: str = "config", extra_dir: Path | str | None = None
+) -> Iterator[Any]:
     """A function composing a job's full config (``hydra`` node included) from its overrides with Hydra's
     compose API, as ``@hydra.main`` would; it sets ``HydraConfig`` so ``${hydra:...}`` resolves. Errors of
-    composition (unknown key, wrong type, no such option, unparsable override) become ConfigErrors."""
-    from hydra import compose, initialize_config_dir
+    composition (unknown key, wrong type, no such option, unparsable override) become ConfigErrors.
+
+    ``conf_dir``, ``config_name`` and ``extra_dir`` are the primary config directory (a path or
+    ``pkg://``), the config's name and an additional directory searched first, as train.py's
+    ``--config-path``, ``--config-name`` and ``--config-dir`` set them (``command.config_sources``)."""
     from hydra.core.hydra_config import HydraConfig
 
-    register_nodes(conf_dir)  # what plugins registered since the import
+    if not str(conf_dir).startswith("pkg://"):
+        register_nodes(Path(conf_dir))  # what plugins registered since the import
 
     def compose_job(overrides: list[str]) -> DictConfig:
+        from hydra import compose
+
         try:
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
         except Exception as err:  # noqa: BLE001  (Hydra's and OmegaConf's errors: one paragraph each)
             raise compose_error(err, overrides) from None
         HydraConfig.instance().set_config(cfg)
         return cfg
 
     try:
-        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+        with _initialized(conf_dir, extra_dir):
             yield compose_job
     except Exception as err:  # noqa: BLE001
         if isinstance(err, ConfigError):
             raise
         raise compose_error(err, []) from None
+
+
+@contextmanager
+def _initialized(conf_dir: Path | str, extra_dir: Path | str | None) -> Iterator[None]:
+    """Hydra's global state set up as ``hydra.initialize_config_dir`` does, with ``--config-dir``'s
+    directory placed in the search path where ``@hydra.main`` places it; restored afterwards."""
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    version.setbase("1.3")
+    primary = str(conf_dir) if str(conf_dir).startswith("pkg://") else str(Path(conf_dir).resolve())
+    search_path = create_config_search_path(primary)
+    if extra_dir is not None:
+        search_path.prepend("command-line", f"file://{Path(extra_dir).resolve()}", SearchPathQuery("schema"))
+    try:
+        Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+        yield
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def compose_error(err: BaseException, overrides: list[str]) -> ConfigError:

@@ -57,6 +57,7 @@ def _validate(cfg: Any, multirun: bool) -> RopeSpec:
             "train.min_lr", train["min_lr"], f"a number in [0, train.lr={train['lr']}]"
         )
     _check_sizes(cfg)
+    _check_ranges(cfg)
     _check_dataset(cfg)
     betas = select(cfg, "optimizer.betas")
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
@@ -92,10 +93,29 @@ def _check_model(model: Any) -> None:
             "a timm VisionTransformer name, e.g. vit_tiny_patch16_224 (timm.list_models('vit_*'))",
         )
     checkpoint = model["checkpoint"]
-    if checkpoint is not None and not Path(str(checkpoint)).expanduser().is_file():
+    if checkpoint is not None and not _is_weights_file(Path(str(checkpoint)).expanduser()):
         raise ConfigError.bad_value(
-            "model.checkpoint", checkpoint, "null or an existing .pth/.safetensors file"
+            "model.checkpoint",
+            checkpoint,
+            "null or an existing torch checkpoint (.pth: a zip archive) or .safetensors file",
+            "its first bytes are checked before the run directory is written; nothing is unpickled",
         )
+
+
+def _is_weights_file(path: Path) -> bool:
+    """A regular file whose first bytes are torch.save's zip archive (or its legacy pickle's protocol
+    byte) or a safetensors header (8-byte length, then a JSON object that fits in the file)."""
+    try:
+        if not path.is_file():
+            return False
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if head.startswith((b"PK\x03\x04", b"\x80\x02")):
+        return True
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8
 
 
 def _check_dataset(cfg: Any) -> None:
@@ -131,6 +151,54 @@ def _check_sizes(cfg: Any) -> None:
                 f"{(value // patch) ** 2} patches "
                 f"per image; the harness's limit is {schema.MAX_TOKENS} (attention memory grows with its square)",
             )
+
+
+# pe.theta: the frequency base. Below 1 the frequencies grow with the pair index; far above the largest
+# grid the slowest pairs never turn (1e6 is 100x the 1e4 of language models); 1e308 overflows its powers.
+THETA_RANGE = (1.0, 1e6)
+MIN_PATCHES = 2  # per side: a 1x1 grid has a single position, nothing for a position encoding to say
+
+
+def _check_ranges(cfg: Any) -> None:
+    """Values the schema's types allow but that make no experiment: theta, sizes, eval sizes, subset."""
+    theta = select(cfg, "pe.theta")
+    low, high = THETA_RANGE
+    if theta is not None and not low <= theta <= high:
+        raise ConfigError.bad_value(
+            "pe.theta", theta, f"null (the encoding's default) or a number in [{low:g}, {high:g}]"
+        )
+    configured = select(cfg, "eval.input_sizes")
+    if configured is not None and len(configured) == 0:
+        raise ConfigError.bad_value(
+            "eval.input_sizes", [], "null (1x, 1.25x, 1.5x, 2x the train size) or a non-empty list"
+        )
+    patch = cfg["model"]["patch_size"]
+    sizes = eval_sizes(cfg["dataset"]["input_size"], patch, plain(configured))
+    for key, value in [("dataset.input_size", cfg["dataset"]["input_size"])] + [
+        ("eval.input_sizes", s) for s in sizes
+    ]:
+        if value < MIN_PATCHES * patch:
+            raise ConfigError.bad_value(
+                key,
+                value,
+                f"at least {MIN_PATCHES * patch} px ({MIN_PATCHES} patches of model.patch_size={patch} per side)",
+                "a 1x1 grid of patches has no positions to encode",
+            )
+    _check_subset(select(cfg, "dataset.subset"), float(select(cfg, "dataset.val_fraction", 0.0) or 0.0))
+
+
+def _check_subset(subset: Any, val_fraction: float) -> None:
+    """A subset leaves at least one training image, and one validation image when validation is on."""
+    if subset is None:
+        return
+    least = max(2, math.ceil(0.5 / val_fraction)) if val_fraction > 0 else 1
+    if subset < least:
+        raise ConfigError.bad_value(
+            "dataset.subset",
+            subset,
+            f"null or an integer >= {least} (with dataset.val_fraction={val_fraction:g})",
+            "the validation split takes round(val_fraction x subset) images and must leave one on each side",
+        )
 
 
 def _check_launcher(cfg: Any, multirun: bool) -> None:

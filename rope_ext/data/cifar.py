@@ -152,6 +152,72 @@ def read_plain_pickle(path: Path, dataset: str) -> dict[str, Any]:
     return data
 
 
+# torchvision's file lists (train_list + test_list, meta), without importing torch for the check
+_FILES = {
+    "cifar10": ([*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"], ("batches.meta", "label_names")),
+    "cifar100": (["train", "test"], ("meta", "fine_label_names")),
+}
+
+
+def _num_classes(name: str) -> int:
+    return 100 if name == "cifar100" else 10
+
+
+def read_batch(path: Path, name: str) -> tuple[Any, list[int]]:
+    """(uint8 images of shape (N, 3072), N labels) of one CIFAR batch file; ConfigError otherwise."""
+    import numpy as np
+
+    entry = read_plain_pickle(path, name)
+    images, labels = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 2
+        or images.shape[1] != 3 * 32 * 32
+        or not isinstance(labels, list)
+        or len(labels) != len(images)
+        or not all(isinstance(v, int | np.integer) and 0 <= v < _num_classes(name) for v in labels)
+    ):
+        raise ConfigError(
+            f"dataset={name}: {path} is not a CIFAR batch (uint8 'data' of shape (N, 3072) and N labels "
+            "in range). Replace it with the official release"
+        )
+    return images, [int(v) for v in labels]
+
+
+def read_classes(path: Path, key_name: str, name: str) -> list[str]:
+    """The class names of a CIFAR meta file: a list of as many names as the dataset has classes."""
+    classes = read_plain_pickle(path, name).get(key_name)
+    if not isinstance(classes, list) or len(classes) != _num_classes(name):
+        found = f"{len(classes)} class names" if isinstance(classes, list) else "no class names"
+        raise ConfigError(
+            f"dataset={name}: {path} holds {found} under {key_name!r}; allowed: {_num_classes(name)}. "
+            "Replace it with the official release"
+        )
+    return classes
+
+
+def rules(cfg: Any) -> None:
+    """Before anything is written: the CIFAR files under ``dataset.root`` read and checked as the run
+    reads them (batches and class names), or missing with ``dataset.download=false`` refused. Missing
+    files with downloads on are fetched by the run; a root that names no reachable folder on a cluster
+    launcher is checked by the job, where the data is."""
+    dataset = cfg["dataset"]
+    folder = Path(str(dataset["root"])).expanduser() / _CIFAR[dataset["name"]][1]
+    files, (meta_file, meta_key) = _FILES[dataset["name"]]
+    missing = [f for f in [*files, meta_file] if not (folder / f).is_file()]
+    if missing:
+        if not dataset["download"] and (folder.exists() or select(cfg, "launcher.name", "local") == "local"):
+            raise ConfigError(
+                f"dataset={dataset['name']}: files {missing} are missing under {folder} and "
+                "dataset.download=false; put the extracted folder there or point dataset.root at it."
+            )
+        return
+    read_classes(folder / meta_file, meta_key, dataset["name"])
+    for name in files:
+        read_batch(folder / name, dataset["name"])
+
+
 class _PlainPickles:
     """torchvision's CIFAR10/CIFAR100 (same attributes, ``__getitem__``, download) with every pickle read
     by ``read_plain_pickle`` instead of ``pickle.load``, and checked to be a CIFAR batch."""
@@ -175,31 +241,11 @@ class _PlainPickles:
         name = "cifar100" if "100" in self.base_folder else "cifar10"
         data, self.targets = [], []
         for file_name, _ in self.train_list if train else self.test_list:
-            entry = read_plain_pickle(folder / file_name, name)
-            images, labels = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
-            if (
-                not isinstance(images, np.ndarray)
-                or images.dtype != np.uint8
-                or images.ndim != 2
-                or images.shape[1] != 3 * 32 * 32
-                or not isinstance(labels, list)
-                or len(labels) != len(images)
-                or not all(
-                    isinstance(v, int | np.integer) and 0 <= v < (100 if name == "cifar100" else 10)
-                    for v in labels
-                )
-            ):
-                raise ConfigError(
-                    f"dataset={name}: {folder / file_name} is not a CIFAR batch (uint8 'data' of shape "
-                    "(N, 3072) and N labels in range). Replace it with the official release"
-                )
+            images, labels = read_batch(folder / file_name, name)
             data.append(images)
-            self.targets.extend(int(v) for v in labels)
+            self.targets.extend(labels)
         self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC, as torchvision
-        meta = read_plain_pickle(folder / self.meta["filename"], name)
-        self.classes = meta.get(self.meta["key"])
-        if not isinstance(self.classes, list):
-            raise ConfigError(f"dataset={name}: {folder / self.meta['filename']} holds no class names")
+        self.classes = read_classes(folder / self.meta["filename"], self.meta["key"], name)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
@@ -223,5 +269,11 @@ def _existence_checked(cls: Any) -> Any:
     )
 
 
-register(DatasetInfo("cifar10", CifarConfig, build, num_classes=10, summary="CIFAR-10 (torchvision)"))
-register(DatasetInfo("cifar100", CifarConfig, build, num_classes=100, summary="CIFAR-100 (torchvision)"))
+register(
+    DatasetInfo("cifar10", CifarConfig, build, num_classes=10, rules=rules, summary="CIFAR-10 (torchvision)")
+)
+register(
+    DatasetInfo(
+        "cifar100", CifarConfig, build, num_classes=100, rules=rules, summary="CIFAR-100 (torchvision)"
+    )
+)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rope_ext.data.registry import DataAugmentConfig, DatasetConfig, DatasetInfo, register
@@ -43,7 +44,9 @@ def finish(train: Any, val: Any, dataset: Any, recipe: Any) -> tuple[Any, Any]:
 
 
 def rules(cfg: Any) -> None:
-    """The folder must be named (it is checked where the data is: the job's node) and is read per image."""
+    """The folder must be named and is read per image; its layout (``rope_ext.imagefolder.check_root``)
+    is checked before anything is written wherever the folder is reachable (a cluster job's folder may
+    exist only on the nodes, where the job's own check and its reader see it)."""
     dataset = cfg["dataset"]
     if dataset["root"] in (None, ""):
         raise ConfigError.bad_value(
@@ -53,6 +56,11 @@ def rules(cfg: Any) -> None:
         raise ConfigError.bad_value(
             "dataset.in_memory", True, "false for dataset=imagefolder (images go through DataLoader workers)"
         )
+    root = Path(str(dataset["root"])).expanduser()
+    if root.exists():
+        from rope_ext.imagefolder import check_root
+
+        check_root(root)
 
 
 register(
