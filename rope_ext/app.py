@@ -48,7 +48,7 @@ def run() -> None:
     except ConfigError as err:
         logging.basicConfig(format="[%(levelname)s] %(message)s")
         log.error("Invalid configuration: %s Nothing was written.", err)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))  # 4: the run directory cannot be written (full, read-only)
     if _runs_jobs(sys.argv[1:]):
         problem = check_torchvision()
         if problem:

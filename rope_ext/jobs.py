@@ -18,6 +18,7 @@ import sys
 
 from rope_ext import plugins
 from rope_ext.config import CONF, ConfigError, check_jobs, composer, list_jobs, slug  # + the resolvers
+from rope_ext.config.sweep import hydra_overrides
 
 
 def sweep_directory(overrides: list[str]) -> str:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plugins.load_all(plugins.from_overrides(args.overrides))  # their pe/dataset options exist
         jobs = list_jobs(args.overrides)
-        problems = check_jobs(jobs) if args.check else [None] * len(jobs)
+        problems = check_jobs(jobs, own=hydra_overrides(args.overrides)) if args.check else [None] * len(jobs)
         sweep_dir = sweep_directory(args.overrides)
     except ConfigError as err:
         print(f"python -m rope_ext.jobs: {err}", file=sys.stderr)

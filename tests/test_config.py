@@ -44,7 +44,12 @@ def test_every_group_has_the_options_the_issue_names():
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_every_group_option_composes_resolves_and_validates(group, option):
-    required = {("dataset", "imagefolder"): ["dataset.root=/data/images"]}  # no default folder exists
+    required = {
+        ("dataset", "imagefolder"): ["dataset.root=/data/images"],  # no default folder exists
+        # 16-px patches need an input of at least 2 patches per side (digits trains at 16 px)
+        ("model", "vit_b16"): ["dataset.input_size=32"],
+        ("model", "vit_s16"): ["dataset.input_size=32"],
+    }
     cfg = compose_cfg([f"{group}={option}", *required.get((group, option), [])])
     job = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves, the hydra node included
     assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
