@@ -156,6 +156,7 @@ def _step(
     model.train(train)
 
     def step() -> None:
+        model.zero_grad(set_to_none=True)  # as a training step: gradients are written, not accumulated
         amp = torch.autocast("cpu", dtype=dtype) if dtype is not None else nullcontext()
         with nullcontext() if train else torch.inference_mode(), amp:
             out = model(x)
@@ -225,7 +226,11 @@ def format_counts(rows: list[dict], header: str) -> str:
     """``header``, a blank line and the Markdown table of ``counts_rows``."""
     body = []
     for r in rows:
-        cells = [r["variant"] if r["baseline"] == "none" else f"{r['variant']} (vs {r['baseline']})"]
+        cells = [
+            r["variant"]
+            if r["baseline"] in ("none", r["variant"])
+            else f"{r['variant']} (vs {r['baseline']})"
+        ]
         for _, mode, key in _COLUMNS:
             value = r[key] if mode is None else r[f"{mode}.{key}"]
             cells.append(value if isinstance(value, str) else cell(value, 2 if "ratio" in key else 0))
