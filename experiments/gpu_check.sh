@@ -59,10 +59,7 @@ set +e  # the group below exits with its own status; keep the log either way
   if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi: not available"
   fi
-  "$PYTHON" -c "import torch, timm, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__, 'triton', triton.__version__)"
-  if [ "$DEVICE" = cuda ]; then
-    "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible to torch'"
-  fi
+  "$PYTHON" -c "import sys, torch, timm, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__, 'triton', triton.__version__); assert sys.argv[1] != 'cuda' or torch.cuda.is_available(), 'no CUDA device visible to torch'" "$DEVICE"
 
   echo "== 1. fused rotation vs reference (limit ${KERNEL_LIMIT_S}s) [at ${SECONDS}s] =="
   timeout --signal=INT --kill-after=10 "$KERNEL_LIMIT_S" "$PYTHON" "$SMOKE" --kernel-check \
