@@ -81,3 +81,48 @@ def test_every_speed_variant_builds() -> None:
     for spec in smoke.SPEED_VARIANTS:
         model = smoke.build_speed_model("vit_small_patch16_224", spec, 32, shape)
         assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def _recorded_calls(tmp_path: Path, *argv: str) -> list[list[str]]:
+    """The python command lines gpu_check.sh runs (PYTHON replaced by a recorder that succeeds)."""
+    record = tmp_path / "calls"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%s\\x1f" "$@" >> {record}\necho >> {record}\n')
+    stub.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(stub), OUT=str(tmp_path / "out"))
+    out = subprocess.run(
+        ["bash", str(EXPERIMENTS / "gpu_check.sh"), *argv], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return [line.rstrip("\x1f").split("\x1f") for line in record.read_text().splitlines()]
+
+
+def test_gpu_stages_pass_arguments_the_script_accepts(tmp_path: Path) -> None:
+    """On a GPU machine: the kernel check, both speed stages (the issue's models, batches and dtype)
+    and the compiled training smoke, each command line accepted by gpu_smoke.py's own parser."""
+    smoke = _gpu_smoke()
+    calls = [c[1:] for c in _recorded_calls(tmp_path) if c[0].endswith("gpu_smoke.py")]
+    parsed = [smoke.build_parser().parse_args(c) for c in calls]
+    assert [(a.kernel_check, a.speed, a.modes if a.speed else None) for a in parsed] == [
+        (True, False, None),
+        (False, True, "eager"),
+        (False, True, "compiled"),
+        (False, False, None),
+    ]
+    kernel, eager, compiled, training = parsed
+    assert kernel.device == "cuda" and kernel.kernel_shape == "8,12,14,64"
+    for args in (eager, compiled):
+        smoke._check_speed_args(smoke.build_parser(), args)
+        assert (args.device, args.dtype, args.img_size, args.train_batch, args.infer_batch) == (
+            "cuda",
+            "bf16",
+            224,
+            64,
+            256,
+        )
+    assert eager.models == "vit_base_patch16_224,vit_small_patch16_224"
+    assert eager.speed_variants == ",".join(smoke.SPEED_VARIANTS)  # every variant, eager
+    assert {"none", "eva", "axial_block:3:fast"} <= set(compiled.speed_variants.split(","))
+    assert (
+        training.compile and training.dtype == "bf16" and training.steps >= 200 and training.require_decrease
+    )
