@@ -1,4 +1,4 @@
-"""The relpos stall check (issue 17) from its committed report: per arm and budget, how many seeds stalled
+"""The relpos stall check from its committed report: per arm and budget, how many seeds stalled
 (final validation accuracy below 70 %), where the best validation epoch fell, and what tripling the budget
 changed, paired by seed (scipy.stats.ttest_rel, 95 % CI).
 

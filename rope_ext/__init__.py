@@ -1,64 +1,36 @@
 """rope-ext: N×N block rotary position encodings for Vision Transformers.
 
-Public API: ``RopeSpec`` (an encoding and its options, defaults in one place) from ``validate_pe``
-/ ``validate_options``; ``make_rope`` (one rotary layer); ``create_vit`` (a timm ViT with rotary
-attention, a ``RopeVisionTransformer``), ``resolved_options``, ``fold_for_inference``; measurements
-``relative_property_error``, ``shift_error``, ``basis_motion`` (with ``shifted_positions``, ``grid_offset``).
-Only torch and timm are imported here; the Hydra harness lives in its own modules.
+The library (``rope_ext.encoding``, torch and timm only): ``create_vit`` (a timm ViT with rotary
+attention), ``fold_for_inference``; an encoding as ``RopeSpec`` from ``validate_pe``, one layer from
+``make_rope``; a new encoding with ``register(EncodingInfo(...))`` in a module of your own, loaded by
+``load_module`` (or the ``ROPE_EXT_MODULES`` environment variable); measurements
+``relative_property_error`` and ``basis_motion``. Everything else is importable from its module
+(``rope_ext.encoding.relativity.shift_error``, ...). The Hydra harness lives in the other modules of
+this package and is installed by ``pip install 'rope-ext[harness]'``.
 """
 
-from rope_ext.encoding.motion import basis_motion
-from rope_ext.encoding.relativity import (
-    grid_offset,
-    relative_property_error,
-    shift_error,
-    shifted_positions,
-)
-from rope_ext.encoding.rotary import (
-    COORDS,
-    ENCODINGS,
-    IMPLS,
-    INITS,
-    PE_NAMES,
-    ROTARY_NAMES,
-    Augment,
-    BlockRotary,
-    LieBlockRotary,
+from rope_ext.encoding import (
+    EncodingInfo,
     RopeSpec,
-    make_rope,
-    validate_options,
-    validate_pe,
-)
-from rope_ext.encoding.vit import (
-    POOLS,
-    RopeVisionTransformer,
+    basis_motion,
     create_vit,
     fold_for_inference,
-    resolved_options,
+    load_module,
+    make_rope,
+    register,
+    relative_property_error,
+    validate_pe,
 )
 
 __all__ = [
-    "COORDS",
-    "ENCODINGS",
-    "POOLS",
-    "IMPLS",
-    "INITS",
-    "PE_NAMES",
-    "ROTARY_NAMES",
-    "Augment",
-    "BlockRotary",
-    "LieBlockRotary",
+    "EncodingInfo",
     "RopeSpec",
-    "RopeVisionTransformer",
     "basis_motion",
     "create_vit",
     "fold_for_inference",
-    "grid_offset",
+    "load_module",
     "make_rope",
+    "register",
     "relative_property_error",
-    "resolved_options",
-    "shift_error",
-    "shifted_positions",
-    "validate_options",
     "validate_pe",
 ]

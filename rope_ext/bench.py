@@ -9,6 +9,7 @@ forward under ``torch.inference_mode``; ``folded`` rows are ``fold_for_inference
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -21,7 +22,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from rope_ext.encoding.rotary import make_rope
+from rope_ext.encoding import registry
+from rope_ext.encoding.spec import make_rope
 from rope_ext.encoding.vit import create_vit, fold_for_inference
 from rope_ext.report.tables import cell, markdown_table
 
@@ -38,17 +40,23 @@ class Variant:
     fold: bool = False  # inference only: fold_for_inference of the same model
 
 
-def variants(blocks: list[int], with_lie: bool) -> list[Variant]:
-    out = [Variant("none", "none", {}), Variant("axial2_matrix", "axial2_matrix", {})]
-    out.append(Variant("axial2_complex", "axial2_complex", {}))
-    for n in blocks:
-        out.append(Variant(f"axial_block N={n} matrix", "axial_block", {"block": n, "impl": "matrix"}))
-        out.append(Variant(f"axial_block N={n} fast", "axial_block", {"block": n, "impl": "fast"}))
-        out.append(
-            Variant(f"axial_block N={n} folded", "axial_block", {"block": n, "impl": "fast"}, fold=True)
-        )
-    if with_lie:
-        out.append(Variant(f"lie_block N={blocks[-1]}", "lie_block", {"block": blocks[-1]}))
+def variants(blocks: list[int], with_controls: bool) -> list[Variant]:
+    """Every registered encoding's ``bench_variants``, in registry order; an encoding of any block
+    size once per N in ``blocks`` (its labels' ``{block}``), a non-commuting control
+    (``exact_relative=False``) only ``with_controls`` and at the largest N."""
+    out = []
+    for info in registry.infos():
+        control = info.rotary and not info.exact_relative
+        if control and not with_controls:
+            continue
+        if not info.rotary or info.accepts.block is not None:
+            out += [Variant(v.label, info.name, dict(v.options), v.fold) for v in info.bench_variants]
+            continue
+        for n in blocks[-1:] if control else blocks:
+            out += [
+                Variant(v.label.format(block=n), info.name, {"block": n, **v.options}, v.fold)
+                for v in info.bench_variants
+            ]
     return out
 
 
@@ -171,9 +179,10 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def basis_cost(args: argparse.Namespace, repeats: int = 30) -> str:
-    """What the fast path adds per layer and training step: the Cayley basis of every block plus
-    moving the q/k rows of one qkv weight into it (``project_qkv``), forward + backward, median ms."""
-    probe = build(args, Variant("axial2_complex", "axial2_complex", {}), torch.device("cpu"))
+    """What the fast path adds per layer and training step for each encoding whose basis folds
+    into the projection: the Cayley basis of every block plus moving the q/k rows of one qkv weight
+    into it (``project_qkv``), forward + backward, median ms."""
+    probe = build(args, Variant("none", "none", {}), torch.device("cpu"))
     attn = probe.blocks[0].attn
     heads, head_dim, dim = attn.num_heads, attn.head_dim, attn.qkv.in_features
     weight = torch.randn(3 * heads * head_dim, dim, requires_grad=True)
@@ -181,21 +190,24 @@ def basis_cost(args: argparse.Namespace, repeats: int = 30) -> str:
         f"{args.model}: {heads} heads, head_dim {head_dim}, qkv weight {tuple(weight.shape)}; CPU, "
         f"{torch.get_num_threads()} threads; median of {repeats} after 5 warm-up calls",
         "",
-        "| N | blocks per head | basis + q/k weight move, fwd+bwd ms |",
-        "|---:|---:|---:|",
+        "| encoding | N | blocks per head | basis + q/k weight move, fwd+bwd ms |",
+        "|---|---:|---:|---:|",
     ]
-    for n in args.blocks:
-        if n == 2:
-            continue  # no basis: nothing to move
-        rope = make_rope("axial_block", head_dim=head_dim, num_heads=heads, block=n)
-        times = []
-        for i in range(5 + repeats):
-            start = time.perf_counter()
-            moved, _ = rope.project_qkv(weight, None)
-            moved.sum().backward()
-            if i >= 5:
-                times.append(time.perf_counter() - start)
-        lines.append(f"| {n} | {head_dim // n} | {statistics.median(times) * 1e3:.2f} |")
+    for info in registry.infos():
+        if not info.folds:
+            continue
+        for n in args.blocks:
+            rope = make_rope(info.name, head_dim=head_dim, num_heads=heads, block=n)
+            if not rope.fold_into_projection:
+                continue  # no basis at this N (2x2 planes): nothing to move
+            times = []
+            for i in range(5 + repeats):
+                start = time.perf_counter()
+                moved, _ = rope.project_qkv(weight, None)
+                moved.sum().backward()
+                if i >= 5:
+                    times.append(time.perf_counter() - start)
+            lines.append(f"| {info.name} | {n} | {head_dim // n} | {statistics.median(times) * 1e3:.2f} |")
     return "\n".join(lines)
 
 
@@ -275,7 +287,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--blocks", type=_blocks, default=[2, 3, 4, 5, 6], help="block sizes N, 2..head_dim")
     p.add_argument("--only", nargs="*", help="keep variants whose label contains one of these")
-    p.add_argument("--lie", action="store_true", help="add the lie_block control (largest block)")
+    p.add_argument(
+        "--lie",
+        action="store_true",
+        help="add the non-commuting controls (encodings registered with exact_relative=False, such as "
+        "lie_block), at the largest block",
+    )
+    p.add_argument(
+        "--modules",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="encoding modules of your own to load first (a dotted module name or a .py path; also read "
+        f"from ${registry.ENV_VAR}, separated by {os.pathsep!r})",
+    )
     p.add_argument("--steps", type=at_least(1), default=10, help="timed steps per variant")
     p.add_argument("--warmup", type=at_least(0), default=2)
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's default)")
@@ -288,7 +313,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--basis-cost", action="store_true", help="only time the fast path's per-layer basis work for each N"
     )
-    args = p.parse_args(argv)
+    return _checked(p, p.parse_args(argv))
+
+
+def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``parse_args``'s checks that need the registry or the model: ``p.error`` (exit 2) on any."""
+    try:
+        registry.names()  # the built-ins and $ROPE_EXT_MODULES
+    except ValueError as err:
+        p.error(str(err))
+    for spec in args.modules:
+        try:
+            registry.load_module(spec, origin="argument --modules")
+        except ValueError as err:
+            p.error(str(err))
     for key, cifar in CIFAR_SHAPE.items():
         if getattr(args, key) is None:
             setattr(args, key, cifar if args.model == DEFAULT_MODEL else 0)

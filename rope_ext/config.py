@@ -32,7 +32,7 @@ from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseExceptio
 from rope_ext import schema
 
 # The encodings' names, options and checks live in rope_ext.encoding.rotary alone
-from rope_ext.encoding.rotary import is_int, is_number, validate_pe  # is_*: the library's, one definition
+from rope_ext.encoding.spec import is_int, is_number, validate_pe  # is_*: the library's, one definition
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from rope_ext.encoding.rotary import is_int
+from rope_ext.encoding.spec import is_int
 
 __all__ = [
     "DIRECTIONS",

@@ -28,7 +28,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from rope_ext.encoding.rotary import Augment, RopeSpec
+from rope_ext.encoding.spec import Augment, RopeSpec
 from rope_ext.encoding.vit import POOLS, POS_EMBEDS
 
 # Upper bounds of memory-bound sizes: a value past them cannot fit a machine of this project's kind

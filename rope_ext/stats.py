@@ -1,8 +1,9 @@
 """Seed statistics for the report, from ``scipy.stats``: t confidence intervals, paired or Welch
 differences, Holm's step-down correction and the minimal detectable difference of a two-sample t-test;
-and for paired comparisons over seeds (issue 17): equivalence by two one-sided tests (TOST), an exact
+and for paired comparisons over seeds: equivalence by two one-sided tests (TOST), an exact
 sign-flip test beside the t-test with a Shapiro-Wilk check choosing which one leads, Holm over a study's
-whole family, the paired test's minimal detectable difference, and a seed-count planner for TOST.
+whole family (of the two-sided p's, and of the TOST p's for claims read one at a time), no equivalence
+verdict where both arms are near chance, the paired test's minimal detectable difference, and a seed-count planner for TOST.
 
 Values are per-seed numbers (e.g. test accuracy in %); ``None``/NaN entries are dropped first.
 docs/statistics.md describes every statistic and how to recompute them with plain scipy.
@@ -20,6 +21,8 @@ from scipy import integrate, optimize, stats
 
 __all__ = [
     "EQUIVALENCE_COLUMNS",
+    "NEAR_CHANCE_MARGINS",
+    "UNINFORMATIVE",
     "Diff",
     "MeanCI",
     "PairedComparison",
@@ -30,6 +33,7 @@ __all__ = [
     "holm_map",
     "lead_test",
     "mean_ci",
+    "near_chance",
     "min_detectable_diff",
     "paired_comparison",
     "paired_differences",
@@ -175,13 +179,17 @@ def min_detectable_diff(std: float, n: int, alpha: float = 0.05, power: float = 
     return float(optimize.brentq(shortfall, 1e-9 * scale, 30 * scale))
 
 
-# --- paired equivalence, family-wise Holm, paired power (issue 17) -------------------------------------
+# --- paired equivalence, family-wise Holm, paired power -------------------------------------------
 #
 # One comparison = the per-seed differences d_i = arm_i - baseline_i over the seeds both arms ran
 # (n of them). Everything below is a function of those differences, a margin m and a level alpha.
 
 LeadTest = Literal["t", "sign-flip"]
-Verdict = Literal["equivalent", "different", "inconclusive"]
+Verdict = Literal["equivalent", "different", "inconclusive", "uninformative (near chance)"]
+UNINFORMATIVE = "uninformative (near chance)"
+# an equivalence test says nothing where both arms sit within NEAR_CHANCE_MARGINS margins of chance
+# (docs/statistics.md, "Near chance")
+NEAR_CHANCE_MARGINS = 2.0
 NORMALITY_ALPHA = 0.05  # Shapiro-Wilk level below which the sign-flip p leads
 # 2**22 pattern sums enumerated (as two halves of 2**11, 32 MB): exact for the studies' 12 and 18 seeds, so
 # docs/statistics.md's plain enumeration recomputes the report's p's; above, a seeded sample
@@ -349,7 +357,7 @@ class PairedComparison:
     sd: float | None  # sd of the paired differences (ddof=1)
     ci90_low: float | None  # the (1 - 2 alpha) t-CI TOST uses
     ci90_high: float | None
-    margin: float
+    margin: float | None
     p_t: float | None  # two-sided paired t-test
     p_sign_flip: float | None  # two-sided exact sign-flip
     p_shapiro: float | None
@@ -371,17 +379,19 @@ def lead_test(n: int, sd: float | None, p_shapiro: float | None) -> LeadTest | N
     return "t"
 
 
-def paired_comparison(diffs: Sequence[float], margin: float, alpha: float = 0.05) -> PairedComparison:
+def paired_comparison(diffs: Sequence[float], margin: float | None, alpha: float = 0.05) -> PairedComparison:
     """The per-comparison statistics of the paired differences ``diffs`` (shape ``(n,)``) against the
-    equivalence margin ``margin`` at level ``alpha``; see ``PairedComparison``."""
+    equivalence margin ``margin`` at level ``alpha`` (None: no margin, so no TOST p's); see
+    ``PairedComparison``."""
     d = _clean(diffs)
     n = len(d)
-    t = tost(d, margin, alpha)
+    t = tost(d, margin if margin is not None else 1.0, alpha)  # its CI does not depend on the margin
     sd = _spread(d) if n >= 2 else None
     p_norm = shapiro_p(d)
     lead = lead_test(n, sd, p_norm)
     p_t, p_sf = paired_t_p(d), sign_flip_p(d)
-    p_tost_sf = sign_flip_tost_p(d, margin)
+    p_tost_t = t.p if margin is not None else None
+    p_tost_sf = sign_flip_tost_p(d, margin) if margin is not None else None
     return PairedComparison(
         n=n,
         diff=t.mean,
@@ -394,9 +404,9 @@ def paired_comparison(diffs: Sequence[float], margin: float, alpha: float = 0.05
         p_shapiro=p_norm,
         lead=lead,
         p=p_t if lead == "t" else p_sf,
-        p_tost_t=t.p,
+        p_tost_t=p_tost_t,
         p_tost_sign_flip=p_tost_sf,
-        p_tost=t.p if lead == "t" else p_tost_sf,
+        p_tost=p_tost_t if lead == "t" else p_tost_sf,
     )
 
 
@@ -407,7 +417,18 @@ def holm_map(p_values: Mapping[K, float | None]) -> dict[K, float | None]:
     return dict(zip(keys, holm([p_values[k] for k in keys])))
 
 
-def verdict(p_tost: float | None, p_holm: float | None, alpha: float = 0.05) -> Verdict:
+def near_chance(
+    arm_mean: float | None, base_mean: float | None, chance: float | None, margin: float | None
+) -> bool:
+    """Both arms' mean accuracy (points) below ``chance + NEAR_CHANCE_MARGINS * margin``: two arms that
+    both learned that little cannot be told apart by an equivalence test at ``margin``, so none is
+    reported. False when any input is unknown."""
+    if arm_mean is None or base_mean is None or chance is None or margin is None:
+        return False
+    return max(arm_mean, base_mean) < chance + NEAR_CHANCE_MARGINS * margin
+
+
+def verdict(p_tost: float | None, p_holm: float | None, alpha: float = 0.05, near: bool = False) -> Verdict:
     """The comparison's answer.
 
     * ``equivalent``: ``p_tost < alpha`` (by t: the 90 % CI lies inside ``(-m, m)``). This wins even when
@@ -416,11 +437,16 @@ def verdict(p_tost: float | None, p_holm: float | None, alpha: float = 0.05) -> 
     * ``different``: not equivalent and the two-sided test's Holm-adjusted p (over the study's whole
       family) is ``< alpha``. The difference is non-zero; it may or may not exceed the margin (its CI says).
     * ``inconclusive``: neither (includes n < 2 and missing p's).
+    * ``uninformative (near chance)`` (``near``: both arms near chance, ``near_chance``): no equivalence
+      verdict; ``different`` still where the Holm-adjusted two-sided p says so.
 
-    TOST p's are not Holm-adjusted: a claim "every arm is equivalent" is an intersection-union test,
-    whose level is alpha when each part is tested at alpha (Berger 1982); read one row's "equivalent" on
-    its own and it is a per-comparison alpha claim.
+    Passed a raw TOST p, the verdict is a per-comparison claim: valid as part of the conjunctive claim
+    "every comparison of this set is equivalent", an intersection-union test whose level is alpha when
+    each part is tested at alpha (Berger 1982). Passed the Holm-adjusted TOST p (``equivalence_family``'s
+    ``verdict_holm``), it is valid for each comparison read on its own.
     """
+    if near:
+        return "different" if p_holm is not None and p_holm < alpha else UNINFORMATIVE
     if p_tost is not None and p_tost < alpha:
         return "equivalent"
     if p_holm is not None and p_holm < alpha:
@@ -553,30 +579,44 @@ EQUIVALENCE_COLUMNS = [
     "p_tost_t",
     "p_tost_sign_flip",
     "verdict",
+    "near_chance",
+    "p_tost_holm",
+    "tost_family_size",
+    "verdict_holm",
     "ns",
     "mdd_paired",
 ]
 
 
 def equivalence_family(
-    comparisons: Mapping[K, PairedComparison], alpha: float = 0.05, power: float = 0.8
+    comparisons: Mapping[K, PairedComparison],
+    alpha: float = 0.05,
+    power: float = 0.8,
+    near: Mapping[K, bool] | None = None,
 ) -> dict[K, dict[str, Any]]:
     """The study-level columns (``EQUIVALENCE_COLUMNS``) of every comparison a study reports, keyed as
-    given (e.g. ``(table, arm, size)``): the whole mapping is one Holm family.
+    given (e.g. ``(table, arm, size)``): the whole mapping is one Holm family. ``near``: the comparisons
+    whose arms are both near chance (``near_chance``; none when not given).
 
     * ``p_holm_family``: Holm over the lead p's of every comparison (``family_size`` = how many have one);
     * ``ns``: True when ``p_holm_family >= alpha`` (or missing): "n.s." comes from the adjusted p;
-    * ``verdict``: ``verdict(p_tost, p_holm_family, alpha)``;
+    * ``verdict``: ``verdict(p_tost, p_holm_family, alpha, near)``: per comparison, the parts of a
+      conjunctive (intersection-union) claim;
+    * ``p_tost_holm``: Holm over the TOST p's of the comparisons with one that are not near chance
+      (``tost_family_size`` of them), and ``verdict_holm`` from it: each comparison's own claim;
     * ``mdd_paired``: ``paired_mdd(sd, n, alpha / family_size, power)``: Holm's first step is the
       Bonferroni level alpha/m and every later step is more lenient, so a difference this large is
       detected with at least ``power`` whatever the other comparisons do (the rank-dependent Holm level
       would make the MDD depend on the other p's).
     """
+    near = near or {}
     adjusted = holm_map({k: c.p for k, c in comparisons.items()})
     m = sum(p is not None for p in adjusted.values())
+    tested = {k: c.p_tost for k, c in comparisons.items() if c.p_tost is not None and not near.get(k)}
+    tost_adjusted = holm_map(tested)
     out: dict[K, dict[str, Any]] = {}
     for k, c in comparisons.items():
-        ph = adjusted[k]
+        ph, close = adjusted[k], bool(near.get(k))
         out[k] = {
             "n_pairs": c.n,
             "diff_sd": c.sd,
@@ -593,7 +633,11 @@ def equivalence_family(
             "p_tost": c.p_tost,
             "p_tost_t": c.p_tost_t,
             "p_tost_sign_flip": c.p_tost_sign_flip,
-            "verdict": verdict(c.p_tost, ph, alpha),
+            "verdict": verdict(c.p_tost, ph, alpha, close),
+            "near_chance": close,
+            "p_tost_holm": tost_adjusted.get(k),
+            "tost_family_size": len(tested),
+            "verdict_holm": verdict(tost_adjusted.get(k), ph, alpha, close),
             "ns": ph is None or ph >= alpha,
             "mdd_paired": paired_mdd(c.sd, c.n, alpha / max(m, 1), power),
         }

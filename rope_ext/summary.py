@@ -7,13 +7,17 @@
   that vary across the sweep, so rerunning the same sweep command lands in the same directories and
   resumes; the names are fixed by adding Hydra overrides that every job (also in submitit's workers)
   composes with.
-* ``on_multirun_end``: prints one table of every job's result and the command that reports on the
-  sweep (``python -m rope_ext.report <sweep dir>``), lists the jobs that failed with their error, and
-  exits with status 1 when any did or when no job succeeded (a sweep with no job is no success either).
+* ``on_multirun_end``: prints one table of every job's result (``end``: ``rising`` for a run whose
+  validation accuracy was still climbing when its budget ended, ``rope_ext.report.convergence``, and a
+  line saying its comparison is not converged) and the command that reports on the sweep
+  (``python -m rope_ext.report <sweep dir>``), lists the jobs that the user stopped (``interrupted``,
+  resumable) apart from the ones that failed, and exits with status 1 when any job did not finish or
+  when no job succeeded (a sweep with no job is no success either).
 
 A job's state (``rope_ext.metrics.job_result``): ``ok`` when its ``metrics.json`` (written only by a finished run) is
-newer than its ``failure.json``; ``failed`` when the failure is newer or there is no result, saying when
-an earlier ``ok`` result is kept beside the failure. ``on_multirun_start`` also refuses launcher values
+newer than its ``failure.json``; ``interrupted`` when the newer failure.json records a user stop;
+``failed`` when the failure is newer or there is no result, saying when an earlier ``ok`` result is kept
+beside the failure. ``on_multirun_start`` also refuses launcher values
 that Hydra's launcher would otherwise turn into a traceback (exit 2, nothing written).
 """
 
@@ -30,7 +34,8 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from rope_ext.config import slug
 from rope_ext.metrics import job_result
-from rope_ext.report.runs import find_runs
+from rope_ext.report.convergence import still_rising
+from rope_ext.report.runs import find_runs, interrupted_or
 from rope_ext.report.tables import cell, markdown_table
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ COLUMNS = (
     ("test_acc", "test_acc"),
     ("best val", "best_val_acc"),
     ("epochs", "epochs_done"),
+    ("end", "end"),
     ("train img/s", "train_img_per_s"),
     ("infer img/s", "infer_img_per_s"),
     ("latency ms", "infer_latency_ms"),
@@ -79,11 +85,25 @@ def sweep_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, s
     rows, failures = [], []
     for run in find_runs(sweep_dir, jobs_only=True) if sweep_dir.is_dir() else []:
         # the latest attempt counts (a failure after an ok result is reported), as in the report
-        result = job_result(run.path)
-        rows.append(row_of(run.path.name, result))
+        try:
+            result = job_result(run.path)
+        except RecursionError:  # a record nested too deeply for the JSON parser: find_runs said so
+            result = run.failure if run.failure.get("error") else run.metrics
+        result = {**result, "status": interrupted_or(str(result.get("status") or "failed"), run.failure)}
+        row = row_of(run.path.name, result)
+        row["end"] = _end_of_training(result)
+        rows.append(row)
         if result.get("status") != "ok":
             failures.append((run.path.name, str(result.get("error") or result.get("status"))))
     return rows, failures
+
+
+def _end_of_training(result: dict[str, Any]) -> str | None:
+    """``rising`` when the run's validation accuracy was still climbing at its end (convergence rule)."""
+    if result.get("status") != "ok":
+        return None
+    curve = [h.get("val_acc") for h in result.get("history") or [] if isinstance(h, dict)]
+    return "rising" if still_rising(curve) else None
 
 
 def _check_launcher(config: DictConfig) -> None:
@@ -133,18 +153,35 @@ class SweepCallback(Callback):
         print(f"\nSweep {sweep_dir} ({len(rows)} job{'' if len(rows) == 1 else 's'}):", flush=True)
         if rows:
             print(format_table(rows), flush=True)
+        rising = [r["run"] for r in rows if r.get("end") == "rising"]
+        if rising:
+            print(
+                f"\nStill rising at the end (end = rising: best validation epoch in the last fifth of the "
+                f"budget and >= 1.5 points gained over it): {', '.join(rising)}. Their comparison with the "
+                "others is not converged: more epochs (train.epochs=...) would change it.",
+                flush=True,
+            )
         if len(failures) < len(rows):
             print(f"\nNext: python -m rope_ext.report {shlex.quote(str(sweep_dir))}", flush=True)
         if not rows:
             print(f"\nno job of the sweep left a result in {sweep_dir}", file=sys.stderr, flush=True)
             raise SystemExit(1)
-        if failures:
+        stopped = {r["run"] for r in rows if r.get("status") == "interrupted"}
+        if stopped:
             print(
-                f"\n{len(failures)} of {len(rows)} jobs FAILED (a failure never replaces a job's earlier "
+                f"\n{len(stopped)} of {len(rows)} jobs were stopped by the user (interrupted, resumable: rerun "
+                f"the same command): {', '.join(sorted(stopped))}",
+                file=sys.stderr,
+            )
+        failed = [(job, error) for job, error in failures if job not in stopped]
+        if failed:
+            print(
+                f"\n{len(failed)} of {len(rows)} jobs FAILED (a failure never replaces a job's earlier "
                 "ok metrics.json: it is written to failure.json beside it):",
                 file=sys.stderr,
             )
-            for job, error in failures:
+            for job, error in failed:
                 print(f"  {sweep_dir / job}: {error}", file=sys.stderr)
-            sys.stderr.flush()
+        sys.stderr.flush()
+        if failures:  # a sweep with jobs left to run or failed is not a success
             raise SystemExit(1)

@@ -39,7 +39,7 @@ from rope_ext import checkpoint, distributed, hardware, recipe, safe_io, safety
 from rope_ext.checkpoint import CheckpointError
 from rope_ext.config import ConfigError, eval_sizes, select, validate
 from rope_ext.data import DataSplits, build_datasets
-from rope_ext.encoding.rotary import OPTION_KEYS
+from rope_ext.encoding.spec import OPTION_KEYS
 from rope_ext.encoding.vit import resolved_options
 from rope_ext.evaluation import benchmark_inference, eval_transform, evaluate, final_evaluation
 from rope_ext.loader import Batches, BatchTransform

@@ -10,7 +10,7 @@ from harness_helpers import compose_job
 from omegaconf import OmegaConf
 
 from rope_ext.config import ConfigError, eval_sizes, pe_options, slug, validate
-from rope_ext.encoding.rotary import validate_pe
+from rope_ext.encoding.spec import validate_pe
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # the experiment group (presets) is composed by tests/test_experiments.py

@@ -1,4 +1,4 @@
-"""The report's equivalence statistics (issue 17) on run directories written from metrics.json records:
+"""The report's equivalence statistics on run directories written from metrics.json records:
 Holm over every comparison of the report, "n.s." from the adjusted p, TOST verdicts against the margins the
 runs recorded (or the command line's), the paired MDD, and runs.csv from which docs/statistics.md's
 plain-scipy recipe reproduces every verdict of stats.csv."""
@@ -6,6 +6,7 @@ plain-scipy recipe reproduces every verdict of stats.csv."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from pathlib import Path
@@ -114,6 +115,8 @@ def test_the_docs_recipe_on_runs_csv_reproduces_every_verdict_of_stats_csv(
         assert ours["verdict"] == r["verdict"]
         assert ours["ns"] == str(r["p_holm"] >= 0.05) and ours["family_size"] == "8"
         assert float(ours["margin"]) == (1.5 if size == 32 else 5.0)
+        assert float(ours["p_tost_holm"]) == pytest.approx(r["p_tost_holm"], abs=1e-12)
+        assert ours["verdict_holm"] == r["verdict_holm"] and ours["near_chance"] == "False"
     verdicts = {r["verdict"] for k, r in rows.items() if k[0] != "axial2"}
     assert verdicts == {"equivalent", "different", "inconclusive"}
     # the distribution-free check beside the t-test, and the lead chosen by Shapiro-Wilk
@@ -343,5 +346,87 @@ def test_the_docs_recipe_recomputes_every_committed_report(
         assert float(ours["p_lead"]) == pytest.approx(r["p"], abs=1e-9)
         assert float(ours["p_holm_family"]) == pytest.approx(r["p_holm"], abs=1e-9)
         assert ours["verdict"] == (r["verdict"] or "")
+        assert ours["verdict_holm"] == (r["verdict_holm"] or "")
         if ours["p_tost"]:
             assert float(ours["p_tost"]) == pytest.approx(r["p_tost"], abs=1e-9)
+            assert ours["near_chance"] == str(r["near_chance"])
+        if ours["p_tost_holm"]:
+            assert float(ours["p_tost_holm"]) == pytest.approx(r["p_tost_holm"], abs=1e-9)
+        else:
+            assert r["p_tost_holm"] is None
+    # the rows carry each run's provenance columns (empty here: the run directories are gone, and
+    # report.md says so) and the curves their revision
+    runs_header = _rows(folder / "runs.csv")[0].keys()
+    assert set(report.RUN_COLUMNS) <= set(runs_header)
+    assert {"revision", "dirty", "started_at", "finished_at", "processor", "processor_id"} <= set(runs_header)
+    assert {"threads", "versions", "chance"} <= set(runs_header)
+    if (folder / "history.csv").is_file():
+        assert "revision" in _rows(folder / "history.csv")[0]
+    md = (folder / "report.md").read_text()
+    assert "Recomputed from the committed rows" in md and "provenance" in md
+
+
+def test_near_chance_comparisons_get_no_equivalence_verdict_and_leave_the_tost_family(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On digits (chance 10 %) two arms that both score ~13 % at 48 px are "equivalent" within ±5 whatever
+    they are: the report says `uninformative (near chance)` there, keeps the comparison out of the TOST
+    Holm family, and the docs recipe agrees; at 32 px the same arms get their verdicts."""
+    root = tmp_path / "multirun" / "chance"
+    jitter = [0.3, -0.5, 0.1, 0.8, -0.2, -0.6]
+    n = 0
+    for k, (arm, off) in enumerate((("axial2", 0.0), ("n3", 0.2), ("n4", 0.1))):
+        for seed in range(6):
+            e = jitter[(seed + k) % 6]  # each arm its own noise: no difference survives Holm
+            acc = {32: 90.0 + off + e, 48: 13.0 + off + e}
+            _job(root / str(n), arm, seed, acc, {"margin": 1.5, "margin_extrap": 5})
+            n += 1
+    summary = report.write_report(root, wandb_log=False, baseline="axial2")
+    rows = {(r["arm"], int(r["size"])): r for r in _rows(summary["stats_csv"])}
+    for arm in ("n3", "n4"):
+        near, trained = rows[(arm, 48)], rows[(arm, 32)]
+        assert near["near_chance"] == "True" and near["chance"] == "10.0"
+        assert near["verdict"] == near["verdict_holm"] == stats.UNINFORMATIVE
+        assert near["p_tost"] != "" and near["p_tost_holm"] == ""  # computed, not claimed
+        assert trained["near_chance"] == "False" and trained["verdict"] == "equivalent"
+        assert trained["tost_family_size"] == "2"  # the two 32-px tests only
+    assert {r["chance"] for r in _rows(summary["runs_csv"])} == {"10.0"}
+    md = summary["md"].read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| n3 | 48 |"))
+    assert "near chance" in line and "uninformative (near chance)" in line
+    assert "All arms at 32 px (train), read together (intersection–union): all 2 equivalent" in md
+    assert "All arms at 48 px" not in md  # no equivalence test to read together there
+    plain = _docs_recipe(root, monkeypatch)
+    for (_, arm, size), r in plain.items():
+        assert rows[(arm, size)]["verdict"] == r["verdict"] and rows[(arm, size)]["near_chance"] == str(
+            r["near_chance"]
+        )
+        assert rows[(arm, size)]["verdict_holm"] == r["verdict_holm"]
+
+
+def test_runs_csv_carries_each_runs_provenance_and_history_its_revision(tmp_path: Path) -> None:
+    """runs.csv's provenance columns come from each run's metrics.json (here the real record of this
+    process, ``rope_ext.provenance.provenance``); what a record does not hold stays empty."""
+    from rope_ext.provenance import provenance
+
+    prov = dict(provenance())
+    prov["cpu"] = {"vendor": "AuthenticAMD", "family": 25, "model": 1, "stepping": 1}
+    root = tmp_path / "multirun" / "prov"
+    history = [{"epoch": 1, "train_loss": 1.0, "val_acc": 50.0, "lr": 1e-3, "revision": "abc123"}]
+    for n, seed in enumerate((0, 1)):
+        _job(root / str(n), "axial2", seed, {32: 90.0 + seed}, None, provenance=prov, history=history)
+    # a record that also says when the run started and ended (read where metrics.json holds them)
+    path = root / "1" / METRICS_NAME
+    times = {"started_at": "2026-12-07T10:00:00Z", "finished_at": "2026-12-07T10:01:00Z"}
+    write_record(path, {**json.loads(path.read_text()), **times})
+    summary = report.write_report(root, wandb_log=False)
+    rows = {r["seed"]: r for r in _rows(summary["runs_csv"])}
+    for row in rows.values():
+        assert row["revision"] == (prov["revision"]["commit"] or "")
+        assert row["dirty"] == ("" if prov["revision"]["dirty"] is None else str(prov["revision"]["dirty"]))
+        assert row["processor"] == (prov["processor"] or "") and row["threads"] == str(prov["threads"])
+        assert row["processor_id"] == "vendor AuthenticAMD family 25 model 1 stepping 1"
+        assert f"torch={prov['versions']['torch']}" in row["versions"] and "python=" in row["versions"]
+    assert rows["1"]["started_at"] == "2026-12-07T10:00:00Z" and rows["1"]["finished_at"].endswith("01:00Z")
+    assert rows["0"]["started_at"] == "" and rows["0"]["finished_at"] == ""  # not recorded: not guessed
+    assert {r["revision"] for r in _rows(summary["history_csv"])} == {"abc123"}

@@ -190,7 +190,7 @@ def test_original_presets_build_the_encoding_their_name_says(preset: str) -> Non
     """The options the model is built with (rotary.validate_options fills the defaults, as create_vit
     does) are the ones the preset's name promises."""
     from rope_ext.config import head_dim, pe_options
-    from rope_ext.encoding.rotary import validate_options
+    from rope_ext.encoding.spec import validate_options
 
     cfg = _compose(f"experiment={preset}")
     name, expected = NAMED_ENCODINGS[preset]

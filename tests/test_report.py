@@ -175,13 +175,13 @@ def test_markdown_groups_seeds_and_lists_failures(sweep: Path, monkeypatch: pyte
     assert len(body) == 4  # none, axial_block N=2, N=3 (two seeds each) and lie_block N=3 (one seed)
     by = {(row[header.index("variant")], row[header.index("N")]): dict(zip(header, row)) for row in body}
     n3 = by[("axial_block", "3")]
-    assert n3["seeds"] == "0,1"
+    assert n3["seeds"] == "2" and n3["seed values"] == "0,1"  # the count and the list apart
     assert n3["test acc %"] == f"{statistics.fmean([63.0, 65.0]):.2f} ± {statistics.stdev([63.0, 65.0]):.2f}"
     assert by[("none", "")]["train ×none"].startswith("1.000 ± ")  # the baseline against itself
     assert by[("lie_block", "3")]["rel. error"] == "0.420"
     assert by[("axial_block", "2")]["rel. error"] == "0.000 ± 0.000"  # exact: no error in any seed
     assert "acc@64 %" in header
-    failures = md.split("## Missing or failed runs")[1]
+    failures = md.split("## Missing, failed or interrupted runs")[1]
     assert "failed" in failures and "boom" in failures and "pe.block=4" in failures
     assert "missing" in failures and "pe.block=5" in failures
 
@@ -201,7 +201,13 @@ def test_cli_and_bad_dir(sweep: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert report.main([str(sweep), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.csv").is_file()
-    assert "axial_block" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # a short summary, every file written and the path: not the whole report.md
+    assert "## All groups" not in out and len(out.splitlines()) <= 5
+    written = next(line for line in out.splitlines() if line.startswith("wrote "))
+    for name in ("report.md", "report.csv", "stats.csv", "runs.csv", "history.csv", *report.PLOT_FILES):
+        assert name in written and (tmp_path / "out" / name).is_file()
+    assert f"report: {tmp_path / 'out' / 'report.md'}" in out
     assert report.main([str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -260,8 +266,71 @@ def test_failure_json_means_failed_and_neither_file_means_missing(
     rows = {r["run_dir"]: r for r in _rows(report.write_report(sweep)["csv"])}
     assert rows["50"]["status"] == "failed" and "refused" in rows["50"]["error"]
     assert rows["8"]["status"] == "missing" and "failure.json" in rows["8"]["error"]
-    md = (sweep / "report.md").read_text().split("## Missing or failed runs")[1]
+    md = (sweep / "report.md").read_text().split("## Missing, failed or interrupted runs")[1]
     assert "`50` (failed" in md and "`8` (missing" in md
+
+
+def test_a_user_stop_is_interrupted_not_failed_in_the_report_and_the_sweep_table(
+    sweep: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """failure.json ``"status": "interrupted"`` (a Ctrl-C, resumable) is its own status everywhere."""
+    from omegaconf import OmegaConf
+
+    from rope_ext.summary import SweepCallback
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    job = _write_job(sweep, 51, _pe("axial_block", 6), 0, None)
+    stop = {**failure_record("KeyboardInterrupt: stopped by the user after epoch 1"), "status": "interrupted"}
+    write_record(job / FAILURE_NAME, stop)
+    rows = {r["run_dir"]: r for r in _rows(report.write_report(sweep)["csv"])}
+    assert rows["51"]["status"] == "interrupted" and "failed" in {r["status"] for r in rows.values()}
+    md = (sweep / "report.md").read_text()
+    assert "1 interrupted, 1 failed, 1 missing" in md
+    listed = md.split("## Missing, failed or interrupted runs")[1]
+    assert "`51` (interrupted" in listed and "rerun the same command to resume" in listed
+    with pytest.raises(SystemExit) as stopped:
+        SweepCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert stopped.value.code == 1  # not every job finished
+    out, err = capsys.readouterr()
+    line = next(x for x in out.splitlines() if x.startswith("| 51 "))
+    assert "interrupted" in line and "failed" not in line
+    assert "1 of 10 jobs were stopped by the user (interrupted, resumable" in err
+    assert "2 of 10 jobs FAILED" in err and f"{sweep / '51'}:" not in err.split("FAILED")[1]
+
+
+def test_an_arm_still_rising_at_the_end_is_marked_in_the_report_and_the_sweep_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omegaconf import OmegaConf
+
+    from rope_ext.summary import SweepCallback
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = tmp_path / "multirun" / "budget"
+    curves = {"none": [10.0 + 4 * e for e in range(10)], "axial_block": [80.0 + min(e, 3) for e in range(10)]}
+    n = 0
+    for name, curve in curves.items():
+        for seed in (0, 1):
+            pe = _pe(name, 2 if name == "axial_block" else None)
+            history = [
+                {"epoch": e + 1, "train_loss": 1.0, "val_acc": v + seed, "lr": 1e-3}
+                for e, v in enumerate(curve)
+            ]
+            metrics = {**_metrics(pe, seed, curve[-1], 1.0, 1.0), "history": history}
+            _write_job(root, n, pe, seed, metrics)
+            n += 1
+    summary = report.write_report(root, baseline="none")
+    md = summary["md"].read_text()
+    assert "Not converged: `pe=none` still rising" in md and "not converged" in md
+    groups = md.split("## All groups")[1]
+    assert "| still rising |" in groups and "| converged |" in groups
+    stat = {r["arm"].split()[0]: r for r in _rows(summary["stats_csv"]) if r["extrap"] == "False"}
+    assert stat["pe=none"]["not_converged"] == "True" and stat["pe=axial_block"]["not_converged"] == "False"
+    SweepCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(root)}}}))
+    out = capsys.readouterr().out
+    rising = [x for x in out.splitlines() if x.startswith("| ") and " rising " in x]
+    assert len(rising) == 2 and all("| none " in x for x in rising)
+    assert "Still rising at the end" in out and "not converged" in out
 
 
 _NOISE = [0.3, -0.5, 0.1, 0.8, -0.2, -0.6, 0.4, -0.3]
@@ -408,7 +477,7 @@ def test_bench_table_marks_missing_figures() -> None:
 
 
 def test_pe_options_come_from_rotary() -> None:
-    from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
+    from rope_ext.encoding.spec import ENCODINGS, OPTION_KEYS, PE_NAMES
     from rope_ext.report.runs import FIXED_BLOCK, PE_OPTIONS, VARIANT_ORDER
     from rope_ext.report.write import CSV_COLUMNS
 
@@ -449,7 +518,7 @@ def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
 ) -> None:
     """Experiment arms of one variant crossed with learning rates: each N-line of ``acc_vs_block`` says
     its ``train.lr``, not "#2"."""
-    from matplotlib.figure import Figure
+    from rope_ext.report import plots
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     root, n = tmp_path / "multirun" / "lr_crossed", 0
@@ -468,13 +537,15 @@ def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
                 )
                 n += 1
     legends: dict[str, list[str]] = {}
-    original = Figure.savefig
+    original = plots.make_figures
 
-    def spy(fig, path, *args, **kwargs):
-        legends[Path(path).name] = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
-        return original(fig, path, *args, **kwargs)
+    def spy(*args, **kwargs):
+        figures = original(*args, **kwargs)
+        for name, fig in figures.items():
+            legends[name] = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+        return figures
 
-    monkeypatch.setattr(Figure, "savefig", spy)
+    monkeypatch.setattr(plots, "make_figures", spy)
     report.write_report(root)
     labels = [label for label in legends["acc_vs_block.png"] if not label.startswith("chance")]
     assert len(labels) == 2 and not any("#" in label for label in labels)

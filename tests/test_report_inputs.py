@@ -8,6 +8,7 @@ import csv
 import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from rope_ext import report
 from rope_ext.metrics import METRICS_NAME, write_record
 from rope_ext.report.groups import group_runs
 from rope_ext.report.plots import make_figures
-from rope_ext.report.runs import RUN_NAME, find_runs, record_run
+from rope_ext.report.runs import RUN_NAME, find_runs, load_yaml, record_run
+from rope_ext.report.tables import csv_table, csv_text
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -50,8 +52,10 @@ def test_arms_are_named_by_the_swept_overrides_and_the_baseline_by_any_of_its_na
     assert {r["baseline"] for r in stats} == {"pe.block=2"}
     assert [r["diff"] for r in stats][1:] == ["1.0", "2.0", "3.0", "4.0"]
     assert sorted(r["arm"] for r in _rows(summary["csv"])) == [f"pe.block={b}" for b in (2, 3, 4, 5, 6)]
-    md = summary["md"].read_text()
-    assert "### blocks (relpos)" in md and "### ." not in md
+    assert {r["table"] for r in stats} == {"blocks (relpos)"}
+    md = summary["md"].read_text()  # one seed per arm: no statistics table, the way to get one
+    assert "1 seed per arm" in md and "`seed=0,1,2`" in md and "### " not in md
+    assert "0 comparisons" not in md and "| n/a |" not in md.split("## All groups")[0]
     # the same arm by its variant label, and by key=value with Hydra's + prefix
     for name in ("axial_block N=4 fast", "+pe.block=4", "pe.block=4"):
         rows = _rows(report.write_report(root, baseline=name)["stats_csv"])
@@ -141,12 +145,14 @@ def test_run_files_are_data_never_resolved_and_csv_cells_never_formulas(
         path = root / job / ".hydra" / "config.yaml"
         config = yaml.safe_load(path.read_text())
         config["wandb"]["group"] = "${oc.env:SECRET_TOKEN}"
-        config["train"]["lr"] = "${optimizer.lr}"  # a reference inside the file is followed
+        config["wandb"]["notes"] = "\\${oc.env:SECRET_TOKEN}"  # escaped: OmegaConf would still resolve it
+        config["train"]["lr"] = "${optimizer.lr}"  # not even a reference inside the file is followed
         path.write_text(yaml.safe_dump(config))
     data = json.loads((root / "1" / METRICS_NAME).read_text())
     write_record(root / "1" / METRICS_NAME, {**data, "model": '=HYPERLINK("http://x","y")'})
     [run] = [r for r in find_runs(root) if r.path.name == "0"]
-    assert run.cfg("wandb.group") == "${oc.env:SECRET_TOKEN}" and run.cfg("train.lr") == pytest.approx(1e-3)
+    assert run.cfg("wandb.group") == "${oc.env:SECRET_TOKEN}" and run.cfg("train.lr") == "${optimizer.lr}"
+    assert run.cfg("wandb.notes") == "\\${oc.env:SECRET_TOKEN}"
     summary = report.write_report(root)
     assert summary["wandb_groups"] == ["${oc.env:SECRET_TOKEN}"]
     for path in [*root.rglob("*.csv"), *root.rglob("*.md"), *(root / "wandb").rglob("*")]:
@@ -155,11 +161,104 @@ def test_run_files_are_data_never_resolved_and_csv_cells_never_formulas(
     with (root / "report.csv").open() as fh:
         cells = [c for row in csv.reader(fh) for c in row]
     assert any(c.startswith("'") and "HYPERLINK" in c for c in cells)
-    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r")]
     # --out naming an existing file: one line, exit 2
     (tmp_path / "file").write_text("x")
     assert report.main([str(root), "--out", str(tmp_path / "file"), "--no-wandb"]) == 2
     assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "=1+1",
+        "+1",
+        "-1+2",
+        "@SUM(A1)",
+        "\tx",
+        "\rx",
+        "\nx",
+        " =1",
+        "\uff1dcmd",
+        "\uff0b1",
+        "\uff0d1",
+        "\uff20x",
+    ],
+)
+def test_every_cell_a_spreadsheet_could_read_as_a_formula_is_escaped(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    csv_table(path, ["name", "value"], [{"name": text, "value": -0.28}])
+    with path.open(newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["name"] == "'" + text and csv_text(row["name"]) == text
+    assert row["value"] == "-0.28"  # a number stays a number
+
+
+def test_plain_negative_numbers_stay_numbers_as_text_too(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    csv_table(path, ["a", "b", "c"], [{"a": "-0.28", "b": "-1e-05", "c": "-3"}])
+    assert path.read_text().splitlines()[1] == "-0.28,-1e-05,-3"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A 1 KB "billion laughs" file in a foreign run's .hydra/config.yaml: refused in well under a second
+    with the run listed as unreadable, never expanded."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = _block_sweep(tmp_path / "multirun" / "bomb", blocks=(2, 3))
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    bomb = "\n".join(lines) + "\n"
+    assert len(bomb) < 1100
+    (root / "0" / RUN_NAME).unlink(missing_ok=True)
+    (root / "0" / ".hydra" / "config.yaml").write_text(bomb)
+    started = time.monotonic()
+    assert report.main([str(root), "--no-wandb"]) == 0
+    assert time.monotonic() - started < 60  # the report itself; the bomb costs nothing
+    err = capsys.readouterr().err
+    assert str(root / "0") in err and "YAML alias *a0" in err and "without aliases" in err
+    with pytest.raises(Exception, match="alias"):
+        load_yaml(root / "0" / ".hydra" / "config.yaml")
+
+
+def test_deeply_nested_json_is_a_clear_failure_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = _block_sweep(tmp_path / "multirun" / "deep", blocks=(2, 3, 4))
+    deep = "[" * 100_000 + "]" * 100_000
+    (root / "0" / METRICS_NAME).write_text(deep)
+    (root / "1" / RUN_NAME).write_text('{"config": ' + deep + ', "overrides": []}')
+    assert report.main([str(root), "--no-wandb"]) == 0
+    err = capsys.readouterr().err
+    assert str(root / "1") in err and "nests deeper" in err  # run.json: left out, said why
+    rows = {r["run_dir"]: r for r in _rows(root / "report.csv")}
+    assert rows["0"]["status"] == "failed" and "nested deeper" in rows["0"]["error"]
+    from rope_ext.summary import sweep_rows
+
+    _, failures = sweep_rows(root)
+    assert ("0", rows["0"]["error"]) in failures
+
+
+def test_report_files_are_never_written_through_planted_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = _block_sweep(tmp_path / "multirun" / "links", blocks=(2, 3))
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.md", "stats.csv.tmp"):
+        victim = tmp_path / f"victim-{name}"
+        victim.write_text("precious")
+        (out / name).symlink_to(victim)
+        assert report.main([str(root), "--out", str(out), "--no-wandb"]) == 2
+        err = capsys.readouterr().err
+        assert str(out / name) in err and "symbolic link" in err
+        assert victim.read_text() == "precious" and not (out / "report.csv").exists()  # nothing written
+        (out / name).unlink()
+    assert report.main([str(root), "--out", str(out), "--no-wandb"]) == 0
+    assert not any(p.is_symlink() for p in out.iterdir())
 
 
 def _boxes(fig) -> list[tuple[str, object]]:
@@ -340,7 +439,7 @@ def test_tune_writes_yaml_with_a_yaml_library(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_trainer_records_its_identity_once_and_readers_keep_it(tmp_path: Path) -> None:
-    """Issue 21 item 5: a refused command on a finished run must not relabel it for tune or the report."""
+    """A refused command on a finished run must not relabel it for tune or the report."""
     from harness_helpers import TINY, compose_job
 
     from rope_ext import tune

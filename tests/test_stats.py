@@ -1,4 +1,4 @@
-"""rope_ext.stats' paired statistics (issue 17): TOST, Holm over a family, sign-flip test, normality lead,
+"""rope_ext.stats' paired statistics: TOST, Holm over a family, sign-flip test, normality lead,
 paired MDD and the seed planner, against hand-worked values, plain scipy and brute force."""
 
 from __future__ import annotations
@@ -271,6 +271,31 @@ def test_equivalence_family_verdicts_ns_and_mdd() -> None:
     # a small but real difference inside the margin: equivalent, and the adjusted p still finds it
     small = stats.equivalence_family({"x": stats.paired_comparison(0.6 + noise / 5, margin=1.5)})["x"]
     assert small["verdict"] == "equivalent" and not small["ns"]
+
+
+def test_claims_read_alone_use_holm_over_the_tost_family_and_near_chance_has_no_verdict() -> None:
+    """Four comparisons each equivalent at raw TOST p ~0.03 (the conjunctive reading) are, read alone,
+    inconclusive after Holm over the four; a fifth near chance gets no equivalence verdict and stays out
+    of the TOST family, but a difference there still counts."""
+    q = sst.norm.ppf((np.arange(12) + 0.5) / 12)
+    d = q / q.std(ddof=1) * 1.5 * math.sqrt(12) / sst.t.isf(0.03, 11)  # mean 0, TOST p 0.03 at +-1.5
+    comps = {f"arm{i}": stats.paired_comparison(d, margin=1.5) for i in range(4)}
+    comps["near"] = stats.paired_comparison(d, margin=5.0)
+    comps["near_diff"] = stats.paired_comparison(d + 8.0, margin=5.0)
+    near = {"near": True, "near_diff": True}
+    fam = stats.equivalence_family(comps, near=near)
+    for i in range(4):
+        row = fam[f"arm{i}"]
+        assert row["p_tost"] == pytest.approx(0.03) and row["verdict"] == "equivalent"
+        assert row["p_tost_holm"] == pytest.approx(0.12) and row["verdict_holm"] == "inconclusive"
+        assert row["tost_family_size"] == 4 and not row["near_chance"]
+    assert fam["near"]["verdict"] == fam["near"]["verdict_holm"] == stats.UNINFORMATIVE
+    assert fam["near"]["p_tost_holm"] is None and fam["near"]["near_chance"]
+    assert fam["near_diff"]["verdict"] == "different" == fam["near_diff"]["verdict_holm"]
+    assert set(fam["near"]) == set(stats.EQUIVALENCE_COLUMNS)
+    # the rule itself: both means below chance + 2 margins
+    assert stats.near_chance(14.0, 19.9, 10.0, 5.0) and not stats.near_chance(14.0, 20.0, 10.0, 5.0)
+    assert not stats.near_chance(14.0, 12.0, None, 5.0) and not stats.near_chance(14.0, 12.0, 10.0, None)
 
 
 def write_study_rows(path: Path) -> None:

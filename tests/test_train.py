@@ -225,7 +225,7 @@ def test_a_wandb_start_failure_warns_and_leaves_a_tracker_whose_calls_are_no_ops
 def test_metrics_json_and_failure_json_follow_the_schema(tmp_path, monkeypatch):
     """The real trainer's records have exactly the keys of ``rope_ext.metrics`` and its schema_version."""
     from rope_ext import metrics as schema
-    from rope_ext.encoding.rotary import OPTION_KEYS
+    from rope_ext.encoding.spec import OPTION_KEYS
     from rope_ext.trainer import run_job
 
     run_dir = tmp_path / "run"

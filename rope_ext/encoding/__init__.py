@@ -1,8 +1,29 @@
 """The encoding library: rotary position encodings for timm ViTs. Imports torch and timm only.
 
-``rotary`` holds the math of every encoding (``RopeSpec``: its options and defaults, the checks, the
-rotation itself; the matrix and fast paths share parameters), ``vit`` puts it into timm's
-VisionTransformer (``RopeVisionTransformer``), ``weights`` loads pretrained or local weights,
-``relativity`` measures the relative property and the shift error, ``motion`` how far training moved
-each block basis. The public names are re-exported by ``rope_ext``.
+Modules: ``spec`` (``RopeSpec``: an encoding's options and defaults; ``validate_pe``, the one check;
+``make_rope``), ``registry`` (the encodings by name, with their traits; ``register``,
+``load_module``), ``functional`` (the pure tensor functions), ``layer`` (``RotaryLayer``, the
+interface every encoding's layer implements), ``encodings/`` (one module per built-in encoding),
+``vit`` (``create_vit``, ``fold_for_inference``), ``weights`` (pretrained or local weights),
+``relativity`` (the relative property and the shift error), ``motion`` (how far training moved each
+block basis). The names below are the ones a user calls; the rest is importable from its module.
 """
+
+from rope_ext.encoding.motion import basis_motion
+from rope_ext.encoding.registry import EncodingInfo, load_module, register
+from rope_ext.encoding.relativity import relative_property_error
+from rope_ext.encoding.spec import RopeSpec, make_rope, validate_pe
+from rope_ext.encoding.vit import create_vit, fold_for_inference
+
+__all__ = [
+    "EncodingInfo",
+    "RopeSpec",
+    "basis_motion",
+    "create_vit",
+    "fold_for_inference",
+    "load_module",
+    "make_rope",
+    "register",
+    "relative_property_error",
+    "validate_pe",
+]

@@ -15,6 +15,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from rope_ext.encoding import registry
+from rope_ext.encoding.inputs import check_images, check_module
+from rope_ext.encoding.spec import is_int, is_number
 from rope_ext.encoding.vit import rope_vits, rotary_attentions
 
 
@@ -25,6 +28,13 @@ def relative_property_error(model: nn.Module, grid: int = 4, shift: tuple[float,
     Positions: a ``grid × grid`` patch grid (1-D: its flattened index), shifted by ``shift``.
     0.0 for models without rotary attention; ~1e-15 for the commuting variants.
     """
+    check_module(model)
+    if not is_int(grid) or grid < 1:
+        raise ValueError(f"grid={grid!r} is not allowed; allowed values: an integer >= 1")
+    if not isinstance(shift, tuple | list) or not shift or not all(is_number(s) for s in shift):
+        raise ValueError(
+            f"shift={shift!r} is not allowed; allowed values: a tuple of finite numbers, one per axis"
+        )
     worst = 0.0
     for attn in rotary_attentions(model):
         rope = copy.deepcopy(attn.rope).double().cpu()
@@ -97,6 +107,7 @@ def shift_error(model: nn.Module, images: Tensor, offset: float | tuple[float, .
     layers (``pe="none"``, APE): it has no position input to move, so nothing is measured. Raises
     ValueError for a module that is not a timm ViT or an offset that is not finite.
     """
+    check_module(model)
     models = rope_vits(model)
     if not models:
         if not any(isinstance(m, VisionTransformer) for m in model.modules()):
@@ -105,6 +116,7 @@ def shift_error(model: nn.Module, images: Tensor, offset: float | tuple[float, .
             )
         return None
     _offsets(offset, models[0].rope_spec.dims)  # refuse a bad offset before any forward
+    check_images(models[0], images)
     was_training = model.training
     model.eval()
     try:
@@ -169,17 +181,10 @@ def shift_metrics(
 
 # -- the table in README / the closing note: python -m rope_ext.encoding.relativity --------------------------
 
-TABLE_VARIANTS: list[tuple[str, str, dict]] = [
-    ("none (APE)", "none", {}),
-    ("axial2_matrix", "axial2_matrix", {}),
-    ("axial2_complex", "axial2_complex", {}),
-    *[(f"axial_block N={n}", "axial_block", {"block": n}) for n in (2, 3, 4, 5, 6, 8, 16, 32, 64)],
-    ("axial_block N=4 matrix", "axial_block", {"block": 4, "impl": "matrix"}),
-    ("axial_block N=3 mixed", "axial_block", {"block": 3, "mixed": True}),
-    ("axial_block N=4 normalized", "axial_block", {"block": 4, "coords": "normalized"}),
-    ("axial_block N=2 layout_of=3", "axial_block", {"block": 2, "layout_of": 3}),
-    *[(f"lie_block N={n}", "lie_block", {"block": n}) for n in (2, 3, 4, 6)],
-]
+
+def table_variants() -> list[tuple[str, str, dict]]:
+    """(label, pe, options) of every registered encoding's ``table_variants``, in registry order."""
+    return [(v.label, info.name, dict(v.options)) for info in registry.infos() for v in info.table_variants]
 
 
 def _table(seed: int = 0) -> str:
@@ -194,7 +199,7 @@ def _table(seed: int = 0) -> str:
         "| variant | cls, timm init | avg, timm init | cls, perturbed | avg, perturbed |",
         "|---|---:|---:|---:|---:|",
     ]
-    for label, pe, options in TABLE_VARIANTS:
+    for label, pe, options in table_variants():
         cells = {}
         for weights in ("init", "perturbed"):
             for pool in ("cls", "avg"):

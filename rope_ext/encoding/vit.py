@@ -23,16 +23,11 @@ from timm.models._manipulate import checkpoint
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
-from rope_ext.encoding.rotary import (
-    OPTION_KEYS,
-    LieBlockRotary,
-    RopeSpec,
-    Rotary,
-    augment_positions,
-    grid_positions,
-    make_rope,
-    validate_pe,
-)
+from rope_ext.encoding import registry
+from rope_ext.encoding.functional import augment_positions, grid_positions
+from rope_ext.encoding.inputs import check_images, check_module, images_pre_hook
+from rope_ext.encoding.layer import RotaryLayer
+from rope_ext.encoding.spec import OPTION_KEYS, RopeSpec, make_rope, validate_pe
 from rope_ext.encoding.weights import check_hub_reachable, load_checkpoint
 
 POS_EMBEDS = ("learn", "none")
@@ -61,12 +56,12 @@ class RopeAttention(Attention):
     and rotation; with qk-norm the basis is applied to the normalised activations instead).
     """
 
-    def __init__(self, *args: object, rope: Rotary, **kwargs: object) -> None:
+    def __init__(self, *args: object, rope: RotaryLayer, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.rope = rope
 
     @classmethod
-    def from_attention(cls, attn: Attention, rope: Rotary) -> RopeAttention:
+    def from_attention(cls, attn: Attention, rope: RotaryLayer) -> RopeAttention:
         """Same weights as ``attn``, with ``rope`` added."""
         if type(attn) is not Attention:
             raise ValueError(
@@ -186,6 +181,7 @@ class RopeVisionTransformer(VisionTransformer):
 
     def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         """Images [B, 3, H, W] -> tokens [B, num_prefix + T, C]; positions computed once, here."""
+        check_images(self, x, name="x")
         positions = self.positions(tuple(x.shape[-2:]), x.device)
         x = self.patch_embed(x)
         x = self._pos_embed(x)
@@ -239,7 +235,7 @@ def create_vit(
 ) -> VisionTransformer:
     """A timm ViT (``timm.create_model``) whose attention applies the rotary encoding ``pe``.
 
-    ``pe``: a ``RopeSpec`` (from ``validate_pe``), or one of ``PE_NAMES`` with ``pe_options`` (see
+    ``pe``: a ``RopeSpec`` (from ``validate_pe``), or a registered name (``registry.names()``) with ``pe_options`` (see
     ``rope_ext.make_rope``; ``dims`` and ``augment`` included). ``timm_kwargs`` go to timm
     (``patch_size``, ``depth``, ...); ``pos_embed="learn"|"none"`` keeps or removes the absolute
     position embedding (default: kept for ``pe="none"``, removed for rotary encodings as in Heo et
@@ -250,19 +246,48 @@ def create_vit(
     (``weights.load_checkpoint``). A rotary model is a ``RopeVisionTransformer``.
     """
     # Checked before timm builds anything; make_rope checks block against the real head_dim.
+    if not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a timm model name (str); got {type(model_name).__name__}")
+    spec = _resolve_spec(pe, pe_options)
+    rotary = registry.get(spec.name).rotary
+    pos_embed = _check_model_args(rotary, num_classes, img_size, pool, timm_kwargs)
+    if pretrained:
+        check_hub_reachable(model_name)
+    model = _timm_vit(model_name, pretrained, num_classes=num_classes, img_size=img_size, **timm_kwargs)
+    if pos_embed == "none":
+        model.pos_embed = None
+    if rotary:
+        model = RopeVisionTransformer.from_vit(model, spec)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    model.register_forward_pre_hook(images_pre_hook, with_kwargs=True)
+    return model
+
+
+def _resolve_spec(pe: str | RopeSpec, pe_options: Mapping[str, Any] | None) -> RopeSpec:
+    if pe_options is not None and not isinstance(pe_options, Mapping):
+        raise TypeError(
+            f"pe_options must be a mapping of option names to values; got {type(pe_options).__name__}"
+        )
     if isinstance(pe, RopeSpec):
         if pe_options:
             raise ValueError("create_vit takes a RopeSpec or a pe name with pe_options, not both")
-        spec = validate_pe(pe.name, pe)
-    else:
-        spec = validate_pe(pe, dict(pe_options or {}))
+        return validate_pe(pe.name, pe)
+    return validate_pe(pe, dict(pe_options or {}))
+
+
+def _check_model_args(
+    rotary: bool, num_classes: object, img_size: object, pool: object, timm_kwargs: dict[str, object]
+) -> str:
+    """Check ``create_vit``'s model arguments and set timm's for ``pool`` (in ``timm_kwargs``);
+    returns ``pos_embed`` (popped from ``timm_kwargs``; default: kept only without a rotary pe)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
         raise ValueError(f"num_classes={num_classes!r} is not allowed; allowed values: an integer >= 0")
     if not isinstance(img_size, int) or isinstance(img_size, bool) or img_size < 1:
         raise ValueError(f"img_size={img_size!r} is not allowed; allowed values: an integer >= 1")
     pos_embed = timm_kwargs.pop("pos_embed", None)
     if pos_embed is None:
-        pos_embed = "learn" if spec.name == "none" else "none"
+        pos_embed = "none" if rotary else "learn"
     if pos_embed not in POS_EMBEDS:
         raise ValueError(f"pos_embed={pos_embed!r} is not allowed; allowed values: {', '.join(POS_EMBEDS)}")
     if pool not in POOLS:
@@ -274,13 +299,14 @@ def create_vit(
                     f"{key}={timm_kwargs[key]!r} contradicts pool='avg' (which sets {key}={value!r})"
                 )
             timm_kwargs[key] = value
-    if pretrained:
-        check_hub_reachable(model_name)
     timm_kwargs.setdefault("dynamic_img_size", True)
+    return pos_embed
+
+
+def _timm_vit(model_name: str, pretrained: bool, **kwargs: object) -> VisionTransformer:
+    """``timm.create_model``; a failed download named with the way out (a local checkpoint)."""
     try:
-        model = timm.create_model(
-            model_name, pretrained=pretrained, num_classes=num_classes, img_size=img_size, **timm_kwargs
-        )
+        model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
     except (RuntimeError, OSError) as err:  # the hub client's errors (offline, no cache) are OSErrors
         if not pretrained:
             raise
@@ -290,12 +316,6 @@ def create_vit(
         ) from err
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"model_name={model_name!r} is not a timm VisionTransformer")
-    if pos_embed == "none":
-        model.pos_embed = None
-    if spec.name != "none":
-        model = RopeVisionTransformer.from_vit(model, spec)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
     return model
 
 
@@ -305,6 +325,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     so an N×N model costs at inference what a 2×2 model costs. Same logits; input untouched.
     Models without a basis (none, axial2_*, block 2, lie_block) come back as an unchanged copy.
     """
+    check_module(model)
     folded = copy.deepcopy(model)
     for attn in rotary_attentions(folded):
         if not isinstance(attn.q_norm, nn.Identity):
@@ -313,7 +334,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
                 "between the projection and the rotation); use it unfolded"
             )
         rope = attn.rope
-        if isinstance(rope, LieBlockRotary) or rope.basis_skew is None:
+        if not rope.foldable:
             continue
         with torch.no_grad():
             weight, bias = rope.project_qkv(attn.qkv.weight, attn.qkv.bias)

@@ -100,6 +100,29 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
+def check_values(state: dict[str, Tensor], own: dict[str, Tensor], path: Path) -> None:
+    """Refuse weights that cannot be the model's: a floating parameter given as an integer, bool or
+    complex tensor, or holding NaN/inf. Other floating dtypes (float64, float16, bfloat16) are
+    accepted and converted to the model's dtype on load, at the precision the file holds."""
+    wrong = [
+        f"{k} ({v.dtype})"
+        for k, v in state.items()
+        if k in own and own[k].is_floating_point() and not v.is_floating_point()
+    ]
+    if wrong:
+        raise CheckpointFileError(
+            f"{path} is refused: {len(wrong)} weights are not floating point: {', '.join(wrong[:5])}; "
+            "allowed: floating tensors (float32, float64, float16, bfloat16)"
+        )
+    for key, value in state.items():
+        if key in own and value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointFileError(
+                f"{path} is refused: {key} holds {bad} non-finite values (NaN or inf) of {value.numel()}; "
+                "allowed: finite weights"
+            )
+
+
 def load_checkpoint(model: VisionTransformer, path: str | os.PathLike) -> None:
     """Load a local ``.pth``/``.safetensors`` state dict into ``model``.
 
@@ -107,7 +130,8 @@ def load_checkpoint(model: VisionTransformer, path: str | os.PathLike) -> None:
     own filter; a classifier head of another size is left freshly initialised) and this project's
     checkpoints (``{"model": state_dict, ...}``). Missing rotary parameters keep their
     initialisation; unexpected keys are reported; any other missing key is an error. Files are read
-    by ``read_state_dict``: never by running code (``CheckpointFileError`` otherwise).
+    by ``read_state_dict``: never by running code (``CheckpointFileError`` otherwise), and checked
+    by ``check_values`` (floating, finite).
     """
     path = Path(path)
     if not path.is_file():
@@ -119,6 +143,7 @@ def load_checkpoint(model: VisionTransformer, path: str | os.PathLike) -> None:
         ignored.append("pos_embed")
     state = checkpoint_filter_fn(state, model)
     own = model.state_dict()
+    check_values(state, own, path)
     dropped = [k for k in ("head.weight", "head.bias") if k in state and state[k].shape != own[k].shape]
     for k in dropped:
         del state[k]

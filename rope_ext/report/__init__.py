@@ -19,17 +19,23 @@ into ``DIR`` (or ``--out``, a directory):
   CI TOST uses, the paired t and exact sign-flip p's, the lead test, Holm over every comparison of the
   report, TOST against the pre-registered margin (``study.margin`` / ``study.margin_extrap`` in the runs'
   config, else ``--margin`` / ``--margin-extrap``) and its verdict ``equivalent`` / ``different`` /
-  ``inconclusive`` (null without a margin), the paired minimal detectable difference, the ``command``
-  rerunning one seed (``rope_ext.stats``; columns in docs/statistics.md);
+  ``inconclusive`` (null without a margin) in two readings: as part of the conjunctive claim "all are
+  equivalent" (raw TOST p) and for the comparison alone (TOST p Holm-adjusted over the report's
+  equivalence tests); ``uninformative (near chance)`` where both arms score below chance + 2 margins;
+  the paired minimal detectable difference, whether the arm was still rising at the end of training,
+  the ``command`` rerunning one seed (``rope_ext.stats``; columns in docs/statistics.md);
 * ``runs.csv``: one row per run and evaluation size (table, arm, baseline, size, seed, acc, margin, val_acc,
-  lr, command): the rows the statistics are computed from, small enough to commit;
+  lr, command, chance and the run's provenance: revision, dirty, start and end time, processor, threads,
+  versions): the rows the statistics are computed from, small enough to commit; ``history.csv``: the
+  learning curves; ``--from-rows FOLDER`` recomputes a committed report from these rows;
 * ``report.md``: those tables (``n.s.`` where the Holm-adjusted p is >= 0.05, ``n/a`` for what was not
-  measured), every group as mean ± std (sample std over seeds) with the ``lie_block`` control's measured
+  measured; with one seed per arm a sentence saying how to add seeds instead), every group as mean ± std (sample std over seeds) with the ``lie_block`` control's measured
   relative-property error and the shift metrics beside its accuracy, and a list of the failed
-  (``failure.json`` or a non-ok ``metrics.json``) and missing runs;
+  (``failure.json`` or a non-ok ``metrics.json``), interrupted (a user stop, resumable) and missing runs;
 * ``acc_vs_block.png``, ``throughput_vs_block.png``, ``acc_vs_resolution.png`` with 95 % CI bars, the
   chance level and the baseline marked;
-* CSV cells that a spreadsheet would take for a formula (``= + - @``, tab, CR first) get a leading ``'``;
+* CSV cells that a spreadsheet could take for a formula (``= + - @``, tab, CR, LF, space or their
+  fullwidth forms first; plain numbers excepted) get a leading ``'``; no file is written through a link;
 * a ``wandb.Table`` of the rows (and the plots) logged to each sweep's W&B group, in ``WANDB_MODE``
   (``offline`` when unset; ``disabled`` skips it). A W&B failure only warns.
 
@@ -39,7 +45,8 @@ their common parent).
 Modules: ``runs`` (run discovery: ``Run``, ``find_runs``; also the sweep summary's and the tuner's),
 ``tables`` (cell formatting, Markdown and CSV tables; also the sweep summary's and the benchmark's),
 ``groups`` (seeds grouped into arms, speed ratios), ``arms`` (per-arm statistics, ``stats.csv``),
-``plots``, ``wandb_log``, ``write`` (``report.csv``, ``report.md``, ``write_report``) and ``cli``.
+``stats_md`` (its report.md section), ``convergence`` (still rising at the end), ``plots``, ``wandb_log``, ``write`` (``report.csv``,
+``report.md``, ``write_report``), ``rows`` (``--from-rows``) and ``cli``.
 """
 
 from __future__ import annotations

@@ -13,20 +13,23 @@ run the report once per study.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rope_ext import stats
+from rope_ext.report.convergence import mean_curve, still_rising
 from rope_ext.report.groups import Group, arm_name, eval_sizes, swept
+from rope_ext.report.plots import chance_level
 from rope_ext.report.runs import Run
-from rope_ext.report.tables import ci_cell, csv_table, markdown_table, p_cell
+from rope_ext.report.tables import csv_table
 
 __all__ = [
     "MARGIN_KEYS",
     "NO_MARGINS",
     "HISTORY_COLUMNS",
+    "PROVENANCE_COLUMNS",
     "RUN_COLUMNS",
     "STAT_COLUMNS",
     "BaselineError",
@@ -37,7 +40,7 @@ __all__ = [
     "resolve_baselines",
     "resolve_margins",
     "select_arms",
-    "statistics_markdown",
+    "statistics_from_rows",
     "history_rows",
     "write_history_csv",
     "write_runs_csv",
@@ -50,14 +53,22 @@ MARGIN_KEYS = {"train": "study.margin", "extrap": "study.margin_extrap"}
 # overrides that split a sweep's arms into one table per learning rate (compared at matched lr)
 LR_KEYS = ("train.lr", "optimizer.lr")
 
+# the columns of the individual (Holm over TOST) reading and the near-chance rule, after the older ones
+_HOLM_TOST = ["near_chance", "p_tost_holm", "tost_family_size", "verdict_holm"]
 STAT_COLUMNS = ["table", "arm", "baseline", "size", "extrap", "seeds", "n"]
-STAT_COLUMNS += ["acc_mean", "acc_ci_low", "acc_ci_high", "diff", *stats.EQUIVALENCE_COLUMNS]
+STAT_COLUMNS += ["acc_mean", "acc_ci_low", "acc_ci_high", "diff"]
+STAT_COLUMNS += [c for c in stats.EQUIVALENCE_COLUMNS if c not in _HOLM_TOST]
 STAT_COLUMNS += ["lr", "val_acc_mean", "test_acc_shifted_mean", "shift_error_mean", "command"]
+STAT_COLUMNS += [*_HOLM_TOST, "chance", "not_converged"]
+# each run's provenance (metrics.json ``provenance``): empty where the record lacks it, never guessed
+PROVENANCE_COLUMNS = ["revision", "dirty", "started_at", "finished_at", "processor", "processor_id"]
+PROVENANCE_COLUMNS += ["gpu", "threads", "versions"]
 RUN_COLUMNS = ["table", "arm", "baseline", "size", "extrap", "seed", "acc", "margin", "val_acc", "lr"]
 RUN_COLUMNS += ["best_epoch", "epochs_done", "basis_tilt_max_deg", "basis_angle_max_deg", "command"]
-HISTORY_COLUMNS = ["table", "arm", "seed", "lr", "epoch", "train_loss", "val_acc", "epoch_lr"]
+RUN_COLUMNS += ["chance", *PROVENANCE_COLUMNS]
+HISTORY_COLUMNS = ["table", "arm", "seed", "lr", "epoch", "train_loss", "val_acc", "epoch_lr", "revision"]
 # the columns that need a margin: left null (n/a) for a comparison without one
-_MARGIN_COLUMNS = ("margin", "p_tost", "p_tost_t", "p_tost_sign_flip", "verdict")
+_MARGIN_COLUMNS = ("margin", "p_tost", "p_tost_t", "p_tost_sign_flip", "verdict", *_HOLM_TOST)
 ALPHA = 0.05
 
 TableKey = tuple[str, str, str]  # sweep, dataset, the learning-rate overrides ("" when not swept)
@@ -232,91 +243,115 @@ def _seed(run: Run) -> int:
     return int(run.field_value("seed") or 0)
 
 
-def _seed_values(group: Group, get: Callable[[Run], Any]) -> dict[int, Any]:
-    return {_seed(r): get(r) for r in group.runs}
-
-
 def _mean(group: Group, key: str) -> float | None:
     return stats.mean_ci(group.values(key)).mean
 
 
 def arm_statistics(
     groups: Sequence[Group], baseline: str | None, margins: Margins = NO_MARGINS
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[TableKey, dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """``(stat_rows, run_rows, info)``.
 
-    ``stat_rows``: one per table, arm and evaluation size (the training size included, ``extrap`` False):
-    the arm's accuracy (mean, 95 % t-CI, n) and, for every arm but the baseline, the paired comparison with
-    the baseline of its table over their common seeds: ``diff`` (mean of the per-seed differences) and
-    ``stats.EQUIVALENCE_COLUMNS``, Holm over every comparison of all tables; the margin-dependent columns
-    (TOST p's, verdict) null where the table has no margin. Also the arm's lr, mean val_acc, shift metrics
-    (means over the seeds that measured them) and the command rerunning its first seed.
-    ``run_rows``: one per ok run and evaluation size it was measured at (``RUN_COLUMNS``).
-    ``info``: per table its name, baseline, sizes and margins.
+    ``run_rows``: one per ok run and evaluation size it was measured at (``RUN_COLUMNS``), the training
+    size included (``extrap`` False). ``stat_rows``: ``statistics_from_rows`` of them: one per table, arm
+    and size, the arm's accuracy and its paired comparison with the baseline of its table. ``info``: per
+    table (by name) its name, baseline, sizes and margins.
     """
     bases = resolve_baselines(groups, baseline)
     table_margins = resolve_margins(groups, margins)
-    rows: list[dict[str, Any]] = []
     run_rows: list[dict[str, Any]] = []
-    info: dict[TableKey, dict[str, Any]] = {}
-    comparisons: dict[tuple[str, str, int], stats.PairedComparison] = {}
+    info: dict[str, dict[str, Any]] = {}
+    arms: dict[tuple[str, str], dict[str, Any]] = {}
     for key, members in _tables(groups).items():
         base, name, sizes = bases[key], _table_name(key), _sizes(members)
         m = table_margins[key]
         base_name = arm_name(base) if base else ""
-        info[key] = {"name": name, "baseline": base_name, "sizes": sizes, "margins": m}
+        info[name] = {"name": name, "baseline": base_name, "sizes": sizes, "margins": m}
         for g in members:
+            arms[(name, arm_name(g))] = _arm_extras(g)
             train_size = g.first.field_value("input_size")
-            common = {
-                "table": name,
-                "arm": arm_name(g),
-                "baseline": base_name,
-                "lr": g.first.cfg("train.lr"),
-                "command": g.first.command(),
-            }
             for size in sizes:
-                extrap = size != train_size
-                margin = m.at(extrap)
-                values = _seed_values(g, lambda r, s=size: acc_at(r, s))
-                mean = stats.mean_ci(list(values.values()))
-                if mean.n == 0:
-                    continue  # the arm was never evaluated at this size
-                row = {**common, "size": size, "extrap": extrap, "n": mean.n}
-                row["seeds"] = ",".join(str(s) for s, v in values.items() if v is not None)
-                row |= {"acc_mean": mean.mean, "acc_ci_low": mean.low, "acc_ci_high": mean.high}
-                row["val_acc_mean"] = _mean(g, "val_acc")
-                row["test_acc_shifted_mean"] = _mean(g, "test_acc_shifted")
-                row["shift_error_mean"] = _mean(g, "shift_error")
-                row["margin"] = margin
-                if base is not None and base is not g:
-                    d = stats.paired_differences(values, _seed_values(base, lambda r, s=size: acc_at(r, s)))
-                    # without a margin TOST is not run: any margin gives the same margin-free columns,
-                    # and the margin's own columns are nulled below
-                    comp = stats.paired_comparison(d, margin if margin is not None else 1.0, ALPHA)
-                    comparisons[(name, row["arm"], size)] = comp
-                    row["diff"] = comp.diff
-                rows.append(row)
                 for r in g.runs:
                     acc = acc_at(r, size)
                     if acc is None:
                         continue
                     run_rows.append(
                         {
-                            **common,
+                            "table": name,
+                            "arm": arm_name(g),
+                            "baseline": base_name,
                             "size": size,
-                            "extrap": extrap,
+                            "extrap": size != train_size,
                             "seed": _seed(r),
                             "acc": acc,
-                            "margin": margin,
+                            "margin": m.at(size != train_size),
                             "val_acc": r.metrics.get("val_acc"),
                             "lr": r.cfg("train.lr"),
                             "best_epoch": r.metrics.get("best_epoch"),
                             "epochs_done": r.metrics.get("epochs_done"),
                             **_basis_maxima(r),
                             "command": r.command(),
+                            "chance": chance_level(r.field_value("dataset"), r.cfg("dataset.num_classes")),
+                            **provenance_cells(r.metrics),
                         }
                     )
-    family = stats.equivalence_family(comparisons, ALPHA)
+    return statistics_from_rows(run_rows, info, arms), run_rows, info
+
+
+def _arm_extras(g: Group) -> dict[str, Any]:
+    """What a stats row says of its arm beside the accuracies: lr, mean val_acc and shift metrics (over
+    the seeds that measured them), the command of its first seed, whether it was still learning."""
+    curves = [[h.get("val_acc") for h in r.metrics.get("history") or []] for r in g.runs]
+    return {
+        "lr": g.first.cfg("train.lr"),
+        "command": g.first.command(),
+        "val_acc_mean": _mean(g, "val_acc"),
+        "test_acc_shifted_mean": _mean(g, "test_acc_shifted"),
+        "shift_error_mean": _mean(g, "shift_error"),
+        "not_converged": still_rising(mean_curve(curves)),
+    }
+
+
+def statistics_from_rows(
+    run_rows: Sequence[dict[str, Any]],
+    info: dict[str, dict[str, Any]],
+    arms: dict[tuple[str, str], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """``stats.csv``'s rows from per-run rows (``RUN_COLUMNS``: what runs.csv holds) and per arm its
+    extras (``_arm_extras``): per table, arm and size (in the rows' order, sizes ascending) the arm's
+    accuracy (mean, 95 % t-CI, n) and, for every arm but the baseline, the paired comparison with the
+    baseline over their common seeds (``stats.EQUIVALENCE_COLUMNS``, Holm over every comparison of all
+    tables, the near-chance rule); the margin's columns null where the table has no margin."""
+    by_arm: dict[tuple[str, str], dict[int, dict[int, float]]] = {}
+    first: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in run_rows:
+        by_arm.setdefault((r["table"], r["arm"]), {}).setdefault(r["size"], {})[r["seed"]] = r["acc"]
+        first.setdefault((r["table"], r["arm"], r["size"]), r)
+    rows: list[dict[str, Any]] = []
+    comparisons: dict[tuple[str, str, int], stats.PairedComparison] = {}
+    near: dict[tuple[str, str, int], bool] = {}
+    for (table, arm), by_size in by_arm.items():
+        base_name = info[table]["baseline"]
+        for size in sorted(by_size):
+            values, r0 = by_size[size], first[(table, arm, size)]
+            mean = stats.mean_ci(list(values.values()))
+            row = {"table": table, "arm": arm, "baseline": base_name, "size": size, "extrap": r0["extrap"]}
+            row |= {"n": mean.n, "seeds": ",".join(str(s) for s in values)}
+            row |= {"acc_mean": mean.mean, "acc_ci_low": mean.low, "acc_ci_high": mean.high}
+            row |= {**arms.get((table, arm), {}), "margin": r0["margin"], "chance": r0.get("chance")}
+            base = (
+                by_arm.get((table, base_name), {}).get(size, {}) if base_name and arm != base_name else None
+            )
+            if base is not None:
+                key = (table, arm, size)
+                d = stats.paired_differences(values, base)
+                comparisons[key] = stats.paired_comparison(d, r0["margin"], ALPHA)
+                row["diff"] = comparisons[key].diff
+                common = [s for s in values if s in base]
+                means = [sum(x[s] for s in common) / len(common) if common else None for x in (values, base)]
+                near[key] = stats.near_chance(means[0], means[1], row["chance"], r0["margin"])
+            rows.append(row)
+    family = stats.equivalence_family(comparisons, ALPHA, near=near)
     for row in rows:
         cols = family.get((row["table"], row["arm"], row["size"]))
         if cols is None:
@@ -324,7 +359,31 @@ def arm_statistics(
         if row["margin"] is None:
             cols = {**cols, **{k: None for k in _MARGIN_COLUMNS}}
         row.update(cols)
-    return rows, run_rows, info
+    return rows
+
+
+def provenance_cells(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``PROVENANCE_COLUMNS`` from its metrics.json: what its ``provenance`` (and the record's own
+    start and end times) hold; None for whatever the record does not say."""
+    prov = metrics.get("provenance") if isinstance(metrics.get("provenance"), dict) else {}
+    revision = prov.get("revision") if isinstance(prov.get("revision"), dict) else {}
+    versions = prov.get("versions") if isinstance(prov.get("versions"), dict) else {}
+    cpu = prov.get("cpu") if isinstance(prov.get("cpu"), dict) else {}
+    cpu_id = " ".join(
+        f"{k} {cpu[k]}" for k in ("vendor", "family", "model", "stepping") if cpu.get(k) is not None
+    )
+    listed = [("python", prov.get("python")), *versions.items()]
+    return {
+        "revision": revision.get("commit"),
+        "dirty": revision.get("dirty"),
+        "started_at": metrics.get("started_at") or prov.get("started_at"),
+        "finished_at": metrics.get("finished_at") or prov.get("finished_at"),
+        "processor": prov.get("processor"),
+        "processor_id": cpu_id or None,
+        "gpu": prov.get("gpu"),
+        "threads": prov.get("threads"),
+        "versions": " ".join(f"{k}={v}" for k, v in listed if v is not None) or None,
+    }
 
 
 def _basis_maxima(run: Run) -> dict[str, float | None]:
@@ -364,6 +423,7 @@ def history_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
                             "train_loss": _round(h.get("train_loss")),
                             "val_acc": h.get("val_acc"),
                             "epoch_lr": _round(h.get("lr")),
+                            "revision": h.get("revision"),
                         }
                     )
     return out
@@ -383,98 +443,3 @@ def write_runs_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """``runs.csv``: one row per run and evaluation size (``RUN_COLUMNS``), what the statistics were
     computed from; docs/statistics.md recomputes them from it with scipy."""
     csv_table(path, RUN_COLUMNS, rows)
-
-
-def _num(value: Any, fmt: str = "+.2f") -> str:
-    return "n/a" if value is None else format(value, fmt)
-
-
-def _diff_cell(row: dict[str, Any]) -> str:
-    """``+1.23 [+0.50, +1.96]`` (90 % CI) and ``n.s.`` when the Holm-adjusted p is >= 0.05."""
-    if row["arm"] == row["baseline"]:
-        return "baseline"
-    if row.get("diff") is None:
-        return "n/a"
-    text = _num(row["diff"])
-    if row.get("ci90_low") is not None:
-        text += f" [{_num(row['ci90_low'])}, {_num(row['ci90_high'])}]"
-    return text + (" n.s." if row.get("ns") else "")
-
-
-def _p(value: float | None) -> str:
-    return "n/a" if value is None else p_cell(value)
-
-
-def statistics_markdown(rows: Sequence[dict[str, Any]], info: dict[TableKey, dict[str, Any]]) -> list[str]:
-    """The statistics section of report.md: per table, one line per arm and evaluation size."""
-    family = max((r.get("family_size") or 0 for r in rows), default=0)
-    text = [
-        "## Comparisons with the baseline: equivalence, Holm over the report, power",
-        "",
-        "Accuracy is the test accuracy (%) of the final model (after the last epoch; validation selects the "
-        "learning rate, nothing selects on test), `mean [95 % t-CI]` over the n seeds. `diff` is arm − "
-        "baseline, paired over the seeds both ran, with the 90 % t-CI that TOST uses. `lead` is the test "
-        "whose p counts: the paired t-test, or the exact sign-flip test where the differences fail "
-        "Shapiro-Wilk (p < 0.05) or have no spread; both p's are shown (`t / flip`). `Holm p`: the lead "
-        f"p adjusted over all {family} comparisons of this report (every table, arm and evaluation size); "
-        "`n.s.` when it is ≥ 0.05 (not from the CI). `TOST p`: two one-sided tests of |diff| < margin "
-        "by the lead test; `verdict`: `equivalent` (TOST p < 0.05), else `different` (Holm p < 0.05), else "
-        "`inconclusive`. `MDD`: the difference the paired t-test detects with 80 % power at level "
-        "0.05 / family size, from this comparison's own paired sd. `n/a`: not measured or not computable. "
-        "Columns and a plain-scipy recomputation from runs.csv: docs/statistics.md.",
-        "",
-    ]
-    by_table: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_table.setdefault(row["table"], []).append(row)
-    header = ["arm", "size", "n", "acc % [95 % CI]", "diff [90 % CI]", "lead", "p t / flip"]
-    header += ["Holm p", "margin", "TOST p", "verdict", "MDD", "command (one seed)"]
-    for meta in info.values():
-        m: Margins = meta["margins"]
-        text += [f"### {meta['name']}", ""]
-        if not meta["baseline"]:
-            text += ["No baseline arm in this table (`--baseline`): accuracies only.", ""]
-        if m.train is None and m.extrap is None:
-            text += [
-                f"No equivalence margin: the runs recorded no `{MARGIN_KEYS['train']}` / "
-                f"`{MARGIN_KEYS['extrap']}` and none was given (`--margin`, `--margin-extrap`), so TOST and "
-                "the verdict are not computed (n/a).",
-                "",
-            ]
-        else:
-
-            def said(value: float | None, where: str) -> str:
-                return (
-                    f"±{value:g} points {where}" if value is not None else f"none {where} (no verdict: n/a)"
-                )
-
-            text += [
-                f"Equivalence margins: {said(m.train, 'at the training size')}, "
-                f"{said(m.extrap, 'at the other sizes')}.",
-                "",
-            ]
-        body = []
-        seen: set[str] = set()
-        for r in by_table.get(meta["name"], []):
-            first = r["arm"] not in seen
-            seen.add(r["arm"])
-            is_base = r["arm"] == r["baseline"]
-            body.append(
-                [
-                    r["arm"],
-                    str(r["size"]) + ("" if r["extrap"] else " (train)"),
-                    str(r["n"]),
-                    ci_cell(r["acc_mean"], r["acc_ci_low"], r["acc_ci_high"]),
-                    _diff_cell(r),
-                    "" if is_base else r.get("lead_test") or "n/a",
-                    "" if is_base else f"{_p(r.get('p_t'))} / {_p(r.get('p_sign_flip'))}",
-                    "" if is_base else _p(r.get("p_holm_family")),
-                    "" if is_base else _num(r.get("margin"), "g"),
-                    "" if is_base else _p(r.get("p_tost")),
-                    "" if is_base else r.get("verdict") or "n/a",
-                    "" if is_base else _num(r.get("mdd_paired"), ".2f"),
-                    f"`{r['command']}`" if first else "",
-                ]
-            )
-        text += [markdown_table(header, body) if body else "No finished runs.", ""]
-    return text

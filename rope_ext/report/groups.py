@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rope_ext.encoding.rotary import is_int
+from rope_ext.encoding.spec import is_int
 from rope_ext.report.runs import (
     FIXED_BLOCK,
     FREE_BLOCK,

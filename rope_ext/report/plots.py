@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rope_ext import stats
+from rope_ext import safe_io, stats
 from rope_ext.report.groups import Group, arm_name, eval_sizes, variant_label
 from rope_ext.report.runs import FIXED_BLOCK, Run
 
@@ -76,16 +76,20 @@ def _x_block(group: Group) -> float | None:
     return float(block) if isinstance(block, (int, float)) else None
 
 
+def chance_level(dataset: Any, num_classes: Any = None) -> float | None:
+    """Top-1 chance level (%) of ``dataset`` (``fake`` by its ``num_classes``); None when unknown."""
+    if dataset == "fake":
+        ok = isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes > 0
+        return 100.0 / num_classes if ok else None
+    return _CHANCE.get(str(dataset))
+
+
 def _chance(runs: Sequence[Run]) -> float | None:
     """Top-1 chance level (%) when all runs share one dataset with a known class count."""
     names = {str(r.field_value("dataset")) for r in runs}
     if len(names) != 1:
         return None
-    name = names.pop()
-    if name == "fake":
-        classes = runs[0].cfg("dataset.num_classes")
-        return 100.0 / classes if isinstance(classes, int) and classes > 0 else None
-    return _CHANCE.get(name)
+    return chance_level(names.pop(), runs[0].cfg("dataset.num_classes"))
 
 
 def ci_bars(values: Sequence[Any], nonneg: bool) -> tuple[float, float, float, int] | None:
@@ -329,6 +333,7 @@ def write_plots(
     """The PNG plots of ``make_figures``; a plot with nothing to show is not written. Returns the paths."""
     written = []
     for name, fig in make_figures(runs, groups, bases, run_set).items():
-        fig.savefig(out / name, dpi=110)
+        # through a temporary file and a rename: never through a link planted at the plot's name
+        safe_io.write_atomic(out / name, lambda f, fig=fig: fig.savefig(f, dpi=110, format="png"))
         written.append(out / name)
     return written

@@ -5,9 +5,8 @@ overrides, written by the trainer when the run starts from scratch: ``record_run
 ``.hydra/config.yaml`` (a single run's output directory or one job of a multirun); its ``metrics.json``
 and ``failure.json`` are read through ``rope_ext.metrics``. A run's identity comes from ``run.json``:
 Hydra rewrites ``.hydra/`` at every attempt, refused ones included, so ``.hydra/`` is read only for runs
-written before ``run.json`` existed. Run files are data: YAML is read with ``yaml.safe_load`` and only
-plain references between its own keys (``${optimizer.lr}``) are resolved, never a resolver
-(``${oc.env:...}``, ``${hydra:...}``), which stays the literal text. The report, the tuner and the sweep
+written before ``run.json`` existed. Run files are data: YAML is read by ``yaml.SafeLoader`` with aliases
+refused and nothing resolved (``${...}`` stays its literal text), JSON with its nesting bounded. The report, the tuner and the sweep
 summary all find their runs here.
 """
 
@@ -24,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 
-from rope_ext.encoding.rotary import ENCODINGS, OPTION_KEYS, PE_NAMES
+from rope_ext.encoding.spec import ENCODINGS, OPTION_KEYS, PE_NAMES
 from rope_ext.metrics import FAILURE_NAME, METRICS_NAME, RUN_NAME, job_result, read_record, record_run
 from rope_ext.schema import replicate_keys, unnamed_keys
 
@@ -80,28 +78,54 @@ class UnreadableRun(ValueError):
     """A run directory whose files the readers cannot use (corrupt YAML/JSON, wrong types)."""
 
 
-def _literal_resolvers(node: Any) -> Any:
-    """``node`` with every resolver interpolation (``${name:...}``) escaped to its literal text, so that
-    resolving it follows only references between the file's own keys."""
-    if isinstance(node, dict):
-        return {k: _literal_resolvers(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_literal_resolvers(v) for v in node]
-    if isinstance(node, str) and "${" in node and ":" in node:
-        return node.replace("${", "\\${")
-    return node
+# a run file larger than this is not one the trainer wrote (a run.json or config.yaml is a few kB)
+MAX_RUN_FILE_BYTES = 16 * 2**20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``): the trainer and Hydra never write them, and a
+    kilobyte of nested aliases expands to gigabytes (a "billion laughs" file) before any check could run."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise UnreadableRun(
+                f"YAML alias *{event.anchor} at line {event.start_mark.line + 1}: run files are read without "
+                "aliases (a few of them nested expand without bound)"
+            )
+        return super().compose_node(parent, index)
+
+
+def _text(path: Path) -> str:
+    """A run file's text, refused beyond ``MAX_RUN_FILE_BYTES``."""
+    size = path.stat().st_size
+    if size > MAX_RUN_FILE_BYTES:
+        raise UnreadableRun(f"{path.name} is {size} bytes; a run file is at most {MAX_RUN_FILE_BYTES}")
+    return path.read_text()
 
 
 def load_yaml(path: Path) -> Any:
-    """A run file's YAML as plain data: ``yaml.safe_load``, references between its own keys resolved,
-    resolvers (environment variables, Hydra's runtime) kept as their literal text."""
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        return data
+    """A run file's YAML as plain data, read as written: ``yaml.SafeLoader`` without aliases, nothing
+    resolved (``${...}``, escaped or not, stays its literal text; no environment variable is read)."""
+    return yaml.load(_text(path), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_json(path: Path) -> Any:
+    """A run file's JSON; ``UnreadableRun`` for nesting deeper than the parser's recursion limit."""
     try:
-        return OmegaConf.to_container(OmegaConf.create(_literal_resolvers(data)), resolve=True)
-    except Exception:  # noqa: BLE001 - a reference to a missing key: the data as written
-        return data
+        return json.loads(_text(path))
+    except RecursionError:
+        raise UnreadableRun(
+            f"{path.name} nests deeper than the JSON reader's limit (about 1000 levels)"
+        ) from None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """``metrics.read_record`` with a record nested too deeply for the JSON parser as a failed record."""
+    try:
+        return read_record(path)
+    except RecursionError:
+        return {"status": "failed", "error": f"unreadable {path.name}: nested deeper than about 1000 levels"}
 
 
 @dataclass
@@ -123,7 +147,7 @@ class Run:
         path = self.path / RUN_NAME
         if not path.is_file():
             return None
-        data = json.loads(path.read_text())
+        data = load_json(path)
         if not (
             isinstance(data, dict)
             and isinstance(data.get("config"), dict)
@@ -154,7 +178,7 @@ class Run:
         path = self.path / ".hydra" / "overrides.yaml"
         if not path.is_file():
             return []
-        loaded = yaml.safe_load(path.read_text())
+        loaded = load_yaml(path)
         if loaded is None:
             return []
         if not isinstance(loaded, list):
@@ -163,12 +187,16 @@ class Run:
 
     @cached_property
     def status(self) -> str:
-        """ok or failed by the one rule of a job's state (``rope_ext.metrics.job_result``: an ok
+        """ok, failed or interrupted by the one rule of a job's state (``rope_ext.metrics.job_result``: an ok
         metrics.json unless a newer failure.json says the latest attempt failed); missing when neither
         record exists."""
         if not self.metrics and not self.failure:
             return "missing"
-        return str(job_result(self.path).get("status") or "failed")
+        try:
+            status = str(job_result(self.path).get("status") or "failed")
+        except RecursionError:  # a record nested too deeply: _read_record made it a failed one
+            return "failed"
+        return interrupted_or(status, self.failure)
 
     @property
     def error(self) -> str:
@@ -299,6 +327,14 @@ class Run:
                 raise UnreadableRun(f"{name}: pe={record.get('pe')!r} is not an object")
 
 
+def interrupted_or(status: str, failure: dict[str, Any]) -> str:
+    """``interrupted`` where the job's latest record (``status`` from ``job_result``) is a user stop
+    (failure.json ``"status": "interrupted"``: resumable, not a failure), else ``status``."""
+    if status == "failed" and failure.get("status") == "interrupted":
+        return "interrupted"
+    return status
+
+
 def _finite_or_none(value: Any) -> bool:
     if value is None:
         return True
@@ -347,7 +383,7 @@ def find_runs(
             continue  # W&B's own run directories copy the config
         parent = run_dir.parent.relative_to(root).as_posix() if run_dir != root else "."
         sweep = parent if parent != "." else (root.resolve().name or ".")
-        metrics, failure = read_record(run_dir / METRICS_NAME), read_record(run_dir / FAILURE_NAME)
+        metrics, failure = _read_record(run_dir / METRICS_NAME), _read_record(run_dir / FAILURE_NAME)
         run = Run(run_dir, sweep, metrics or {}, failure or {})
         if skipped is not None:
             try:

@@ -4,13 +4,28 @@ report and ``rope_ext.bench``, and the CSV writer of the report."""
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cell", "ci_cell", "csv_cell", "csv_table", "markdown_table", "mean_std", "numbers", "p_cell"]
+from rope_ext import safe_io
+
+__all__ = [
+    "cell",
+    "ci_cell",
+    "csv_cell",
+    "csv_table",
+    "csv_text",
+    "write_text",
+    "markdown_table",
+    "mean_std",
+    "numbers",
+    "p_cell",
+]
 
 
 def cell(
@@ -105,24 +120,44 @@ def markdown_table(
     return "\n".join([line(header), "|" + "|".join(rule) + "|", *(line(r) for r in body)])
 
 
-# a text cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV injection")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# a text cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV injection"); LF and
+# space because spreadsheets trim or skip them before reading the formula, the fullwidth forms because
+# some spreadsheets fold them to their ASCII twins
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", " ", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# a plain decimal number as text ("-0.28", "1e-05"): a spreadsheet reads it as that number, never a formula
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def csv_cell(value: Any) -> Any:
-    """A CSV field: "" for None; text that a spreadsheet would run as a formula gets a leading ``'``."""
+    """A CSV field: "" for None; numbers as numbers (``-0.28`` stays a number); text that a spreadsheet
+    could run as a formula (``FORMULA_START`` first, a plain number excepted) gets a leading ``'``."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
         return "'" + value
+    return value
+
+
+def csv_text(value: str) -> str:
+    """A CSV field as written by ``csv_cell`` read back: the escaping ``'`` removed."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
     return value
 
 
 def csv_table(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
     """Write ``rows`` as CSV with ``columns`` (None as an empty field, formulas escaped by ``csv_cell``,
-    other keys ignored)."""
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[csv_cell(c) for c in columns], extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({csv_cell(k): csv_cell(row.get(k)) for k in columns})
+    other keys ignored), never through a link at ``path`` (``safe_io.write_atomic``)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=[csv_cell(c) for c in columns], extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({csv_cell(k): csv_cell(row.get(k)) for k in columns})
+    write_text(path, buffer.getvalue())
+
+
+def write_text(path: Path, text: str) -> None:
+    """``path`` filled with ``text`` through a temporary file and a rename, never through a link
+    (``safe_io.UnsafePathError`` names it)."""
+    data = text.encode()
+    safe_io.write_atomic(Path(path), lambda f: f.write(data))

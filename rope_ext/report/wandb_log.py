@@ -16,6 +16,7 @@ from typing import Any
 
 from rope_ext.report.groups import eval_sizes
 from rope_ext.report.runs import Run
+from rope_ext.report.tables import write_text
 
 __all__ = ["log_to_wandb"]
 
@@ -73,8 +74,7 @@ def log_to_wandb(
                 reinit="finish_previous",
             )
             if ids.get(group) != wb.id:
-                (out / IDS_NAME).unlink(missing_ok=True)  # never written through a planted symlink
-                (out / IDS_NAME).write_text(json.dumps({**ids, group: wb.id}, indent=1))
+                write_text(out / IDS_NAME, json.dumps({**ids, group: wb.id}, indent=1))  # never via a link
             try:
                 payload: dict[str, Any] = {"report": wandb.Table(columns=list(columns), data=data)}
                 for plot in plots:

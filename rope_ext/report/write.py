@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rope_ext import safe_io
 from rope_ext.report.arms import (
     NO_MARGINS,
     Margins,
@@ -16,16 +17,17 @@ from rope_ext.report.arms import (
     resolve_baselines,
     resolve_margins,
     select_arms,
-    statistics_markdown,
     write_history_csv,
     write_runs_csv,
     write_stats_csv,
 )
+from rope_ext.report.convergence import mean_curve, still_rising
 from rope_ext.report.groups import Group, arm_name, compute_ratios, eval_sizes, group_runs
 from rope_ext.report.plots import PLOT_FILES, write_plots
 from rope_ext.report.runs import PE_OPTIONS, RATIO_SUFFIX, SPEEDS, Run, find_runs
-from rope_ext.report.tables import cell, csv_table, markdown_table, mean_std
-from rope_ext.report.wandb_log import log_to_wandb
+from rope_ext.report.stats_md import statistics_markdown
+from rope_ext.report.tables import cell, csv_table, markdown_table, mean_std, write_text
+from rope_ext.report.wandb_log import IDS_NAME, log_to_wandb
 
 __all__ = ["CSV_COLUMNS", "write_csv", "write_markdown", "write_report"]
 
@@ -64,7 +66,8 @@ def write_markdown(
     header = ["sweep"] if show_sweep else []
     header += ["arm", "variant", "N", "impl", "mixed", "dims", "model", "dataset", "input"]
     header += ["other"] if show_other else []
-    header += ["seeds", "test acc %", "val acc %", "rel. error", "shift error", "shifted acc %"]
+    header += ["seeds", "seed values", "end of training", "test acc %", "val acc %", "rel. error"]
+    header += ["shift error", "shifted acc %"]
     header += [f"acc@{s} %" for s in sizes]
     header += [
         "train img/s",
@@ -93,7 +96,9 @@ def write_markdown(
         row += [g.other] if show_other else []
         seeds = ",".join(str(run.field_value("seed")) for run in g.runs)
         row += [
+            str(len(g.runs)),
             seeds,
+            _end_of_training(g),
             mean_std(g.values("test_acc")),
             mean_std(g.values("val_acc")),
             mean_std(g.values("relative_error"), 3),
@@ -113,12 +118,14 @@ def write_markdown(
         ]
         rows.append(row)
     bad = [run for run in runs if run.status != "ok"]
-    n_ok = sum(run.status == "ok" for run in runs)
+    counts = {s: sum(run.status == s for run in runs) for s in ("ok", "interrupted", "failed", "missing")}
+    said = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok")
     text = [
         f"# Report: {root.name or root}",
         "",
-        f"{len(runs)} runs: {n_ok} ok, {len(bad)} missing or failed. Accuracy is top-1 % on the test split; "
-        "mean ± sample std over the seeds listed. `×none` is the speed over the mean of the `none` runs of "
+        f"{len(runs)} runs: {said}. Accuracy is top-1 % on the test split; "
+        "mean ± sample std over the seeds listed (`seeds`: how many; `end of training`: `still rising` "
+        "where the validation accuracy was still climbing when the budget ended, docs/statistics.md). `×none` is the speed over the mean of the `none` runs of "
         "the same sweep, model, input size and batch size (> 1 is faster for img/s). `rel. error` is the "
         "measured relative-property error (0 for exact encodings; the `lie_block` control breaks it). "
         "`shift error` and `shifted acc %`: the whole model under a one-patch shift of the positions. "
@@ -130,13 +137,20 @@ def write_markdown(
         "",
         markdown_table(header, rows) if rows else "No finished runs.",
         "",
-        "## Missing or failed runs",
+        "## Missing, failed or interrupted runs",
         "",
     ]
     if bad:
         for run in bad:
             ov = " ".join(run.overrides)
-            text.append(f"- `{run.relpath(root)}` ({run.status}{': ' + ov if ov else ''}): {run.error}")
+            again = (
+                " (stopped by the user; rerun the same command to resume)"
+                if run.status == "interrupted"
+                else ""
+            )
+            text.append(
+                f"- `{run.relpath(root)}` ({run.status}{': ' + ov if ov else ''}): {run.error}{again}"
+            )
     else:
         text.append("None.")
     text.append("")
@@ -146,7 +160,39 @@ def write_markdown(
     plots = [p for p in PLOT_FILES if (path.parent / p).is_file()]
     if plots:
         text += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    path.write_text("\n".join(text))
+    write_text(path, "\n".join(text))
+
+
+def _end_of_training(g: Group) -> str:
+    """``still rising`` / ``converged`` by the arm's mean validation curve, ``n/a`` without curves."""
+    curves = [[h.get("val_acc") for h in r.metrics.get("history") or []] for r in g.runs]
+    if not any(curves):
+        return "n/a"
+    return "still rising" if still_rising(mean_curve(curves)) else "converged"
+
+
+def single_seed_lines(groups: Sequence[Group]) -> list[str]:
+    """report.md's statistics section where no arm has two seeds: what is missing and how to get it."""
+    return [
+        "## Statistics",
+        "",
+        "1 seed per arm: no confidence intervals, tests or verdicts (they need at least 2 seeds per arm, "
+        "paired by seed). Add seeds to the sweep, e.g. `seed=0,1,2`, and report again."
+        if groups
+        else "No finished runs.",
+        "",
+    ]
+
+
+REPORT_FILES = ("report.csv", "report.md", "stats.csv", "runs.csv", "history.csv", IDS_NAME)
+
+
+def refuse_links(out_dir: Path) -> None:
+    """``safe_io.UnsafePathError`` naming the first of the report's files (or their temporary files) in
+    ``out_dir`` that is a symbolic link: the report never writes through one."""
+    for name in (*REPORT_FILES, *PLOT_FILES):
+        for path in (out_dir / name, safe_io.tmp_path(out_dir / name)):
+            safe_io.refuse_link(path)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -193,6 +239,7 @@ def write_report(
         runs = [r for r in runs if id(r) in kept]
     bases = resolve_baselines(groups, baseline)  # an unknown --baseline stops here, nothing written
     resolve_margins(groups, margins)  # so does a bad or contradicting margin
+    refuse_links(out_dir)  # so does a link planted where a file will be written
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = write_csv(runs, out_dir / "report.csv", root)
     stat_rows, run_rows, info = arm_statistics(groups, baseline, margins)
@@ -201,10 +248,15 @@ def write_report(
     write_history_csv(history_rows(groups), out_dir / "history.csv")
     base_groups = [g for g in bases.values() if g is not None]
     plots = write_plots(runs, groups, out_dir, base_groups, root.resolve().name)
-    stat_lines = statistics_markdown(stat_rows, info)
+    several = any(len(g.runs) > 1 for g in groups)
+    stat_lines = statistics_markdown(stat_rows, info) if several else single_seed_lines(groups)
     write_markdown(runs, groups, out_dir / "report.md", root, stat_lines, skipped)
     logged = log_to_wandb(runs, columns, out_dir, root, plots) if wandb_log else []
+    written = [out_dir / name for name in ("report.md", "report.csv", "stats.csv", "runs.csv", "history.csv")]
+    written += plots + ([out_dir / IDS_NAME] if logged and (out_dir / IDS_NAME).is_file() else [])
     return {
+        "files": written,
+        "single_seed": not several,
         "runs": len(runs),
         "ok": sum(r.status == "ok" for r in runs),
         "bad": [str(r.path) for r in runs if r.status != "ok"],

@@ -4,80 +4,67 @@ from __future__ import annotations
 
 import pytest
 import torch
+from encoding_cases import cases, names, option_strategy, rotary
 from harness_helpers import REPO, assert_exact_rotation, perturbed, relative_deviation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rope_ext import RopeSpec, make_rope, validate_pe
-from rope_ext.encoding.rotary import (
-    ENCODINGS,
-    ROTARY_NAMES,
-    THETA,
-    THETA_MIXED,
-    BlockRotary,
-    rotate_pairs,
-    to_basis,
-)
+from rope_ext.encoding import registry
+from rope_ext.encoding.encodings.axial_block import BlockRotary
+from rope_ext.encoding.functional import rotate_pairs, to_basis
+from rope_ext.encoding.spec import THETA_MIXED
 
 torch.set_default_dtype(torch.float32)
 
 
-def exact_variants() -> st.SearchStrategy:
-    axial_block = st.fixed_dictionaries(
-        {
-            "block": st.integers(2, 6),
-            "impl": st.sampled_from(["matrix", "fast"]),
-            "mixed": st.booleans(),
-            "init": st.sampled_from(["axial", "identity"]),
-        }
-    )
-    return st.one_of(
-        st.tuples(st.just("axial2_matrix"), st.just({})),
-        st.tuples(st.just("axial2_complex"), st.just({})),
-        st.tuples(st.just("axial_block"), axial_block),
-    )
-
-
-@settings(max_examples=60, deadline=None)
+@pytest.mark.parametrize("name", names(exact_relative=True))
+@settings(max_examples=20, deadline=None)
 @given(
-    variant=exact_variants(),
+    data=st.data(),
     dims=st.sampled_from([1, 2]),
     head_dim=st.sampled_from([12, 16, 14]),
     seed=st.integers(0, 2**16),
 )
-def test_relative_property_holds_for_any_parameters(variant, dims, head_dim, seed):
-    name, options = variant
+def test_relative_property_holds_for_any_parameters(name, data, dims, head_dim, seed):
+    """Every encoding registered as exact_relative: R(p_i)ᵀR(p_j) = R(p_j − p_i) for random
+    parameters, any accepted options."""
+    options = data.draw(option_strategy(registry.get(name)))
     rope = perturbed(name, seed=seed, head_dim=head_dim, num_heads=2, dims=dims, **options)
     assert_exact_rotation(rope, seed=seed, tokens=6, tol=1e-5)
 
 
-@pytest.mark.parametrize("block", [3, 4, 5, 6])  # so(2) is abelian: lie_block with N = 2 is exact
-def test_relative_property_check_fails_on_lie_block(block):
+@pytest.mark.parametrize("name", names(exact_relative=False))
+@pytest.mark.parametrize("block", [3, 4, 5, 6])  # so(2) is abelian: 2×2 blocks are always exact
+def test_relative_property_check_fails_on_a_non_commuting_encoding(name, block):
     """The same check catches a non-commuting family: it can fail."""
-    rope = perturbed("lie_block", head_dim=12, num_heads=2, dims=2, block=block)
+    rope = perturbed(name, head_dim=12, num_heads=2, dims=2, block=block)
     pos = torch.rand(6, 2, dtype=torch.float64) * 10
     assert relative_deviation(rope, pos, torch.tensor([3.0, -5.0], dtype=torch.float64)) > 1e-3
     # ... while along a single axis it is exact (one generator always commutes with itself).
-    rope_1d = perturbed("lie_block", head_dim=12, num_heads=2, dims=1, block=block)
+    rope_1d = perturbed(name, head_dim=12, num_heads=2, dims=1, block=block)
     pos_1d = torch.rand(6, 1, dtype=torch.float64) * 10
     assert relative_deviation(rope_1d, pos_1d, torch.tensor([7.0], dtype=torch.float64)) < 1e-8
 
 
 @pytest.mark.parametrize(
     "name,options",
-    [("axial2_matrix", {}), ("axial2_complex", {}), ("lie_block", {"block": 4}), ("lie_block", {"block": 3})]
+    [case for info in rotary() for case in cases(info, head_dim=14)]
     + [
-        ("axial_block", {"block": n, "impl": i, "mixed": m})
-        for n in range(2, 7)
-        for i in ("matrix", "fast")
-        for m in (False, True)
+        (info.name, {"block": n, "impl": impl, "mixed": mixed})
+        for info in rotary()
+        if info.accepts.block is None
+        for n in (3, 4, 6)
+        for impl in info.accepts.impls
+        for mixed in ((False, True) if info.accepts.mixed else (False,))
     ],
+    ids=str,
 )
 @pytest.mark.parametrize("dims", [1, 2])
 def test_forward_equals_dense_rotation(name, options, dims):
     """rope(x, pos) == rotation(pos) @ x per token; rotation() is built independently (matrix_exp)."""
-    rope = perturbed(name, head_dim=14, num_heads=3, dims=dims, **options)
-    pos = torch.randn(5, dims, dtype=torch.float64) * 4
+    rope = perturbed(name, head_dim=14, num_heads=3, **{"dims": dims, **options})
+    pos = torch.randn(5, rope.dims, dtype=torch.float64) * 4
     x = torch.randn(2, 3, 5, 14, dtype=torch.float64)
     expected = torch.einsum("htij,bhtj->bhti", rope.rotation(pos), x)
     torch.testing.assert_close(rope(x, pos), expected, rtol=1e-10, atol=1e-10)
@@ -210,7 +197,7 @@ def test_tables_are_cached_while_frozen_and_refreshed_after_an_update():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(name="rope2d"), "allowed values: axial2_matrix, axial2_complex, axial_block, lie_block"),
+        (dict(name="rope2d"), f"allowed values: {', '.join(registry.rotary_names())}"),
         (
             dict(name="axial_block", block=1),
             "block=1 is not allowed for pe='axial_block'; allowed values: an integer in 2..16 for head_dim 16",
@@ -290,20 +277,21 @@ def test_basis_matrix_is_the_to_basis_map(block):
 # -- the spec: one place for every option and default --------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ROTARY_NAMES)
+@pytest.mark.parametrize("name", names())
 def test_a_layer_built_without_options_runs_the_spec_defaults(name):
     """make_rope with no options holds the resolved spec validate_pe returns, and its values are
     RopeSpec's field defaults or, where a field defaults to None, the encoding's own default."""
     rope = make_rope(name, head_dim=24, num_heads=2)
-    spec, defaults = validate_pe(name, {}), RopeSpec()
-    assert rope.spec == spec and rope.spec.name == name
+    spec, defaults, info = validate_pe(name, {}), RopeSpec(), registry.get(name)
+    assert type(rope) is info.layer and rope.spec == spec and rope.spec.name == name
     for key in ("mixed", "dims", "init", "coords", "augment", "layout_of"):
         assert getattr(spec, key) == getattr(defaults, key), key
-    enc = ENCODINGS[name]
-    assert rope.block == spec.block == (enc.block or enc.default_block)
-    assert rope.impl == spec.impl == enc.impls[0]
-    assert rope.theta == spec.theta == THETA
-    assert spec.learnable is (name == "lie_block")
+    accepts = info.accepts
+    assert rope.block == spec.block == (accepts.block or accepts.default_block)
+    assert rope.impl == spec.impl == accepts.impls[0]
+    assert rope.theta == spec.theta == accepts.theta
+    assert spec.learnable is (not accepts.learnable_false)
+    assert spec.basis == ("learned" if info.learned_basis and spec.block > 2 else None)
     assert rope.options() == {k: v for k, v in spec.options().items() if k != "augment"}
 
 
@@ -311,7 +299,7 @@ def test_mixed_and_identity_defaults_come_from_the_spec():
     mixed = make_rope("axial_block", head_dim=24, num_heads=2, mixed=True)
     assert mixed.theta == THETA_MIXED and mixed.learnable and mixed.freqs.requires_grad
     identity = make_rope("axial_block", head_dim=24, num_heads=2, init="identity")
-    assert identity.theta == THETA and identity.learnable
+    assert identity.theta == registry.get("axial_block").accepts.theta and identity.learnable
     # a spec goes in as it came out: the same layer as from the name and options
     spec = validate_pe("axial_block", {"block": 4, "impl": "matrix", "theta": 50})
     assert (

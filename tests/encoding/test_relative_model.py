@@ -6,23 +6,15 @@ import json
 
 import pytest
 import torch
+from encoding_cases import cases, names, rotary
 from harness_helpers import TINY as TINY_RUN
 from harness_helpers import TinyVit, run_train
 
-from rope_ext import grid_offset, shift_error, shifted_positions
-from rope_ext.encoding.relativity import perturb, shift_metrics
-from rope_ext.encoding.rotary import augment_positions, grid_positions, make_rope
+from rope_ext import make_rope
+from rope_ext.encoding.functional import augment_positions, grid_positions
+from rope_ext.encoding.relativity import grid_offset, perturb, shift_error, shift_metrics, shifted_positions
 
-EXACT = [
-    ("axial2_matrix", {}),
-    ("axial2_complex", {}),
-    *[("axial_block", {"block": n}) for n in (2, 3, 4, 6, 24)],
-    ("axial_block", {"block": 4, "impl": "matrix"}),
-    ("axial_block", {"block": 3, "mixed": True}),
-    ("axial_block", {"block": 5, "dims": 1}),
-    ("axial_block", {"block": 4, "coords": "normalized"}),
-    ("axial_block", {"block": 2, "layout_of": 3}),
-]
+EXACT = [case for info in rotary(exact_relative=True) for case in cases(info, extra=True)]
 
 
 @pytest.fixture
@@ -39,7 +31,7 @@ def vit(tiny_vit: TinyVit) -> TinyVit:
 IMAGES = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("pe,options", EXACT, ids=lambda v: str(v))
+@pytest.mark.parametrize("pe,options", EXACT, ids=str)
 def test_avg_pool_makes_every_exact_variant_shift_invariant(vit, pe, options):
     model = vit(pe, "avg", **options)
     assert model.cls_token is None and model.global_pool == "avg"
@@ -49,9 +41,10 @@ def test_avg_pool_makes_every_exact_variant_shift_invariant(vit, pe, options):
     assert shift_error(vit(pe, "cls", **options), IMAGES, grid_offset(model, (32, 32), 1)) > 1e-2
 
 
+@pytest.mark.parametrize("pe", names(exact_relative=False))
 @pytest.mark.parametrize("block", [3, 4])
-def test_lie_block_is_not_shift_invariant_even_with_avg_pool(vit, block):
-    model = vit("lie_block", "avg", block=block)
+def test_a_non_commuting_encoding_is_not_shift_invariant_even_with_avg_pool(vit, pe, block):
+    model = vit(pe, "avg", block=block)
     assert shift_error(model, IMAGES, (1.0, 1.0)) > 1e-3
 
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rope_ext import basis_motion, fold_for_inference, make_rope, validate_pe
+from rope_ext.encoding.functional import axial_layout, plane_tilts, rotation_angles, skew
 from rope_ext.encoding.relativity import perturb_rotary
-from rope_ext.encoding.rotary import axial_layout, plane_tilts, rotation_angles, skew
 
 torch.set_default_dtype(torch.float32)
 

@@ -8,26 +8,18 @@ import time
 
 import pytest
 import torch
-from harness_helpers import REPO
+from encoding_cases import all_cases, case_id, names
 from safetensors.torch import save_file
 
 from rope_ext import create_vit, fold_for_inference, relative_property_error
+from rope_ext.encoding import registry
 from rope_ext.encoding.relativity import perturb_rotary
 from rope_ext.encoding.vit import RopeAttention, RopeVisionTransformer, rotary_attentions
 
-VARIANTS = [
-    ("none", {}),
-    ("axial2_matrix", {}),
-    ("axial2_complex", {}),
-    *[("axial_block", {"block": n}) for n in (2, 3, 4, 5, 6)],
-    ("axial_block", {"block": 4, "impl": "matrix"}),
-    ("axial_block", {"block": 3, "mixed": True}),
-    ("axial_block", {"block": 5, "dims": 1}),
-    ("lie_block", {"block": 3}),
-]
+VARIANTS = all_cases()
 
 
-@pytest.mark.parametrize("pe,options", VARIANTS)
+@pytest.mark.parametrize("pe,options", VARIANTS, ids=case_id)
 def test_every_variant_runs_at_train_size_and_other_sizes(tiny_vit, pe, options):
     model = tiny_vit(pe, **options).eval()
     assert (model.pos_embed is None) == (pe != "none")
@@ -37,7 +29,7 @@ def test_every_variant_runs_at_train_size_and_other_sizes(tiny_vit, pe, options)
             assert model(torch.randn(2, 3, *size)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("pe,options", VARIANTS)
+@pytest.mark.parametrize("pe,options", VARIANTS, ids=case_id)
 def test_two_training_steps_decrease_the_loss(tiny_vit, pe, options):
     model = tiny_vit(pe, **options).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -98,9 +90,9 @@ def test_fold_for_inference_keeps_logits_and_leaves_input_untouched(tiny_vit, bl
         assert attn.rope.folded == (block > 2) and attn.rope.impl == ("fast" if block > 2 else impl)
 
 
-@pytest.mark.parametrize("pe,options", [("none", {}), ("axial2_complex", {}), ("lie_block", {"block": 4})])
-def test_fold_leaves_variants_without_a_basis_unchanged(tiny_vit, pe, options):
-    model = tiny_vit(pe, **options)
+@pytest.mark.parametrize("pe", ["none", *names(folds=False)])
+def test_fold_leaves_variants_without_a_basis_unchanged(tiny_vit, pe):
+    model = tiny_vit(pe)
     folded = fold_for_inference(model)
     assert folded is not model
     a, b = model.state_dict(), folded.state_dict()
@@ -197,7 +189,7 @@ def test_pretrained_offline_fails_fast_and_names_checkpoint(monkeypatch):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(pe="rope"), "pe='rope' is not allowed; allowed values: none, axial2_matrix"),
+        (dict(pe="rope"), f"pe='rope' is not allowed; allowed values: {', '.join(registry.names())}"),
         (dict(pe="axial_block", pe_options={"block": 65}), "block=65 is not allowed"),
         (
             dict(pe="axial_block", pe_options={"block": 6}, embed_dim=8, num_heads=2),
@@ -223,16 +215,15 @@ def test_pos_embed_choices(tiny_vit):
     assert drop.pos_embed is None
 
 
-RECORDED = [
-    ("none", []),
-    ("axial2_matrix", []),
-    ("axial2_complex", ["learnable=true"]),
-    ("axial_block", []),
+def _dotlist(options: dict) -> list[str]:
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
+
+
+RECORDED = [(pe, _dotlist(options)) for pe, options in all_cases()] + [
     ("axial_block", ["block=4", "impl=matrix", "theta=50"]),
-    ("axial_block", ["block=3", "mixed=true"]),
     ("axial_block", ["block=2", "layout_of=3", "dims=1"]),
     ("axial_block", ["init=identity", "coords=normalized", "augment.shift=0.5"]),
-    ("lie_block", ["block=4", "mixed=true"]),
+    *[(name, ["learnable=true"]) for name in names()],
 ]
 
 
@@ -240,16 +231,14 @@ RECORDED = [
 def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
     """vit.resolved_options (what metrics.json records as ``pe``): every option a rotary model runs
     with, package defaults filled in, the configured values kept, and the rules the layers impose
-    (axial2_* is 2x2, lie_block always learns its generators)."""
+    (a fixed block stays fixed, an encoding that refuses learnable=False always learns)."""
     from omegaconf import OmegaConf
 
     from rope_ext.config import pe_options
-    from rope_ext.encoding.rotary import OPTION_KEYS
+    from rope_ext.encoding.spec import OPTION_KEYS
     from rope_ext.encoding.vit import resolved_options, rotary_attentions
 
-    cfg = OmegaConf.merge(
-        OmegaConf.load(REPO / "conf" / "pe" / f"{pe}.yaml"), OmegaConf.from_dotlist(overrides)
-    )
+    cfg = OmegaConf.merge(OmegaConf.create({"name": pe}), OmegaConf.from_dotlist(overrides))
     model = tiny_vit(pe, **pe_options(cfg))
     got = resolved_options(model, cfg)
     assert set(got) == {"name", *OPTION_KEYS} and got["name"] == pe
@@ -261,9 +250,10 @@ def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
     layer = next(rotary_attentions(model))
     assert got["block"] == layer.rope.block
     assert all(got[k] is not None for k in ("block", "impl", "dims", "theta", "learnable", "init", "coords"))
-    if pe.startswith("axial2"):
-        assert got["block"] == 2
-    if pe == "lie_block":
+    accepts = registry.get(pe).accepts
+    if accepts.block is not None:
+        assert got["block"] == accepts.block
+    if not accepts.learnable_false:
         assert got["learnable"] is True
 
 
@@ -274,7 +264,7 @@ def test_positions_are_computed_once_per_forward_and_tables_reused_across_steps(
     """One grid of positions per forward whatever the depth; each layer builds its rotation table
     on the first forward and reuses it while positions and (frozen) parameters stay the same."""
     import rope_ext.encoding.vit as vit
-    from rope_ext.encoding.rotary import BlockRotary
+    from rope_ext.encoding.encodings.axial_block import BlockRotary
 
     model = tiny_vit("axial_block", block=3, vit_kwargs={"depth": 3})
     grids, tables = [], []

@@ -1,0 +1,332 @@
+"""``axial_block``: commuting N×N blocks, R(p) = Q·D(p)·Qᵀ per block, any N in 2..head_dim.
+
+Its layer, ``BlockRotary``, serves the 2×2 encodings too (``axial2_matrix``, ``axial2_complex``).
+Three ways compute it and the tests hold them equal:
+
+- ``generators`` + ``matrix_exp``: the definition, dense, used by ``rotation(pos)`` and the checks;
+- ``impl="matrix"``: each token's N×N block rotations Q D(p) Qᵀ, materialised and multiplied;
+- ``impl="fast"``: move into the basis (``to_basis``: Qᵀ per block, then a fixed permutation that
+  lays the P rotated planes out as interleaved pairs in the first 2P dims), rotate the pairs with
+  cos/sin or complex numbers, move back. Inside attention the basis is applied to the q/k rows of
+  the projection weight instead of to every token (see ``project_qkv``), and ``fold`` bakes it in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rope_ext.encoding.functional import (
+    NORMALIZED_SCALE,
+    apply_block_matrices,
+    axial_layout,
+    block_diagonal,
+    block_matrices,
+    from_basis,
+    plane_angles,
+    plane_tilts,
+    rotate_pairs,
+    rotation_angles,
+    skew,
+    to_basis,
+)
+from rope_ext.encoding.layer import RotaryLayer, TableCache
+from rope_ext.encoding.registry import Accepts, EncodingInfo, Variant, register
+from rope_ext.encoding.spec import RopeSpec
+
+
+class BlockRotary(RotaryLayer):
+    """Commuting N×N block rotary encoding (axial2_*, axial_block): R(p) = Q D(p) Qᵀ per block.
+
+    Parameters (same keys for both impls, so state dicts move between them):
+      ``freqs``: [H, P] (axial: plane j follows one fixed axis) or [H, P, A] (mixed);
+      ``basis_skew``: [H, nb, N(N-1)/2], Q = Cayley(skew) (absent for N = 2, where a basis
+      commutes with every plane rotation and so changes nothing, and after ``fold``).
+    """
+
+    def __init__(self, spec: RopeSpec, *, head_dim: int, num_heads: int) -> None:
+        super().__init__(spec, head_dim=head_dim, num_heads=num_heads)
+        self.mixed, self.layout_of, self.learnable = spec.mixed, spec.layout_of, spec.learnable
+        block, dims, init, coords, layout_of = spec.block, spec.dims, spec.init, spec.coords, spec.layout_of
+        self.use_complex = True
+        self.folded = False
+        k = block // 2
+        scale = NORMALIZED_SCALE if coords == "normalized" else 1.0
+        if layout_of is not None:
+            # Control: 2×2 planes carrying exactly the planes (count, axes, frequencies) of the
+            # N×N axial layout, the remaining head dims unrotated.
+            freqs, axis = axial_layout(head_dim // layout_of, layout_of // 2, dims, self.theta, scale)
+            self.num_blocks = freqs.numel()
+        else:
+            freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta, scale)
+        self.num_planes = self.num_blocks * k
+        self.register_buffer("axis_onehot", F.one_hot(axis, dims).float(), persistent=False)
+        if self.mixed and dims > 1:
+            omega = freqs[:, None] * self.axis_onehot  # [P, A]
+            if init == "axial":
+                # Heo's RoPE-Mixed init: the axial frequency vectors turned by a random angle per head.
+                phi = torch.rand(num_heads) * 2 * math.pi
+                rot = torch.stack(
+                    (torch.stack((phi.cos(), -phi.sin()), -1), torch.stack((phi.sin(), phi.cos()), -1)), -2
+                )  # [H, 2, 2]
+                omega = torch.einsum("hab,pb->hpa", rot, omega)
+            else:
+                omega = omega.expand(num_heads, -1, -1)
+            init_freqs = omega.clone()
+        else:
+            init_freqs = freqs.expand(num_heads, -1).clone()
+        if init == "identity":
+            init_freqs.zero_()
+        self.freqs = nn.Parameter(init_freqs.contiguous(), requires_grad=self.learnable)
+        if block > 2:
+            skew_init = torch.zeros(num_heads, self.num_blocks, block * (block - 1) // 2)
+            self.basis_skew = nn.Parameter(skew_init, requires_grad=spec.basis != "frozen")
+            self._register_basis_layout()
+        else:
+            self.register_parameter("basis_skew", None)
+
+    # -- parameters as math -------------------------------------------------------------------
+
+    def omega(self) -> Tensor:
+        """Plane frequency vectors [H, P, A]."""
+        if self.freqs.ndim == 3:
+            return self.freqs
+        return self.freqs[..., None] * self.axis_onehot
+
+    def basis(self) -> Tensor | None:
+        """Orthogonal block bases Q [H, nb, N, N], or None (N = 2, or folded).
+
+        Cayley transform Q = (I − S)⁻¹(I + S) of the skew parameter S: Q = I at S = 0, orthogonal
+        for every S, and with forward and backward a small solve (about 3× cheaper than
+        matrix_exp's on CPU); it reaches every rotation without eigenvalue −1, and a block's basis
+        matters only up to the plane rotations it commutes with.
+        """
+        if self.basis_skew is None:
+            return None
+        s = skew(self.basis_skew, self.block)
+        dtype = torch.promote_types(s.dtype, torch.float32)  # the solve has no half-precision kernels
+        eye = torch.eye(self.block, dtype=dtype, device=s.device)
+        return torch.linalg.solve(eye - s.to(dtype), eye + s.to(dtype)).to(s.dtype)
+
+    def generators(self) -> Tensor:
+        omega = self.omega()  # [H, P, A]
+        planes = omega.permute(2, 0, 1)  # [A, H, P]
+        j = planes.new_tensor([[0.0, -1.0], [1.0, 0.0]])
+        if self.folded:
+            # Folded: the planes already sit as pairs in the first 2P dims, no basis.
+            pairs = planes[..., None, None] * j  # [A, H, P, 2, 2]
+            return block_diagonal(pairs, self.head_dim)
+        k, n = self.block // 2, self.block
+        blocks = planes.new_zeros(*planes.shape[:2], self.num_blocks, n, n)
+        pairs = (planes[..., None, None] * j).unflatten(2, (self.num_blocks, k))  # [A, H, nb, k, 2, 2]
+        blocks[..., : 2 * k, : 2 * k] = block_diagonal(pairs, 2 * k)
+        q = self.basis()
+        if q is not None:
+            blocks = q.to(blocks.dtype) @ blocks @ q.to(blocks.dtype).transpose(-1, -2)
+        return block_diagonal(blocks, self.head_dim)
+
+    # -- computing it ------------------------------------------------------------------------------
+
+    def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
+        """(cos, sin) [H, T, D/2] (planes padded to D/2 with zero angles), plus the block matrices
+        [H, T, nb, N, N] for the matrix impl."""
+        angles = plane_angles(pos, self.omega(), num_prefix)
+        if self.impl == "matrix" and not self.folded:
+            out: tuple[Tensor, ...] = (angles.cos(), angles.sin())
+            out = out + (block_matrices(*out, self.basis(), self.block),)
+        else:
+            # Pad with zero angles up to head_dim/2 pairs: the unrotated dims then ride along as
+            # identity pairs, and every N costs exactly what 2×2 RoPE costs (no slice, no concat).
+            angles = F.pad(angles, (0, self.head_dim // 2 - self.num_planes))
+            out = (angles.cos(), angles.sin())
+        return out
+
+    def _table_params(self) -> list[Tensor]:
+        # The fast path's tables are cos/sin of the frequencies alone: the basis acts elsewhere.
+        matrix = self.impl == "matrix" and not self.folded
+        return [self.freqs, self.basis_skew] if matrix and self.basis_skew is not None else [self.freqs]
+
+    @property
+    def fold_into_projection(self) -> bool:
+        """Fast impl with a basis: attention applies Qᵀ to the projection weight, not to tokens."""
+        return self.impl == "fast" and self.basis_skew is not None
+
+    def _register_basis_layout(self) -> None:
+        """Where each entry of Qᵀ lands in the dense basis matrix B (see ``basis_matrix``): entry
+        (b, i, j) of Q_bᵀ goes to row ``to_basis``'s position of coordinate i of block b (rotated
+        pairs first, unrotated after), column b·N + j. Leftover dims map to themselves."""
+        n, nb, d, two_k = self.block, self.num_blocks, self.head_dim, 2 * (self.block // 2)
+        b, i, j = torch.meshgrid(torch.arange(nb), torch.arange(n), torch.arange(n), indexing="ij")
+        row = torch.where(i < two_k, b * two_k + i, nb * two_k + b * (n - two_k) + (i - two_k))
+        self.register_buffer("_basis_dest", (row * d + b * n + j).flatten(), persistent=False)
+        self.register_buffer("_basis_src", (b * n * n + j * n + i).flatten(), persistent=False)
+        tail = torch.arange(nb * n, d)
+        const = torch.zeros(d * d)
+        const[tail * d + tail] = 1.0
+        self.register_buffer("_basis_const", const, persistent=False)
+
+    def basis_matrix(self) -> Tensor | None:
+        """The whole change of basis per head as one orthogonal matrix B [H, D, D], u = B·x: the
+        same map as ``to_basis`` (tested), built by one scatter of Qᵀ's entries, or None."""
+        q = self.basis()
+        if q is None:
+            return None
+        flat = q.flatten(1)[:, self._basis_src]
+        dense = self._basis_const.to(q.dtype).expand(self.num_heads, -1).index_copy(1, self._basis_dest, flat)
+        return dense.view(self.num_heads, self.head_dim, self.head_dim)
+
+    def project_qkv(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Move the q and k rows of a fused qkv projection into the rotation basis.
+
+        weight [3·H·D, C], bias [3·H·D]; the v rows are untouched. One batched matmul, O(H·D²·C)
+        per call, independent of batch and tokens. q'ᵀ D(p_j − p_i) k' then equals qᵀR(p_i)ᵀR(p_j)k.
+        """
+        b = self.basis_matrix().to(weight.dtype)
+        heads = (3, self.num_heads, self.head_dim)
+        w = weight.view(*heads, -1)
+        weight = torch.cat((b @ w[:2], w[2:])).view(weight.shape)
+        if bias is not None:
+            v = bias.view(*heads, 1)
+            bias = torch.cat((b @ v[:2], v[2:])).view(bias.shape)
+        return weight, bias
+
+    def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
+        if self.impl == "matrix" and not self.folded:
+            return apply_block_matrices(x, tables[2])
+        if in_basis or self.folded:
+            return rotate_pairs(x, tables[0], tables[1], self.use_complex)
+        q = self.basis()
+        u = rotate_pairs(to_basis(x, q, self.block), tables[0], tables[1], self.use_complex)
+        return from_basis(u, q, self.block)
+
+    @property
+    def foldable(self) -> bool:
+        """A learned basis (N > 2, not folded yet): ``fold_for_inference`` moves it into the projection."""
+        return self.basis_skew is not None
+
+    @torch.no_grad()
+    def basis_motion(self) -> dict[str, float] | None:
+        """The rotation angle of each block's Q and the tilt of its planes (see ``plane_tilts``)."""
+        q = self.basis()
+        if q is None:
+            return None
+        angles, tilts = rotation_angles(q), plane_tilts(q)
+        return {
+            "angle_max_deg": math.degrees(angles.max().item()),
+            "angle_mean_deg": math.degrees(angles.mean().item()),
+            "tilt_max_deg": math.degrees(tilts.max().item()),
+            "tilt_mean_deg": math.degrees(tilts.mean().item()),
+        }
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Drop the basis after it was moved into the projection (see ``fold_for_inference``)."""
+        self.basis_skew = None
+        self.folded = True
+        self.impl = "fast"
+        self.spec = replace(self.spec, impl="fast")
+        self._cache = TableCache()
+
+
+_KIND = {"axial": "axial (each block follows one axis)", "mixed": "mixed (every plane responds to x and y)"}
+
+
+def _arms() -> tuple[Variant, ...]:
+    """The studies' arms of this encoding (``experiments/make_arms.py``)."""
+    arms = []
+    for n in (2, 3, 4, 5, 6, 16):
+        for suffix, impl, mixed in (
+            ("", "fast", False),
+            ("_matrix", "matrix", False),
+            ("_mixed", "fast", True),
+        ):
+            if n == 16 and suffix:
+                continue
+            kind = _KIND["mixed" if mixed else "axial"]
+            arms.append(
+                Variant(
+                    f"axial_block_n{n}{suffix}",
+                    {"pe.block": n, "pe.impl": impl, "pe.mixed": mixed},
+                    f"{n}x{n} commuting blocks, {kind}, {impl} impl",
+                )
+            )
+    for n in (3, 5, 6):
+        # the deconfounding control: 2x2 blocks rotating exactly the planes (same count, same
+        # frequencies) that the NxN axial layout rotates
+        arms.append(
+            Variant(
+                f"axial_block_n2_layout_of{n}",
+                {"pe.block": 2, "pe.impl": "fast", "pe.mixed": False, "pe.layout_of": n},
+                f"2x2 blocks rotating the same planes at the same frequencies as the {n}x{n} axial layout "
+                '("fewer rotated dims" without "bigger blocks")',
+            )
+        )
+    # what learning Q is worth: Q kept at its init (I); for N = 3 the layout_of3 control up to a dims
+    # permutation, for N = 16 at head_dim 32 2x2 RoPE-Axial itself (docs/encodings.md, pe.basis)
+    for n in (3, 16):
+        arms.append(
+            Variant(
+                f"axial_block_n{n}_frozen",
+                {"pe.block": n, "pe.impl": "fast", "pe.mixed": False, "pe.basis": "frozen"},
+                f"{n}x{n} commuting blocks, axial, fast impl, basis Q frozen at its init (I)",
+            )
+        )
+    # extrapolation study: the class token makes a rotary ViT absolute; average pooling and
+    # normalized coordinates are the ways out (model.pool, pe.coords)
+    for pool in ("cls", "avg"):
+        for coords in ("patch", "normalized"):
+            arms.append(
+                Variant(
+                    f"axial2_{pool}_{coords}",
+                    {
+                        "pe.block": 2,
+                        "pe.impl": "fast",
+                        "pe.mixed": False,
+                        "model.pool": pool,
+                        "pe.coords": coords,
+                    },
+                    f"2x2 RoPE-Axial (axial_block N=2), model.pool={pool}, pe.coords={coords}",
+                )
+            )
+    return tuple(arms)
+
+
+INFO = register(
+    EncodingInfo(
+        name="axial_block",
+        layer=BlockRotary,
+        summary=(
+            "commuting N×N blocks Q·D(p)·Qᵀ with a learned basis Q (N = head_dim: one dense block per head, "
+            "the Cayley-STRING form); `impl=matrix` materialises the N×N block rotations, `impl=fast` rotates "
+            "planes in the basis; same parameters, same function"
+        ),
+        learned_basis=True,
+        folds=True,
+        accepts=Accepts(
+            block=None,
+            impls=("fast", "matrix"),
+            mixed=True,
+            layout_of=True,
+            learnable_false=True,
+            default_block=3,
+        ),
+        bench_variants=(
+            Variant("axial_block N={block} matrix", {"impl": "matrix"}),
+            Variant("axial_block N={block} fast", {"impl": "fast"}),
+            Variant("axial_block N={block} folded", {"impl": "fast"}, fold=True),
+        ),
+        arm_variants=_arms(),
+        table_variants=(
+            *(Variant(f"axial_block N={n}", {"block": n}) for n in (2, 3, 4, 5, 6, 8, 16, 32, 64)),
+            Variant("axial_block N=4 matrix", {"block": 4, "impl": "matrix"}),
+            Variant("axial_block N=3 mixed", {"block": 3, "mixed": True}),
+            Variant("axial_block N=4 normalized", {"block": 4, "coords": "normalized"}),
+            Variant("axial_block N=2 layout_of=3", {"block": 2, "layout_of": 3}),
+        ),
+        order=3,
+    )
+)

@@ -1,0 +1,99 @@
+"""``lie_block``: the non-commuting control, R(p) = matrix_exp(Σ_a p_a S_a) with free generators."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rope_ext.encoding.functional import (
+    NORMALIZED_SCALE,
+    apply_block_matrices,
+    axial_layout,
+    block_diagonal,
+    skew,
+)
+from rope_ext.encoding.layer import RotaryLayer
+from rope_ext.encoding.registry import THETA, Accepts, EncodingInfo, Variant, register
+from rope_ext.encoding.spec import RopeSpec
+
+
+class LieBlockRotary(RotaryLayer):
+    """Non-commuting control (LieRE-like): R(p) = matrix_exp(Σ_a p_a S_a) per block, with an
+    independent free skew generator S_a per axis. Exact only along one axis; it exists to measure
+    what the relative property is worth. Matrix impl only (no plane decomposition exists).
+
+    Parameters: ``generator_skew`` [A, H, nb, N(N-1)/2], initialised to the axial layout (each plane
+    follows one axis, Q = I), so a fresh model equals ``axial_block`` and training breaks commutation.
+    """
+
+    def __init__(self, spec: RopeSpec, *, head_dim: int, num_heads: int) -> None:
+        super().__init__(spec, head_dim=head_dim, num_heads=num_heads)
+        block, dims, init, coords = spec.block, spec.dims, spec.init, spec.coords
+        k = block // 2
+        scale = NORMALIZED_SCALE if coords == "normalized" else 1.0
+        freqs, axis = axial_layout(self.num_blocks, k, dims, self.theta, scale)
+        if init == "identity":
+            freqs.zero_()
+        # Plane i of a block is (2i, 2i+1); its entry in the strict upper triangle (row-major) is
+        # r·n − r(r+1)/2 + (c − r − 1). J = [[0,-1],[1,0]] has -1 above the diagonal.
+        r = 2 * torch.arange(k)
+        idx = r * block - r * (r + 1) // 2
+        gen = torch.zeros(dims, num_heads, self.num_blocks, block * (block - 1) // 2)
+        onehot = F.one_hot(axis, dims).T.float().view(dims, self.num_blocks, k)  # [A, nb, k]
+        gen[..., idx] = -(onehot * freqs.view(self.num_blocks, k))[:, None]
+        self.generator_skew = nn.Parameter(gen)
+
+    def generators(self) -> Tensor:
+        return block_diagonal(skew(self.generator_skew, self.block), self.head_dim)
+
+    def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
+        """Per-token block rotations [H, T, nb, N, N] (float32), identity for prefix tokens."""
+        with torch.autocast(device_type=pos.device.type, enabled=False):
+            gens = skew(self.generator_skew, self.block)
+            dtype = torch.promote_types(gens.dtype, torch.float32)
+            if num_prefix:
+                pos = F.pad(pos, (0, 0, num_prefix, 0))
+            mats = torch.linalg.matrix_exp(
+                torch.einsum("ta,ahbij->htbij", pos.to(dtype), gens.to(dtype)).contiguous()
+            )
+        return (mats,)
+
+    def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
+        return apply_block_matrices(x, tables[0])
+
+
+INFO = register(
+    EncodingInfo(
+        name="lie_block",
+        layer=LieBlockRotary,
+        summary=(
+            "non-commuting control (LieRE-like): a free skew generator per axis and block, `matrix_exp` per "
+            "token; breaks the relative property (exact along one axis; N = 2 is exact since so(2) is abelian)"
+        ),
+        exact_relative=False,
+        # Free per-axis generators already let every block respond to every axis: `mixed` changes
+        # nothing (the axial frequency base stays), and the generators are always learned.
+        accepts=Accepts(
+            block=None,
+            impls=("matrix",),
+            mixed=True,
+            layout_of=False,
+            learnable_false=False,
+            default_block=3,
+            theta_mixed=THETA,
+        ),
+        bench_variants=(Variant("lie_block N={block}"),),
+        arm_variants=tuple(
+            Variant(
+                f"lie_block_n{n}",
+                {"pe.block": n},
+                f"non-commuting control (LieRE-style), {n}x{n} blocks: relative property broken"
+                + (" (exact for N=2)" if n == 2 else ""),
+            )
+            for n in (2, 3, 4, 5, 6)
+        ),
+        table_variants=tuple(Variant(f"lie_block N={n}", {"block": n}) for n in (2, 3, 4, 6)),
+        order=4,
+    )
+)
