@@ -107,6 +107,14 @@ class RotaryLayer(nn.Module):
         rotation basis; unchanged without a basis."""
         return weight, bias
 
+    def project_qkv_layers(
+        self, layers: list[RotaryLayer], weights: list[Tensor], biases: list[Tensor] | None
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """``project_qkv`` of several layers shaped as this one (the model calls it once per step for
+        all of them); a layer with a basis does them together. Here: one by one."""
+        pairs = zip(layers, weights, biases or [None] * len(layers), strict=True)
+        return [layer.project_qkv(w, b) for layer, w, b in pairs]
+
     @property
     def foldable(self) -> bool:
         """A basis that ``fold_for_inference`` can move into the projection for good."""
