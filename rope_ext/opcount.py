@@ -8,14 +8,13 @@ result). Per-block figures are the difference between the same model at depth 2 
 stem, the head and whatever is done once per forward drop out; bytes are measured at batch 1 and 2 and
 extrapolated linearly to the batch asked for (a layer's work is affine in the batch).
 
-``python -m rope_ext.opcount`` prints the table for ViT-B/16 shapes under bf16 autocast: inference
-(eval, ``inference_mode``) and training (forward + backward), every encoding next to plain attention,
-and timm's Eva with and without its RoPE as the outside reference. CPU figures, exact counts.
+``python -m rope_ext.bench --count`` prints the table (``format_counts``): inference (eval,
+``inference_mode``) and training (forward + backward) of every variant next to plain attention, and timm's
+Eva with and without its RoPE (``eva_builder``) as the outside reference. CPU figures, exact counts.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -24,11 +23,11 @@ from dataclasses import dataclass, field
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.eva import Eva
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from rope_ext.encoding.vit import create_vit, fold_for_inference
 from rope_ext.report.tables import cell, markdown_table
 
 aten = torch.ops.aten
@@ -111,41 +110,38 @@ class Arm:
     baseline: str = "none"
 
 
-def _vit(pe: str, fold: bool = False, **options: object) -> Callable[[int], nn.Module]:
+def eva_builder(
+    model_name: str, img_size: int, patch_size: int, overrides: dict, rope: bool
+) -> Callable[[int], nn.Module]:
+    """timm's Eva shaped as the plain ViT ``model_name`` (with timm ``overrides``), configured as timm's
+    ``vit_*_patch16_rope_224`` (Heo et al.'s RoPE-Axial) with its rotary embedding or without it:
+    the outside reference for what RoPE costs."""
+    with torch.device("meta"):
+        vit = timm.create_model(model_name, patch_size=patch_size, **overrides)
+    block = vit.blocks[0]
+    shape = dict(embed_dim=vit.embed_dim, num_heads=block.attn.num_heads)
+    shape["mlp_ratio"] = block.mlp.fc1.out_features / vit.embed_dim
+
     def build(depth: int) -> nn.Module:
         torch.manual_seed(0)
-        model = create_vit(
-            "vit_base_patch16_224", pe=pe, pe_options=options, num_classes=10, img_size=224, depth=depth
+        return Eva(
+            img_size=img_size,
+            patch_size=patch_size,
+            depth=depth,
+            num_classes=10,
+            attn_type="rope",
+            use_fc_norm=False,
+            qkv_bias=True,
+            init_values=1e-5,
+            global_pool="token",
+            use_abs_pos_emb=False,
+            use_rot_pos_emb=rope,
+            rope_grid_indexing="xy",
+            rope_temperature=100.0,
+            **shape,
         )
-        return fold_for_inference(model) if fold else model
 
     return build
-
-
-def _eva(rope: bool) -> Callable[[int], nn.Module]:
-    def build(depth: int) -> nn.Module:
-        torch.manual_seed(0)
-        return timm.create_model(
-            "vit_base_patch16_rope_224", num_classes=10, depth=depth, use_rot_pos_emb=rope
-        )
-
-    return build
-
-
-def default_arms() -> list[Arm]:
-    """The issue's rows: every encoding on ViT-B/16, and timm's Eva RoPE against Eva without it."""
-    return [
-        Arm("none", _vit("none")),
-        Arm("axial2_matrix", _vit("axial2_matrix")),
-        Arm("axial2_complex", _vit("axial2_complex")),
-        Arm("axial_block N=2 fast", _vit("axial_block", block=2)),
-        Arm("axial_block N=3 fast", _vit("axial_block", block=3)),
-        Arm("axial_block N=3 folded", _vit("axial_block", fold=True, block=3)),
-        Arm("axial_block N=3 matrix", _vit("axial_block", block=3, impl="matrix")),
-        Arm("lie_block N=3", _vit("lie_block", block=3)),
-        Arm("Eva without RoPE", _eva(False), baseline="Eva without RoPE"),
-        Arm("timm Eva RoPE", _eva(True), baseline="Eva without RoPE"),
-    ]
 
 
 def _step(
@@ -200,13 +196,14 @@ def counts_rows(
     *,
     infer_batch: int = 256,
     train_batch: int = 64,
+    img: int = 224,
     dtype: torch.dtype | None = torch.bfloat16,
 ) -> list[dict]:
     """One dict per arm: per-block counts for inference and training, bytes as a ratio to the arm's baseline."""
     measured = {
         arm.label: {
-            "infer": block_counts(arm.build, train=False, batch=infer_batch, dtype=dtype),
-            "train": block_counts(arm.build, train=True, batch=train_batch, dtype=dtype),
+            "infer": block_counts(arm.build, train=False, batch=infer_batch, img=img, dtype=dtype),
+            "train": block_counts(arm.build, train=True, batch=train_batch, img=img, dtype=dtype),
         }
         for arm in arms
     }
@@ -239,41 +236,3 @@ def format_counts(rows: list[dict], header: str) -> str:
         ["variant", *(c[0] for c in _COLUMNS)], body, right=[False] + [True] * len(_COLUMNS)
     )
     return f"{header}\n\n{table}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rope_ext.opcount", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--infer-batch", type=int, default=256, help="batch the inference bytes are extrapolated to"
-    )
-    p.add_argument("--train-batch", type=int, default=64, help="batch the training bytes are extrapolated to")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"), help="autocast dtype")
-    p.add_argument(
-        "--only", nargs="*", help="keep rows whose label contains one of these (and their baselines)"
-    )
-    p.add_argument("--ops", action="store_true", help="also list each row's kernels by op name")
-    args = p.parse_args(argv)
-    if args.infer_batch < 1 or args.train_batch < 1:
-        p.error(f"--infer-batch={args.infer_batch} and --train-batch={args.train_batch} must be >= 1")
-    arms = default_arms()
-    if args.only:
-        keep = {a.label for a in arms if any(s in a.label for s in args.only)}
-        keep |= {a.baseline for a in arms if a.label in keep}
-        arms = [a for a in arms if a.label in keep]
-    dtype = torch.bfloat16 if args.dtype == "bf16" else None
-    rows = counts_rows(arms, infer_batch=args.infer_batch, train_batch=args.train_batch, dtype=dtype)
-    header = (
-        f"Per transformer block of ViT-B/16 at 224 px ({args.dtype} autocast, CPU dispatch counts, torch "
-        f"{torch.__version__}): kernels = aten ops that are not views; bytes extrapolated to inference batch "
-        f"{args.infer_batch} / training batch {args.train_batch}, as a ratio to the baseline (none; Eva rows: Eva without RoPE)"
-    )
-    print(format_counts(rows, header))
-    if args.ops:
-        for r in rows:
-            for mode in ("infer", "train"):
-                ops = sorted((n, c) for n, c in r["counts"][mode].ops.items() if c)
-                print(f"\n{r['variant']} {mode}: " + ", ".join(f"{n} {c}" for n, c in ops))
-
-
-if __name__ == "__main__":
-    main()
