@@ -16,7 +16,7 @@ import torch
 from rope_ext.bench import variants
 from rope_ext.encoding import registry
 from rope_ext.encoding.vit import create_vit, fold_for_inference
-from rope_ext.opcount import OpCounts, block_counts
+from rope_ext.opcount import OpCounts, block_counts, count_ops
 
 SHAPE = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2)  # head_dim 32, 16 patches + class token
 VARIANTS = {v.label: v for v in variants([2, 3, 4], with_controls=True)}
@@ -76,3 +76,43 @@ def test_dynamo_traces_every_encoding_whole(name: str, train: bool) -> None:
     with torch.set_grad_enabled(train):
         explained = torch._dynamo.explain(model)(x)
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+
+
+def _whole_model_inference(label: str, fold: bool) -> OpCounts:
+    v = VARIANTS[label]
+    model = _builder(v.pe, v.options, fold)(2).eval()
+    x = torch.randn(2, 3, 32, 32)
+
+    def step() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+
+    step()
+    return count_ops(step)
+
+
+def test_eval_basis_is_cached_so_fast_costs_what_folded_costs() -> None:
+    """At eval under inference_mode the moved qkv weights are reused: the whole N = 3 fast model
+    (basis work included, not only per block) launches no more kernels than its folded copy."""
+    fast = _whole_model_inference("axial_block N=3 fast", fold=False)
+    folded = _whole_model_inference("axial_block N=3 fast", fold=True)
+    assert fast.kernels <= folded.kernels and fast.syncs == 0, (dict(fast.ops - folded.ops), fast.kernels)
+
+
+def test_eval_cache_follows_parameter_updates() -> None:
+    """The cached weights are rebuilt after an in-place update of the basis or the projection (an
+    optimiser step): the output equals a fresh model's with the same parameters."""
+    torch.manual_seed(0)
+    build = _builder("axial_block", {"block": 3}, False)
+    model, fresh = build(2).eval(), build(2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        before = model(x)
+    with torch.no_grad():
+        for m in (model, fresh):
+            m.blocks[1].attn.rope.basis_skew.add_(0.3)
+            m.blocks[0].attn.qkv.weight.mul_(1.5)
+    with torch.inference_mode():
+        after, want = model(x), fresh(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, want)
