@@ -155,14 +155,15 @@ def augment_positions(
 
 
 def plane_angles(pos: Tensor, omega: Tensor, num_prefix: int = 0) -> Tensor:
-    """Rotation angle of every plane at every position, in float32: [T, A] x [H, P, A] -> [H, T', P].
+    """Rotation angle of every plane at every position, in float32: [T, A] x [..., H, P, A] -> [..., H, T', P]
+    (leading dims: several layers at once).
 
     ``num_prefix`` rows of zero angle (identity rotation) are prepended for class/register tokens,
     which stay unrotated as in Heo et al.
     """
     with torch.autocast(device_type=pos.device.type, enabled=False):
         dtype = torch.promote_types(omega.dtype, torch.float32)
-        angles = torch.einsum("ta,hpa->htp", pos.to(dtype), omega.to(dtype))
+        angles = torch.einsum("ta,...hpa->...htp", pos.to(dtype), omega.to(dtype))
         if num_prefix:
             angles = F.pad(angles, (0, 0, num_prefix, 0))
     return angles

@@ -27,7 +27,7 @@ from rope_ext.encoding import registry
 from rope_ext.encoding.functional import augment_positions, grid_positions
 from rope_ext.encoding.inputs import check_images, check_module, images_pre_hook
 from rope_ext.encoding.layer import RotaryLayer, TableCache
-from rope_ext.encoding.projection import moved_qkv
+from rope_ext.encoding.projection import moved_qkv, shared_tables
 from rope_ext.encoding.spec import OPTION_KEYS, RopeSpec, make_rope, validate_pe
 from rope_ext.encoding.weights import check_hub_reachable, load_checkpoint
 
@@ -50,6 +50,8 @@ class Positions:
     # per attention layer (by ``layer_index``): its qkv (weight, bias) moved into the rotation basis
     # for this step by ``moved_qkv``, or None (nothing moves, or the layer moves its own)
     qkv: tuple = ()
+    # per attention layer: its rotation tables built with the other layers' by ``shared_tables``, or None
+    tables: tuple = ()
 
 
 class RopeAttention(Attention):
@@ -116,8 +118,15 @@ class RopeAttention(Attention):
         qkv = F.linear(x, weight, bias).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
+        tables = positions.tables[self.layer_index] if positions.tables else None
         q, k = rope.rotate_qk(
-            q, k, positions.coords, positions.num_prefix, in_basis=in_basis, grid_key=positions.key
+            q,
+            k,
+            positions.coords,
+            positions.num_prefix,
+            in_basis=in_basis,
+            grid_key=positions.key,
+            tables=tables,
         )
         x = F.scaled_dot_product_attention(
             q,
@@ -173,7 +182,7 @@ class RopeVisionTransformer(VisionTransformer):
             blk.__class__ = RopeBlock
         model.__class__ = cls
         model.rope_spec, model.position_offset = spec, None
-        model._qkv_cache = TableCache()
+        model._qkv_cache, model._table_cache = TableCache(), TableCache()
         return model
 
     def positions(self, image_size: tuple[int, int], device: torch.device) -> Positions:
@@ -190,12 +199,18 @@ class RopeVisionTransformer(VisionTransformer):
         return Positions(pos, self.num_prefix_tokens, key)
 
     def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """Images [B, 3, H, W] -> tokens [B, num_prefix + T, C]; positions, and the qkv weights moved
-        into the rotation bases (``moved_qkv``), computed once, here, for every block."""
+        """Images [B, 3, H, W] -> tokens [B, num_prefix + T, C]; positions, the qkv weights moved into
+        the rotation bases (``moved_qkv``) and the rotation tables (``shared_tables``) computed once,
+        here, for every block."""
         check_images(self, x, name="x")
         positions = self.positions(tuple(x.shape[-2:]), x.device)
-        moved = moved_qkv([blk.attn for blk in self.blocks], getattr(self, "_qkv_cache", None))
-        positions = replace(positions, qkv=moved)
+        attns = [blk.attn for blk in self.blocks]
+        moved = moved_qkv(attns, getattr(self, "_qkv_cache", None))
+        ropes = [attn.rope for attn in attns]
+        tables = shared_tables(
+            ropes, positions.coords, positions.num_prefix, positions.key, getattr(self, "_table_cache", None)
+        )
+        positions = replace(positions, qkv=moved, tables=tables)
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.patch_drop(x)

@@ -231,14 +231,31 @@ class BlockRotary(RotaryLayer):
         num_prefix: int = 0,
         in_basis: bool = False,
         grid_key: Hashable | None = None,
+        tables: tuple[Tensor, ...] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The fast path (pairs already in the basis: 2×2, folded, or q and k from ``project_qkv``)
         rotates q and k in one fused op (``rope_ext::rotate_qk``), its outputs token-major; the
         other paths rotate each as ``rotate`` does."""
         if self.impl == "fast" and (in_basis or self.folded or self.basis_skew is None):
-            cos, sin = self.tables(pos, num_prefix, grid_key)[:2]
+            cos, sin = (self.tables(pos, num_prefix, grid_key) if tables is None else tables)[:2]
             return fused_rotate_qk(q, k, cos, sin)
-        return super().rotate_qk(q, k, pos, num_prefix, in_basis, grid_key)
+        return super().rotate_qk(q, k, pos, num_prefix, in_basis, grid_key, tables)
+
+    def shares_tables(self) -> Hashable | None:
+        """The fast path's cos/sin tables depend on the frequencies alone: layers of one shape and
+        plane layout build them together."""
+        if self.impl != "fast":
+            return None
+        return (type(self), self.spec, self.head_dim, self.num_heads)
+
+    def tables_layers(
+        self, layers: list[RotaryLayer], pos: Tensor, num_prefix: int
+    ) -> list[tuple[Tensor, ...]]:
+        """One angle product, one pad, one cos and one sin for all layers (their frequencies stacked)."""
+        freqs = torch.stack([layer.freqs for layer in layers])
+        omega = freqs if freqs.ndim == 4 else freqs[..., None] * self.axis_onehot  # [L, H, P, A]
+        angles = F.pad(plane_angles(pos, omega, num_prefix), (0, self.head_dim // 2 - self.num_planes))
+        return list(zip(angles.cos().unbind(0), angles.sin().unbind(0), strict=True))
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
         if self.impl == "matrix" and not self.folded:
