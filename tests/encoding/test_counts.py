@@ -116,3 +116,14 @@ def test_eval_cache_follows_parameter_updates() -> None:
         after, want = model(x), fresh(x)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, want)
+
+
+@pytest.mark.slow
+def test_compiled_lie_block_evaluates_under_inference_mode() -> None:
+    """matrix_exp gets a contiguous input under torch.compile too (a strided one failed at eval)."""
+    torch.manual_seed(0)
+    model = create_vit("vit_tiny_patch16_224", pe="lie_block", num_classes=10, depth=1, **SHAPE).eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
