@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from rope_ext import make_rope
-from rope_ext.encoding.fused_rotation import rotate_qk, rotate_qk_reference, triton_interpreted
 from rope_ext.encoding.functional import rotate_pairs
+from rope_ext.encoding.fused_rotation import rotate_qk, rotate_qk_reference, triton_interpreted
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS, TOKENS, BATCH, PREFIX = 2, 6, 3, 1  # a 2×3 grid plus one class token
