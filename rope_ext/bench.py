@@ -25,6 +25,7 @@ from torch import nn
 from rope_ext.encoding import registry
 from rope_ext.encoding.spec import make_rope
 from rope_ext.encoding.vit import create_vit, fold_for_inference
+from rope_ext.opcount import Arm, counts_rows, eva_builder, format_counts
 from rope_ext.report.tables import cell, markdown_table
 
 DEFAULT_MODEL = "vit_tiny_patch16_224"
@@ -111,6 +112,46 @@ def build(args: argparse.Namespace, v: Variant, device: torch.device) -> nn.Modu
     return model
 
 
+def _selected(args: argparse.Namespace) -> list[Variant]:
+    return [
+        v for v in variants(args.blocks, args.lie) if not args.only or any(s in v.label for s in args.only)
+    ]
+
+
+def count_table(args: argparse.Namespace) -> str:
+    """Per transformer block: kernels, bytes and host syncs (``rope_ext.opcount``) of every variant,
+    inference and training, beside timm's Eva with and without its RoPE (the outside reference)."""
+
+    def builder(v: Variant) -> Callable[[int], nn.Module]:
+        def build_at(depth: int) -> nn.Module:
+            model = build(argparse.Namespace(**{**vars(args), "depth": depth}), v, torch.device("cpu"))
+            return fold_for_inference(model) if v.fold else model
+
+        return build_at
+
+    overrides = {k: getattr(args, k) for k in ("embed_dim", "num_heads") if getattr(args, k)}
+    eva = "Eva without RoPE"
+    arms = [Arm(v.label, builder(v)) for v in _selected(args)] + [
+        Arm(eva, eva_builder(args.model, args.img_size, args.patch_size, overrides, rope=False), eva),
+        Arm(
+            "timm Eva RoPE",
+            eva_builder(args.model, args.img_size, args.patch_size, overrides, rope=True),
+            eva,
+        ),
+    ]
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    rows = counts_rows(
+        arms, infer_batch=args.infer_batch, train_batch=args.train_batch, img=args.img_size, dtype=dtype
+    )
+    header = (
+        f"Per transformer block of {args.model} at {args.img_size}px, patch {args.patch_size}, {args.dtype}"
+        f"{' autocast' if args.dtype != 'fp32' else ''}; CPU dispatch counts (torch {torch.__version__}): kernels = aten ops that are not views, "
+        f"bytes extrapolated to inference batch {args.infer_batch} / training batch {args.train_batch} as a "
+        "ratio to the baseline (none; Eva rows: Eva without RoPE)"
+    )
+    return format_counts(rows, header)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     device = torch.device(
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -120,9 +161,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
 
-    todo = [
-        v for v in variants(args.blocks, args.lie) if not args.only or any(s in v.label for s in args.only)
-    ]
+    todo = _selected(args)
     gen = torch.Generator(device="cpu").manual_seed(0)
     x_train = torch.randn(args.train_batch, 3, args.img_size, args.img_size, generator=gen).to(device)
     y_train = torch.randint(0, args.num_classes, (args.train_batch,), generator=gen).to(device)
@@ -313,6 +352,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--basis-cost", action="store_true", help="only time the fast path's per-layer basis work for each N"
     )
+    p.add_argument(
+        "--count",
+        action="store_true",
+        help="print per-block kernel, byte and host-sync counts (CPU dispatch, depth 2 minus 1) beside timm's Eva RoPE",
+    )
     return _checked(p, p.parse_args(argv))
 
 
@@ -368,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.basis_cost:
         print(basis_cost(args))
+        return
+    if args.count:
+        print(count_table(args))
         return
     rows = run(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

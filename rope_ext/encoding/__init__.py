@@ -1,11 +1,14 @@
-"""The encoding library: rotary position encodings for timm ViTs. Imports torch and timm only.
+"""The encoding library: rotary position encodings for timm ViTs. Its layers need torch and timm (and
+triton where installed, for the fused rotation's CUDA kernel).
 
 Modules: ``spec`` (``RopeSpec``: an encoding's options and defaults; ``validate_pe``, the one check;
 ``make_rope``), ``registry`` (the encodings by name, with their traits; ``register``,
 ``load_module``), ``functional`` (the pure tensor functions), ``layer`` (``RotaryLayer``, the
 interface every encoding's layer implements), ``builtins`` (the built-in encodings' entries),
-``encodings/`` (their layers, one module per family),
-``vit`` (``create_vit``, ``fold_for_inference``), ``weights`` (pretrained or local weights),
+``encodings/`` (their layers, one module per family), ``fused_rotation`` (the ``rope_ext::rotate_qk``
+op: q and k rotated in one pass, a Triton kernel on CUDA), ``projection`` (what the layers need per
+step, built for all layers at once: qkv weights moved into the bases, rotation tables), ``vit``
+(``create_vit``, ``fold_for_inference``), ``weights`` (pretrained or local weights),
 ``relativity`` (the relative property and the shift error), ``motion`` (how far training moved each
 block basis). The names below are the ones a user calls, imported from their module on first use
 (``registry``, ``spec`` and ``builtins`` import neither torch nor timm: the config check reads them); the

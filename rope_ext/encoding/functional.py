@@ -36,6 +36,21 @@ def skew(params: Tensor, n: int) -> Tensor:
     return out - out.transpose(-1, -2)
 
 
+def cayley(params: Tensor, n: int) -> Tensor:
+    """Orthogonal Q = (I − S)⁻¹(I + S) of the skew S = ``skew(params, n)``: [..., n(n-1)/2] -> [..., n, n].
+
+    No host sync: I − S is invertible for every real skew S (its eigenvalues are 1 − iλ), so the
+    solve's error check, a device-to-host read, is left out; a non-finite parameter gives a
+    non-finite Q, and so a non-finite loss, which training's finite check reports. Half precision is
+    solved in float32 (the solve has no half-precision kernels).
+    """
+    s = skew(params, n)
+    dtype = torch.promote_types(s.dtype, torch.float32)
+    eye = torch.eye(n, dtype=dtype, device=s.device)
+    q, _ = torch.linalg.solve_ex(eye - s.to(dtype), eye + s.to(dtype), check_errors=False)
+    return q.to(s.dtype)
+
+
 def rotation_angles(q: Tensor) -> Tensor:
     """Rotations q [..., N, N] -> [...]: the largest rotation angle of each (radians, in [0, π]),
     the largest |arg| of its eigenvalues. 0 for Q = I, the init of every block basis."""
@@ -140,14 +155,15 @@ def augment_positions(
 
 
 def plane_angles(pos: Tensor, omega: Tensor, num_prefix: int = 0) -> Tensor:
-    """Rotation angle of every plane at every position, in float32: [T, A] x [H, P, A] -> [H, T', P].
+    """Rotation angle of every plane at every position, in float32: [T, A] x [..., H, P, A] -> [..., H, T', P]
+    (leading dims: several layers at once).
 
     ``num_prefix`` rows of zero angle (identity rotation) are prepended for class/register tokens,
     which stay unrotated as in Heo et al.
     """
     with torch.autocast(device_type=pos.device.type, enabled=False):
         dtype = torch.promote_types(omega.dtype, torch.float32)
-        angles = torch.einsum("ta,hpa->htp", pos.to(dtype), omega.to(dtype))
+        angles = torch.einsum("ta,...hpa->...htp", pos.to(dtype), omega.to(dtype))
         if num_prefix:
             angles = F.pad(angles, (0, 0, num_prefix, 0))
     return angles

@@ -107,6 +107,14 @@ class RotaryLayer(nn.Module):
         rotation basis; unchanged without a basis."""
         return weight, bias
 
+    def project_qkv_layers(
+        self, layers: list[RotaryLayer], weights: list[Tensor], biases: list[Tensor] | None
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """``project_qkv`` of several layers shaped as this one (the model calls it once per step for
+        all of them); a layer with a basis does them together. Here: one by one."""
+        pairs = zip(layers, weights, biases or [None] * len(layers), strict=True)
+        return [layer.project_qkv(w, b) for layer, w, b in pairs]
+
     @property
     def foldable(self) -> bool:
         """A basis that ``fold_for_inference`` can move into the projection for good."""
@@ -145,11 +153,25 @@ class RotaryLayer(nn.Module):
         num_prefix: int = 0,
         in_basis: bool = False,
         grid_key: Hashable | None = None,
+        tables: tuple[Tensor, ...] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Attention's queries and keys [B, H, T, D]: one set of tables, two rotations. (Rotating
-        them stacked as one tensor is slower: the backward then zero-fills all of qkv's grad.)"""
-        tables = self.tables(pos, num_prefix, grid_key)
+        them stacked as one tensor is slower: the backward then zero-fills all of qkv's grad.)
+        ``tables``: this layer's tables when the model built them for all layers (``tables_layers``)."""
+        if tables is None:
+            tables = self.tables(pos, num_prefix, grid_key)
         return self._rotate(q, tables, in_basis), self._rotate(k, tables, in_basis)
+
+    def shares_tables(self) -> Hashable | None:
+        """What layers must have in common for ``tables_layers`` to build their tables together, or
+        None where this layer builds its own (the default)."""
+        return None
+
+    def tables_layers(
+        self, layers: list[RotaryLayer], pos: Tensor, num_prefix: int
+    ) -> list[tuple[Tensor, ...]]:
+        """The tables of several layers with the same ``shares_tables`` at once."""
+        return [layer._build_tables(pos, num_prefix) for layer in layers]
 
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         """R(p)·x for x [B, H, T, D] and positions [T, A] (after ``fold``: in the folded basis)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Hashable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import timm
@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from rope_ext.encoding import registry
 from rope_ext.encoding.functional import augment_positions, grid_positions
 from rope_ext.encoding.inputs import check_images, check_module, images_pre_hook
-from rope_ext.encoding.layer import RotaryLayer
+from rope_ext.encoding.layer import RotaryLayer, TableCache
+from rope_ext.encoding.projection import moved_qkv, shared_tables
 from rope_ext.encoding.spec import OPTION_KEYS, RopeSpec, make_rope, validate_pe
 from rope_ext.encoding.weights import check_hub_reachable, load_checkpoint
 
@@ -46,6 +47,11 @@ class Positions:
     coords: Tensor
     num_prefix: int
     key: Hashable | None
+    # per attention layer (by ``layer_index``): its qkv (weight, bias) moved into the rotation basis
+    # for this step by ``moved_qkv``, or None (nothing moves, or the layer moves its own)
+    qkv: tuple = ()
+    # per attention layer: its rotation tables built with the other layers' by ``shared_tables``, or None
+    tables: tuple = ()
 
 
 class RopeAttention(Attention):
@@ -56,9 +62,10 @@ class RopeAttention(Attention):
     and rotation; with qk-norm the basis is applied to the normalised activations instead).
     """
 
-    def __init__(self, *args: object, rope: RotaryLayer, **kwargs: object) -> None:
+    def __init__(self, *args: object, rope: RotaryLayer, layer_index: int = 0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.rope = rope
+        self.layer_index = layer_index  # its entry in ``Positions.qkv``
 
     @classmethod
     def from_attention(cls, attn: Attention, rope: RotaryLayer) -> RopeAttention:
@@ -103,13 +110,23 @@ class RopeAttention(Attention):
         rope = self.rope
         in_basis = rope.fold_into_projection and isinstance(self.q_norm, nn.Identity)
         weight, bias = self.qkv.weight, self.qkv.bias
-        if in_basis:
+        moved = positions.qkv[self.layer_index] if positions.qkv else None
+        if moved is not None:
+            weight, bias = moved
+        elif in_basis:
             weight, bias = rope.project_qkv(weight, bias)
         qkv = F.linear(x, weight, bias).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
+        tables = positions.tables[self.layer_index] if positions.tables else None
         q, k = rope.rotate_qk(
-            q, k, positions.coords, positions.num_prefix, in_basis=in_basis, grid_key=positions.key
+            q,
+            k,
+            positions.coords,
+            positions.num_prefix,
+            in_basis=in_basis,
+            grid_key=positions.key,
+            tables=tables,
         )
         x = F.scaled_dot_product_attention(
             q,
@@ -156,14 +173,16 @@ class RopeVisionTransformer(VisionTransformer):
             raise ValueError(
                 "patch dropout is not supported with rotary encodings (patch_drop_rate must be 0)"
             )
-        for blk in model.blocks:
+        for index, blk in enumerate(model.blocks):
             attn = blk.attn
             rope = make_rope(spec, head_dim=attn.head_dim, num_heads=attn.num_heads)
             blk.attn = RopeAttention.from_attention(attn, rope)
+            blk.attn.layer_index = index
             # Same state, a forward that takes positions (timm's classes stay the factory's).
             blk.__class__ = RopeBlock
         model.__class__ = cls
         model.rope_spec, model.position_offset = spec, None
+        model._qkv_cache, model._table_cache = TableCache(), TableCache()
         return model
 
     def positions(self, image_size: tuple[int, int], device: torch.device) -> Positions:
@@ -180,9 +199,18 @@ class RopeVisionTransformer(VisionTransformer):
         return Positions(pos, self.num_prefix_tokens, key)
 
     def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """Images [B, 3, H, W] -> tokens [B, num_prefix + T, C]; positions computed once, here."""
+        """Images [B, 3, H, W] -> tokens [B, num_prefix + T, C]; positions, the qkv weights moved into
+        the rotation bases (``moved_qkv``) and the rotation tables (``shared_tables``) computed once,
+        here, for every block."""
         check_images(self, x, name="x")
         positions = self.positions(tuple(x.shape[-2:]), x.device)
+        attns = [blk.attn for blk in self.blocks]
+        moved = moved_qkv(attns, getattr(self, "_qkv_cache", None))
+        ropes = [attn.rope for attn in attns]
+        tables = shared_tables(
+            ropes, positions.coords, positions.num_prefix, positions.key, getattr(self, "_table_cache", None)
+        )
+        positions = replace(positions, qkv=moved, tables=tables)
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.patch_drop(x)

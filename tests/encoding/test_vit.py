@@ -261,17 +261,19 @@ def test_resolved_options_report_what_the_model_uses(tiny_vit, pe, overrides):
 
 
 def test_positions_are_computed_once_per_forward_and_tables_reused_across_steps(tiny_vit, monkeypatch):
-    """One grid of positions per forward whatever the depth; each layer builds its rotation table
-    on the first forward and reuses it while positions and (frozen) parameters stay the same."""
+    """One grid of positions per forward whatever the depth; the rotation tables of all layers are
+    built together on the first forward and reused while positions and (frozen) parameters stay the same."""
     import rope_ext.encoding.vit as vit
     from rope_ext.encoding.encodings.axial_block import BlockRotary
 
     model = tiny_vit("axial_block", block=3, vit_kwargs={"depth": 3})
     grids, tables = [], []
-    grid_positions, build_tables = vit.grid_positions, BlockRotary._build_tables
+    grid_positions, build_tables = vit.grid_positions, BlockRotary.tables_layers
     monkeypatch.setattr(vit, "grid_positions", lambda *a, **kw: grids.append(a) or grid_positions(*a, **kw))
     monkeypatch.setattr(
-        BlockRotary, "_build_tables", lambda self, *a: tables.append(self) or build_tables(self, *a)
+        BlockRotary,
+        "tables_layers",
+        lambda self, layers, *a: tables.extend(layers) or build_tables(self, layers, *a),
     )
     x = torch.randn(2, 3, 32, 32)
     for step in range(3):

@@ -14,6 +14,7 @@ Three ways compute it and the tests hold them equal:
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import replace
 
 import torch
@@ -26,14 +27,15 @@ from rope_ext.encoding.functional import (
     axial_layout,
     block_diagonal,
     block_matrices,
+    cayley,
     from_basis,
     plane_angles,
     plane_tilts,
     rotate_pairs,
     rotation_angles,
-    skew,
     to_basis,
 )
+from rope_ext.encoding.fused_rotation import rotate_qk as fused_rotate_qk
 from rope_ext.encoding.layer import RotaryLayer, TableCache
 from rope_ext.encoding.spec import RopeSpec
 
@@ -106,10 +108,7 @@ class BlockRotary(RotaryLayer):
         """
         if self.basis_skew is None:
             return None
-        s = skew(self.basis_skew, self.block)
-        dtype = torch.promote_types(s.dtype, torch.float32)  # the solve has no half-precision kernels
-        eye = torch.eye(self.block, dtype=dtype, device=s.device)
-        return torch.linalg.solve(eye - s.to(dtype), eye + s.to(dtype)).to(s.dtype)
+        return cayley(self.basis_skew, self.block)
 
     def generators(self) -> Tensor:
         omega = self.omega()  # [H, P, A]
@@ -171,27 +170,91 @@ class BlockRotary(RotaryLayer):
     def basis_matrix(self) -> Tensor | None:
         """The whole change of basis per head as one orthogonal matrix B [H, D, D], u = B·x: the
         same map as ``to_basis`` (tested), built by one scatter of Qᵀ's entries, or None."""
-        q = self.basis()
-        if q is None:
+        if self.basis_skew is None:
             return None
-        flat = q.flatten(1)[:, self._basis_src]
-        dense = self._basis_const.to(q.dtype).expand(self.num_heads, -1).index_copy(1, self._basis_dest, flat)
-        return dense.view(self.num_heads, self.head_dim, self.head_dim)
+        return self.basis_matrices(self.basis_skew[None])[0]
+
+    def basis_matrices(self, skews: Tensor) -> Tensor:
+        """``basis_matrix`` of L layers shaped as this one at once: skew parameters [L, H, nb, N(N-1)/2]
+        -> B [L, H, D, D] (one Cayley solve and one scatter for all of them)."""
+        q = cayley(skews, self.block)
+        flat = q.flatten(2)[..., self._basis_src]
+        const = self._basis_const.to(q.dtype).expand(*q.shape[:2], -1)
+        return const.index_copy(2, self._basis_dest, flat).unflatten(-1, (self.head_dim, self.head_dim))
 
     def project_qkv(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Move the q and k rows of a fused qkv projection into the rotation basis.
 
-        weight [3·H·D, C], bias [3·H·D]; the v rows are untouched. One batched matmul, O(H·D²·C)
-        per call, independent of batch and tokens. q'ᵀ D(p_j − p_i) k' then equals qᵀR(p_i)ᵀR(p_j)k.
+        weight [3·H·D, C], bias [3·H·D]; the v rows keep their values. O(H·D²·C) per call,
+        independent of batch and tokens. q'ᵀ D(p_j − p_i) k' then equals qᵀR(p_i)ᵀR(p_j)k.
         """
-        b = self.basis_matrix().to(weight.dtype)
-        heads = (3, self.num_heads, self.head_dim)
-        w = weight.view(*heads, -1)
-        weight = torch.cat((b @ w[:2], w[2:])).view(weight.shape)
-        if bias is not None:
-            v = bias.view(*heads, 1)
-            bias = torch.cat((b @ v[:2], v[2:])).view(bias.shape)
-        return weight, bias
+        bias_ = None if bias is None else bias[None]
+        weights, biases = self.project_qkv_stacked(self.basis_skew[None], weight[None], bias_)
+        return weights[0], None if biases is None else biases[0]
+
+    def project_qkv_stacked(
+        self, skews: Tensor, weights: Tensor, biases: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``project_qkv`` of L layers shaped as this one, all at once (the model does it once per
+        step): skews [L, H, nb, N(N-1)/2], weights [L, 3·H·D, C], biases [L, 3·H·D] or None.
+
+        One batched matmul with [B, B, I] per layer: the v rows pass through the identity, so the
+        result is one weight per layer, which the projection reads in a single GEMM.
+        """
+        b = self.basis_matrices(skews).to(weights.dtype)
+        layers, heads, d = b.shape[0], self.num_heads, self.head_dim
+        eye = torch.eye(d, dtype=b.dtype, device=b.device).expand_as(b)
+        b3 = torch.stack((b, b, eye), 1)  # [L, 3, H, D, D]
+        moved = (b3 @ weights.view(layers, 3, heads, d, -1)).view(weights.shape)
+        if biases is not None:
+            biases = (b3 @ biases.view(layers, 3, heads, d, 1)).view(biases.shape)
+        return moved, biases
+
+    def project_qkv_layers(
+        self, layers: list[RotaryLayer], weights: list[Tensor], biases: list[Tensor] | None
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """All layers at once: their skews, weights and biases stacked, one ``project_qkv_stacked``,
+        each layer's result a view (their gradients come back with one stack)."""
+        skews = torch.stack([layer.basis_skew for layer in layers])
+        moved, moved_biases = self.project_qkv_stacked(
+            skews, torch.stack(weights), None if biases is None else torch.stack(biases)
+        )
+        bias_views = [None] * len(layers) if moved_biases is None else moved_biases.unbind(0)
+        return list(zip(moved.unbind(0), bias_views, strict=True))
+
+    def rotate_qk(
+        self,
+        q: Tensor,
+        k: Tensor,
+        pos: Tensor,
+        num_prefix: int = 0,
+        in_basis: bool = False,
+        grid_key: Hashable | None = None,
+        tables: tuple[Tensor, ...] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The fast path (pairs already in the basis: 2×2, folded, or q and k from ``project_qkv``)
+        rotates q and k in one fused op (``rope_ext::rotate_qk``), its outputs token-major; the
+        other paths rotate each as ``rotate`` does."""
+        if self.impl == "fast" and (in_basis or self.folded or self.basis_skew is None):
+            cos, sin = (self.tables(pos, num_prefix, grid_key) if tables is None else tables)[:2]
+            return fused_rotate_qk(q, k, cos, sin)
+        return super().rotate_qk(q, k, pos, num_prefix, in_basis, grid_key, tables)
+
+    def shares_tables(self) -> Hashable | None:
+        """The fast path's cos/sin tables depend on the frequencies alone: layers of one shape and
+        plane layout build them together."""
+        if self.impl != "fast":
+            return None
+        return (type(self), self.spec, self.head_dim, self.num_heads)
+
+    def tables_layers(
+        self, layers: list[RotaryLayer], pos: Tensor, num_prefix: int
+    ) -> list[tuple[Tensor, ...]]:
+        """One angle product, one pad, one cos and one sin for all layers (their frequencies stacked)."""
+        freqs = torch.stack([layer.freqs for layer in layers])
+        omega = freqs if freqs.ndim == 4 else freqs[..., None] * self.axis_onehot  # [L, H, P, A]
+        angles = F.pad(plane_angles(pos, omega, num_prefix), (0, self.head_dim // 2 - self.num_planes))
+        return list(zip(angles.cos().unbind(0), angles.sin().unbind(0), strict=True))
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
         if self.impl == "matrix" and not self.folded:

@@ -53,9 +53,11 @@ class LieBlockRotary(RotaryLayer):
             dtype = torch.promote_types(gens.dtype, torch.float32)
             if num_prefix:
                 pos = F.pad(pos, (0, 0, num_prefix, 0))
-            mats = torch.linalg.matrix_exp(
-                torch.einsum("ta,ahbij->htbij", pos.to(dtype), gens.to(dtype)).contiguous()
-            )
+            # Σ_a p_a S_a as one matmul whose output is contiguous [T, H, nb, N, N]: matrix_exp needs a
+            # contiguous input, and under torch.compile a permuted einsum output stays strided
+            # (inductor drops a .contiguous() on it)
+            summed = (pos.to(dtype) @ gens.to(dtype).flatten(1)).view(-1, *gens.shape[1:])
+            mats = torch.linalg.matrix_exp(summed).transpose(0, 1)
         return (mats,)
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
