@@ -369,34 +369,6 @@ def test_next_sweeps_cover_variants_blocks_mixing_seeds_and_impls() -> None:
     assert ("none", None) in pairs and ("axial2_matrix", None) in pairs and ("axial2_complex", None) in pairs
 
 
-def test_gpu_check_passes_arguments_its_tools_accept() -> None:
-    """gpu_check.sh is valid bash (on a GPU machine the no-CUDA run below is skipped), and its
-    argument lists parse with the real parsers of rope_ext.bench and gpu_smoke.py."""
-    import shlex
-
-    from rope_ext import bench
-
-    subprocess.run(["bash", "-n", str(EXPERIMENTS / "gpu_check.sh")], check=True)
-    text = (EXPERIMENTS / "gpu_check.sh").read_text().replace("\\\n", " ")
-
-    def argv_after(marker: str) -> list[str]:
-        line = next(c for c in text.splitlines() if marker in c and c.lstrip().startswith("timeout"))
-        return shlex.split(line.split(marker, 1)[1].split("||", 1)[0])
-
-    args = bench.parse_args(argv_after("-m rope_ext.bench"))
-    assert (args.model, args.img_size, args.dtype, args.device) == (
-        "vit_base_patch16_224",
-        224,
-        "bf16",
-        "cuda",
-    )
-    assert args.blocks == [2, 3, 4, 5, 6]
-    smoke = _gpu_smoke().build_parser().parse_args(argv_after("experiments/gpu_smoke.py"))
-    assert (
-        smoke.compile and smoke.dtype == "bf16" and smoke.steps >= 200 and len(smoke.variants.split(",")) == 2
-    )
-
-
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_arm_of_every_study_validates_and_builds_its_model(study: str) -> None:
     """Each arm (one lr, one seed) passes train.py's checks and builds a ViT that classifies a batch."""
