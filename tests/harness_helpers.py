@@ -239,7 +239,7 @@ def build_tiny_vit(
     )
 
 
-# -- rotary encodings on their own (tests/test_rotary.py, tests/test_blocks.py) ---------------------
+# -- rotary encodings on their own (tests/encoding/test_rotary.py, tests/encoding/test_blocks.py) ---------------------
 
 
 def perturbed(name: str, seed: int = 0, scale: float = 0.5, **kw: Any) -> torch.nn.Module:

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["Study", "ViewSection", "build_report", "build_view", "panel_keys", "view_name", "view_sections"]
 
-# The keys the panels show, one place. Every one is what the runs log (tests/test_dashboard.py reads them
+# The keys the panels show, one place. Every one is what the runs log (tests/harness/test_dashboard.py reads them
 # from real offline runs): config keys (nested, as the resolved Hydra config), summary keys, history keys.
 BLOCK = "pe.block"  # config: the block size N, the x of every "against N" panel
 VARIANT = "pe.name"  # config

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 # rope_ext.relpos.NUM_CLASSES (4 directions × near/far), written out: that module builds the images with
-# torch, and registering the dataset must not import it (tests/test_light_entry.py holds the two equal).
+# torch, and registering the dataset must not import it (tests/harness/test_light_entry.py holds the two equal).
 NUM_CLASSES = 8
 
 

@@ -21,7 +21,7 @@ from test_stats import write_study_rows
 from rope_ext import report, stats
 from rope_ext.tracking.records import METRICS_NAME, write_record
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "statistics.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "statistics.md"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -69,7 +69,7 @@ def _job(
 
 
 def _study(root: Path, tmp: Path, study: dict[str, Any] | None) -> Path:
-    """The made-up study of tests/test_stats.py (baseline axial2 and four arms, 12 seeds, 32 and 48 px) as
+    """The made-up study of tests/harness/test_stats.py (baseline axial2 and four arms, 12 seeds, 32 and 48 px) as
     run directories."""
     write_study_rows(tmp / "generated.csv")
     runs: dict[tuple[str, int], dict[int, float]] = {}

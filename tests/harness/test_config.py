@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from rope_ext.config import ConfigError, encoding_names, eval_sizes, pe_options, slug, validate
 from rope_ext.encoding.spec import validate_pe
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-# the experiment group (presets) is composed by tests/test_experiments.py
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# the experiment group (presets) is composed by tests/harness/test_experiments.py
 GROUPS = ["model", "pe", "dataset", "optimizer", "hardware", "launcher"]
 
 
@@ -243,7 +243,7 @@ def _import_graph(root: Path) -> dict[str, set[str]]:
 
 def test_the_package_has_no_import_cycle():
     """No module reaches itself through imports, function-level ones included (they hid one before)."""
-    graph = _import_graph(Path(__file__).resolve().parents[1])
+    graph = _import_graph(Path(__file__).resolve().parents[2])
 
     def reaches(start: str) -> set[str]:
         seen, todo = set(), list(graph[start])

@@ -123,7 +123,7 @@ def test_harness_redraws_relpos_on_a_larger_canvas_for_extrapolation() -> None:
 
     from rope_ext.data import build_datasets
 
-    node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "dataset" / "relpos.yaml")
+    node = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "dataset" / "relpos.yaml")
     node.input_size, node.train_size, node.test_size, node.subset = 24, 16, 200, 100
     splits = build_datasets(node)
     assert splits.num_classes == 8 and len(splits.test) == 100

@@ -13,7 +13,7 @@ import pytest
 
 from rope_ext.jobs import check_jobs
 
-RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results"
 _MD_COMMAND = re.compile(r"`(python train\.py [^`]*)`")
 
 

@@ -23,7 +23,7 @@ from rope_ext.report.runs import RUN_NAME, find_runs, load_yaml, record_run
 from rope_ext.report.tables import csv_table, csv_text
 from rope_ext.tracking.records import METRICS_NAME, write_record
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

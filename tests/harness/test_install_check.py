@@ -15,7 +15,7 @@ import torchvision
 from rope_ext import install_check
 from rope_ext.install_check import Install, build_of_version, check_torchvision, diagnose
 
-TRAIN = Path(__file__).resolve().parents[1] / "train.py"
+TRAIN = Path(__file__).resolve().parents[2] / "train.py"
 NMS_MISSING = "RuntimeError: operator torchvision::nms does not exist"
 
 

@@ -22,7 +22,7 @@ from rope_ext import make_rope
 from rope_ext.encoding.functional import rotate_pairs
 from rope_ext.encoding.fused_rotation import rotate_qk, rotate_qk_reference, triton_interpreted
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEADS, TOKENS, BATCH, PREFIX = 2, 6, 3, 1  # a 2×3 grid plus one class token
 # (label, encoding, options, head_dim, fold): every table layout the fast path builds
 CASES = (

@@ -21,7 +21,7 @@ from rope_ext import relative_property_error
 from rope_ext.encoding.relativity import perturb_rotary
 from rope_ext.relpos import relpos_datasets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
 
 

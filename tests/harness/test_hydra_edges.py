@@ -16,7 +16,7 @@ from rope_ext.config import ConfigError, check_command
 from rope_ext.config.sweep import MAX_JOBS, check_jobs, hydra_overrides, list_jobs
 from rope_ext.safety import RunDirUnwritable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

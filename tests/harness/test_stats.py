@@ -322,7 +322,7 @@ def write_study_rows(path: Path) -> None:
 
 
 def test_the_docs_recipe_reproduces_rope_ext_stats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "statistics.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "statistics.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     recipe = next(b for b in blocks if "runs.csv" in b)
     write_study_rows(tmp_path / "runs.csv")

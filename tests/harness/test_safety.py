@@ -127,7 +127,7 @@ BAD_VALUES = {
     "weight_decay=-1": (["optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", ">= 0"]),
     "epochs=0": (["train.epochs=0"], ["train.epochs=0", ">= 1"]),
     "min_lr above lr": (["train.lr=0.001", "train.min_lr=0.01"], ["train.min_lr=0.01", "train.lr=0.001"]),
-    "timeout_min=0": (  # timeout_min=abc: refused by composition (tests/test_inputs.py)
+    "timeout_min=0": (  # timeout_min=abc: refused by composition (tests/harness/test_inputs.py)
         ["launcher=slurm", "launcher.timeout_min=0"],
         ["launcher.timeout_min=0", "an integer >= 1"],
     ),
@@ -239,7 +239,7 @@ def test_run_id_cannot_escape_outputs_through_the_app(tmp_path):
 @pytest.mark.slow
 def test_refused_commands_keep_the_finished_result(tmp_path):
     """A finished run, then commands refused for a bad value (before Hydra: nothing written, see
-    tests/test_inputs.py), another seed, another data subset: the good metrics.json and checkpoint stay
+    tests/harness/test_inputs.py), another seed, another data subset: the good metrics.json and checkpoint stay
     byte for byte; failure.json says why; a good rerun clears it."""
     args = [*TINY, "run_id=base"]
     assert run_train(args, tmp_path).returncode == 0
