@@ -189,9 +189,12 @@ class SweepCallback(Callback):
             raise SystemExit(1)
         stopped = {r["run"] for r in rows if r.get("status") == "interrupted"}
         if stopped:
+            # a user's Ctrl-C, a preemption or a time limit with no requeue left: the checkpoint is kept
+            reasons = {job: error for job, error in failures if job in stopped}
             print(
-                f"\n{len(stopped)} of {len(rows)} jobs were stopped by the user (interrupted, resumable: rerun "
-                f"the same command): {', '.join(sorted(stopped))}",
+                f"\n{len(stopped)} of {len(rows)} jobs were stopped before finishing (interrupted, resumable: "
+                "rerun the same command):\n"
+                + "\n".join(f"  {job}: {reasons.get(job) or 'interrupted'}" for job in sorted(stopped)),
                 file=sys.stderr,
             )
         failed = [(job, error) for job, error in failures if job not in stopped]

@@ -150,7 +150,7 @@ def write_markdown(
         for run in bad:
             ov = " ".join(run.overrides)
             again = (
-                " (stopped by the user; rerun the same command to resume)"
+                " (stopped before finishing; rerun the same command to resume)"
                 if run.status == "interrupted"
                 else ""
             )

@@ -144,7 +144,8 @@ def test_job_listing_cli_prints_count_and_overrides(capsys):
     assert jobs_main(["pe=axial_block", "pe.block=2,3,4", "seed=0,1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("6 jobs:")
-    assert out[1:] == [
+    assert out[1] == "sweep directory: multirun/pe.block=2,3,4,pe=axial_block,seed=0,1/"
+    assert out[2:] == [
         f"#{i} pe=axial_block pe.block={b} seed={s}"
         for i, (b, s) in enumerate((b, s) for b in (2, 3, 4) for s in (0, 1))
     ]

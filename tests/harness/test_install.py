@@ -33,7 +33,9 @@ def test_a_non_editable_install_runs_the_job_lister_and_the_app(tmp_path: Path) 
         return subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True)
 
     where = run("-c", "import rope_ext.config as c; print(c.CONF, c.__file__)")
-    assert where.stdout.split() == [str(conf), str(site / "rope_ext" / "config.py")], where.stderr
+    assert where.stdout.split() == [str(conf), str(site / "rope_ext" / "config" / "__init__.py")], (
+        where.stderr
+    )
     jobs = run("-m", "rope_ext.jobs", "--check", "experiment=study/digits_blocks")
     assert jobs.returncode == 0 and "56 jobs" in jobs.stdout, jobs.stdout + jobs.stderr
     bad = run("-m", "rope_ext.app", "pe.block=70", "model=vit_s16")

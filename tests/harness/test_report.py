@@ -328,7 +328,7 @@ def test_a_user_stop_is_interrupted_not_failed_in_the_report_and_the_sweep_table
     out, err = capsys.readouterr()
     line = next(x for x in out.splitlines() if x.startswith("| 51 "))
     assert "interrupted" in line and "failed" not in line
-    assert "1 of 10 jobs were stopped by the user (interrupted, resumable" in err
+    assert "1 of 10 jobs were stopped before finishing (interrupted, resumable" in err
     assert "2 of 10 jobs FAILED" in err and f"{sweep / '51'}:" not in err.split("FAILED")[1]
 
 

@@ -244,13 +244,16 @@ def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path
     finally:
         for p in (used_up, done):
             p.kill()
-    # used up: one failed job, its reason, exit 1; the checkpoint is kept for a rerun
+    # used up: one stopped job, its reason, exit 1; the checkpoint is kept for a rerun
     assert used_up.returncode == 1, used_up_out
     (job,) = job_dirs(used_up_dir, "failure.json")
     error = json.loads((job / "failure.json").read_text())["error"]
     assert "interrupted by SIGUSR2" in error and "not requeued (launcher.max_num_timeout=0)" in error, error
     assert "timed-out too many times" in error
-    assert "1 of 1 jobs FAILED" in used_up_out and "timed-out too many times" in used_up_out
+    # a time limit with no requeue left stops the job resumably: recorded as interrupted, with its reason
+    assert json.loads((job / "failure.json").read_text())["status"] == "interrupted"
+    assert "1 of 1 jobs were stopped before finishing" in used_up_out, used_up_out
+    assert "timed-out too many times" in used_up_out
     assert not (job / "metrics.json").exists() and (job / "checkpoint.pt").exists()
     # done: requeued after each time-out, resumed, one ok metrics.json
     assert done.returncode == 0, done_out

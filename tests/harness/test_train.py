@@ -159,7 +159,7 @@ def test_block_sweep_is_one_command_with_five_results(tmp_path):
 @pytest.mark.slow
 def test_help_and_cfg_job_work_as_hydra_users_expect(tmp_path):
     proc = run_train(["--help"], tmp_path)
-    assert proc.returncode == 0 and "== Configuration groups ==" in proc.stdout
+    assert proc.returncode == 0 and "== Config groups ==" in proc.stdout
     assert "pe: axial2_complex, axial2_matrix, axial_block, lie_block, none" in proc.stdout
     proc = run_train(["--cfg", "job", "pe=lie_block"], tmp_path)
     assert proc.returncode == 0, output(proc)
