@@ -13,18 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = [
-    "EncodingInfo",
-    "RopeSpec",
-    "basis_motion",
-    "create_vit",
-    "fold_for_inference",
-    "load_module",
-    "make_rope",
-    "register",
-    "relative_property_error",
-    "validate_pe",
-]
+from rope_ext.encoding import __all__  # the library's public names: one list, the library's own
 
 
 def __getattr__(name: str) -> object:
