@@ -83,7 +83,7 @@ def test_shift_error_refuses_a_module_that_is_not_a_vit():
 
 
 def test_shift_metrics_are_measured_or_absent(vit):
-    """A model without rotary positions gets None for both (nothing was measured, issue 17), and
+    """A model without rotary positions gets None for both (nothing was measured), and
     never runs the shifted evaluation; a rotary model gets both measured."""
     batches = [(IMAGES, torch.zeros(4))]
 

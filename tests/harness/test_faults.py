@@ -120,7 +120,7 @@ DIVERGENCES = {
     "inf gradient": ("grad@2:1", "the gradients and the weights after the update are not finite", 1),
     "NaN weight after the update": ("param@2:3", "the weights after the update are not finite", 1),
     "singular solve": ("solve@2:2", "linear solve failed", 1),
-    # lr=inf of issue 21: the first update makes the weights NaN; the epoch's end must not save them
+    # lr=inf: the first update makes the weights NaN; the epoch's end must not save them
     "NaN weight in the last step of the only epoch": ("param@1:3", "at epoch 1, step 3/3", None),
 }
 
@@ -190,7 +190,7 @@ def test_a_signal_at_any_step_checkpoints_and_the_rerun_resumes_to_the_same_resu
 
 
 def test_a_checkpoint_holding_all_of_an_epochs_steps_resumes(tmp_path, monkeypatch, caplog, reference):
-    """Issue 21's bricked run: earlier versions saved "epoch 1 + 3 of 3 steps" on a signal in an epoch's
+    """A bricked run: earlier versions saved "epoch 1 + 3 of 3 steps" on a signal in an epoch's
     last step, and every rerun died on an empty batch. Such a checkpoint now ends that epoch."""
     run_dir = tmp_path / "run"
     assert job(run_dir, fault="SIGUSR1@1:3", monkeypatch=monkeypatch) == 138

@@ -35,7 +35,7 @@ def test_rotary_parameters_get_no_weight_decay(name):
 
 
 # --- the learning-rate schedule ----------------------------------------------------------------------
-# The reference is the schedule as it was until issue 11 (a LambdaLR with this factor, and this
+# The reference is the earlier form of the schedule (a LambdaLR with this factor, and this
 # override of a changed train.lr on resume): runs made with it must stay reproducible, to the last bit.
 
 

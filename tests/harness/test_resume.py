@@ -88,7 +88,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_a_huge_lr_stops_with_exit_3_whatever_diverges_first(tmp_path):
-    """Issue 20's reproduction: on some processors a singular solve comes before any NaN."""
+    """On some processors a singular solve comes before any NaN."""
     bad = run_train([*TINY, "run_id=lr", "train.lr=1e30"], tmp_path)
     text = output(bad)
     assert bad.returncode == 3, text

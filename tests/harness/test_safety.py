@@ -1,4 +1,4 @@
-"""Safety and no-loss (issue 8): each test reproduces an attack or a fault and checks the guarantee.
+"""Safety and no-loss: each test reproduces an attack or a fault and checks the guarantee.
 
 The counts the README quotes come from the parametrized lists here: ``BAD_VALUES`` (+ the run_id
 cases) are the bad inputs tried, ``KILL_POINTS`` the crash points of a checkpoint save.

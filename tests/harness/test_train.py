@@ -1,8 +1,8 @@
 """End-to-end runs of the real app (``python train.py ...`` in a subprocess) on tiny data.
 
 Covers: a single run's outputs (metrics.json contract, checkpoint, log, resolved config, result table,
-W&B offline log), a tiny run for every pe, the block sweep as one command, --help/--cfg, every bad
-input of issue 3 (clear message, non-zero exit, no checkpoint left).
+W&B offline log), a tiny run for every pe, the block sweep as one command, --help/--cfg, every
+bad input (clear message, non-zero exit, no checkpoint left).
 """
 
 from __future__ import annotations
