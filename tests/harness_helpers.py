@@ -53,11 +53,21 @@ def env(**extra: str) -> dict[str, str]:
     return out
 
 
+def last_wins(args: list[str]) -> list[str]:
+    """``args`` with each ``key=value`` override kept only at its last occurrence: tests extend ``TINY``
+    with the values they need, while ``train.py`` refuses a key given twice (Hydra would keep the last
+    silently). Flags and the order of the kept overrides stay as they were."""
+    last = {a.split("=", 1)[0]: i for i, a in enumerate(args) if "=" in a and not a.startswith("-")}
+    return [
+        a for i, a in enumerate(args) if "=" not in a or a.startswith("-") or last[a.split("=", 1)[0]] == i
+    ]
+
+
 def run_train(
     args: list[str], cwd: Path, *, timeout: float = 240, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, TRAIN, *args],
+        [sys.executable, TRAIN, *last_wins(args)],
         cwd=cwd,
         env=env(**(extra_env or {})),
         capture_output=True,
@@ -70,7 +80,7 @@ def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
     """``python train.py`` in the background (stdout and stderr together in ``proc.stdout``), for
     tests that signal the run or race a second process against it."""
     return subprocess.Popen(
-        [sys.executable, TRAIN, *args],
+        [sys.executable, TRAIN, *last_wins(args)],
         cwd=cwd,
         env=env(),
         stdout=subprocess.PIPE,

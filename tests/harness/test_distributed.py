@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
-from harness_helpers import TINY, TRAIN, env, metrics, output, run_train
+from harness_helpers import TINY, TRAIN, env, last_wins, metrics, output, run_train
 from omegaconf import OmegaConf
 
 from rope_ext.data import build_datasets
@@ -21,7 +21,15 @@ from rope_ext.run.model import build_model
 def test_torchrun_two_processes_train_one_model_matching_a_one_process_evaluation(tmp_path):
     args = [*TINY, "hardware=cpu", "run_id=ddp", "train.epochs=2"]
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", TRAIN, *args],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            TRAIN,
+            *last_wins(args),
+        ],
         cwd=tmp_path,
         env=env(),
         capture_output=True,

@@ -419,6 +419,10 @@ def test_runs_csv_carries_each_runs_provenance_and_history_its_revision(tmp_path
     path = root / "1" / METRICS_NAME
     times = {"started_at": "2026-12-07T10:00:00Z", "finished_at": "2026-12-07T10:01:00Z"}
     write_record(path, {**json.loads(path.read_text()), **times})
+    # and one written before records held them (the committed reports' runs): the cells stay empty
+    older = root / "0" / METRICS_NAME
+    record = {k: v for k, v in json.loads(older.read_text()).items() if k not in times}
+    older.write_text(json.dumps(record))
     summary = report.write_report(root, wandb_log=False)
     rows = {r["seed"]: r for r in _rows(summary["runs_csv"])}
     for row in rows.values():

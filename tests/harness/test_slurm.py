@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_helpers import TINY, TRAIN, env
+from harness_helpers import TINY, TRAIN, env, last_wins
 
 from rope_ext import local_slurm
 
@@ -36,7 +36,7 @@ def slurm_env(cluster) -> dict[str, str]:
 
 def sweep(cluster, args: list[str], sweep_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, TRAIN, *SLURM, *args, f"hydra.sweep.dir={sweep_dir}"],
+        [sys.executable, TRAIN, *last_wins([*SLURM, *args]), f"hydra.sweep.dir={sweep_dir}"],
         cwd=sweep_dir.parent,
         env=slurm_env(cluster),
         capture_output=True,
@@ -47,7 +47,7 @@ def sweep(cluster, args: list[str], sweep_dir: Path, timeout: float = 300) -> su
 
 def start_sweep(cluster, args: list[str], sweep_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, TRAIN, *SLURM, *args, f"hydra.sweep.dir={sweep_dir}"],
+        [sys.executable, TRAIN, *last_wins([*SLURM, *args]), f"hydra.sweep.dir={sweep_dir}"],
         cwd=sweep_dir.parent,
         env=slurm_env(cluster),
         stdout=subprocess.PIPE,
@@ -182,7 +182,11 @@ def test_preempted_job_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = start_sweep(slurm_cluster, PREEMPT, sweep_dir)
     reference = subprocess.Popen(  # the same job, never interrupted, outside SLURM
-        [sys.executable, TRAIN, "hardware=cpu", "hardware.threads=1", *PREEMPT, "run_id=reference"],
+        [
+            sys.executable,
+            TRAIN,
+            *last_wins(["hardware=cpu", "hardware.threads=1", *PREEMPT, "run_id=reference"]),
+        ],
         cwd=tmp_path,
         env=env(),
         stdout=subprocess.PIPE,
