@@ -27,6 +27,7 @@ from rope_ext.safety import COMPONENT_ALLOWED, check_component
 ALLOWED_TARGETS = frozenset(
     {
         "rope_ext.summary.SweepCallback",
+        "rope_ext.launch.SlurmMemory",
         "rope_ext.launch.SlurmStates",
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
         "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",

@@ -294,3 +294,17 @@ def test_the_cifar_file_lists_are_torchvisions() -> None:
             [f for f, _ in cls.train_list + cls.test_list],
             (cls.meta["filename"], cls.meta["key"]),
         )
+
+
+def test_every_target_the_project_ships_is_allowed() -> None:
+    """The allow-list names every ``_target_`` in conf/ (a new callback of the project's own that is not
+    on it would be refused at every command that composes it)."""
+    from rope_ext.config.hydra_node import ALLOWED_TARGETS
+
+    shipped = {
+        line.split("_target_:", 1)[1].strip()
+        for path in (ROOT / "conf").rglob("*.yaml")
+        for line in path.read_text().splitlines()
+        if "_target_:" in line and not line.lstrip().startswith("#")
+    }
+    assert shipped and shipped <= ALLOWED_TARGETS, shipped - ALLOWED_TARGETS
