@@ -210,7 +210,8 @@ def rules(cfg: Any) -> None:
         if not dataset["download"] and (folder.exists() or select(cfg, "launcher.name", "local") == "local"):
             raise ConfigError(
                 f"dataset={dataset['name']}: files {missing} are missing under {folder} and "
-                "dataset.download=false; put the extracted folder there or point dataset.root at it."
+                "dataset.download=false; put the extracted folder there (from "
+                f"{_CIFAR[dataset['name']][2]}) or point dataset.root at it."
             )
         return
     read_classes(folder / meta_file, meta_key, dataset["name"])
