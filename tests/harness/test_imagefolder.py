@@ -135,12 +135,14 @@ def test_deit_recipe_is_the_same_run_with_or_without_workers(tmp_path, digits_fo
 def test_sweep_and_report(tmp_path, digits_folder):
     """Two jobs train and evaluate on the folder through the app (-m), then rope_ext.report reads them."""
     proc = run_train(
-        ["-m", *TINY_IMG, f"dataset.root={digits_folder}", "pe.block=2,3", f"hydra.sweep.dir={tmp_path}/sw"],
+        ["-m", *TINY_IMG, f"dataset.root={digits_folder}", "pe.block=2,3", "hydra.sweep.dir=multirun/sw"],
         tmp_path,
     )
     assert proc.returncode == 0, output(proc)
     for block in (2, 3):
-        metrics = json.loads((tmp_path / "sw" / f"pe.block={block}" / "metrics.json").read_text())
+        metrics = json.loads(
+            (tmp_path / "multirun" / "sw" / f"pe.block={block}" / "metrics.json").read_text()
+        )
         assert (
             metrics["status"] == "ok" and metrics["dataset"] == "imagefolder" and metrics["epochs_done"] == 2
         )
@@ -149,7 +151,7 @@ def test_sweep_and_report(tmp_path, digits_folder):
         correct = metrics["test_acc"] * 12 / 100
         assert abs(correct - round(correct)) < 1e-6
     rep = subprocess.run(
-        [sys.executable, "-m", "rope_ext.report", str(tmp_path / "sw")],
+        [sys.executable, "-m", "rope_ext.report", str(tmp_path / "multirun" / "sw")],
         cwd=tmp_path,
         env=env(PYTHONPATH=str(REPO)),
         capture_output=True,
@@ -158,11 +160,11 @@ def test_sweep_and_report(tmp_path, digits_folder):
     assert rep.returncode == 0, output(rep)
     import csv
 
-    with open(tmp_path / "sw" / "report.csv") as f:
+    with open(tmp_path / "multirun" / "sw" / "report.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["run_dir"] for r in rows) == ["pe.block=2", "pe.block=3"]
     assert {(r["dataset"], r["status"]) for r in rows} == {("imagefolder", "ok")}
-    assert (tmp_path / "sw" / "report.md").is_file()
+    assert (tmp_path / "multirun" / "sw" / "report.md").is_file()
 
 
 def test_recipes_compose_and_check():

@@ -126,8 +126,8 @@ def test_a_torchvision_whose_compiled_ops_do_not_load(tmp_path: Path):
     assert "Traceback" not in done.stderr
 
     # train.py: the config is checked first (torch-free), then the install, before anything is written
-    run_dir = tmp_path / "run"
-    args = [str(TRAIN), "dataset=fake", "train.epochs=1", f"hydra.run.dir={run_dir}"]
+    run_dir = tmp_path / "outputs" / "run"
+    args = [str(TRAIN), "dataset=fake", "train.epochs=1", "run_id=run"]
     done = _run(args, env, cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     stderr = " ".join(done.stderr.split())

@@ -34,10 +34,17 @@ def slurm_env(cluster) -> dict[str, str]:
     return env(**cluster.env, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
 
 
+def _work_dir(sweep_dir: Path) -> Path:
+    """The folder a sweep runs in: sweep directories live under its multirun/ (train.py refuses any
+    other place for them)."""
+    assert sweep_dir.parent.name == "multirun", sweep_dir
+    return sweep_dir.parent.parent
+
+
 def sweep(cluster, args: list[str], sweep_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, TRAIN, *last_wins([*SLURM, *args]), f"hydra.sweep.dir={sweep_dir}"],
-        cwd=sweep_dir.parent,
+        [sys.executable, TRAIN, *last_wins([*SLURM, *args]), f"hydra.sweep.dir=multirun/{sweep_dir.name}"],
+        cwd=_work_dir(sweep_dir),
         env=slurm_env(cluster),
         capture_output=True,
         text=True,
@@ -47,8 +54,8 @@ def sweep(cluster, args: list[str], sweep_dir: Path, timeout: float = 300) -> su
 
 def start_sweep(cluster, args: list[str], sweep_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, TRAIN, *last_wins([*SLURM, *args]), f"hydra.sweep.dir={sweep_dir}"],
-        cwd=sweep_dir.parent,
+        [sys.executable, TRAIN, *last_wins([*SLURM, *args]), f"hydra.sweep.dir=multirun/{sweep_dir.name}"],
+        cwd=_work_dir(sweep_dir),
         env=slurm_env(cluster),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -132,7 +139,7 @@ def test_daemons_listen_on_the_loopback_only(slurm_cluster):
 @pytest.mark.slow
 def test_array_sweep_two_jobs(slurm_cluster, tmp_path):
     """pe.block=2,3 is one SLURM array of two jobs: two metrics.json and the sweep table, exit 0."""
-    sweep_dir = tmp_path / "sweep"
+    sweep_dir = tmp_path / "multirun" / "sweep"
     proc = sweep(slurm_cluster, [*TINY, "pe.block=2,3"], sweep_dir)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -144,7 +151,7 @@ def test_array_sweep_two_jobs(slurm_cluster, tmp_path):
     # one array: the two jobs' submitit folders are <array id>_0 and <array id>_1
     folders = sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir() and "_" in p.name)
     assert len(folders) == 2 and len({f.split("_")[0] for f in folders}) == 1, folders
-    assert f"Sweep {sweep_dir} (2 jobs)" in out and "| pe.block=2 |" in out and "| pe.block=3 |" in out
+    assert "multirun/sweep (2 jobs)" in out and "| pe.block=2 |" in out and "| pe.block=3 |" in out
     # no accounting storage on this cluster: sacct's failure is said once, not at every poll
     assert out.count("accounting storage is disabled") == 1, out
 
@@ -152,7 +159,7 @@ def test_array_sweep_two_jobs(slurm_cluster, tmp_path):
 @pytest.mark.slow
 def test_two_tasks_one_ddp_model(slurm_cluster, tmp_path):
     """hardware.devices=2 on CPU: one job of two SLURM tasks, one gloo DDP model, one metrics.json."""
-    sweep_dir = tmp_path / "sweep"
+    sweep_dir = tmp_path / "multirun" / "sweep"
     proc = sweep(slurm_cluster, [*TINY, "hardware.devices=2", "pe.block=2"], sweep_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (job,) = job_dirs(sweep_dir)
@@ -179,7 +186,7 @@ PREEMPT = [
 def test_preempted_job_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
     """USR2 after the first epoch's checkpoint: checkpoint, requeue, resume mid-epoch, finish with the
     same weights as an uninterrupted run of the same job."""
-    sweep_dir = tmp_path / "sweep"
+    sweep_dir = tmp_path / "multirun" / "sweep"
     proc = start_sweep(slurm_cluster, PREEMPT, sweep_dir)
     reference = subprocess.Popen(  # the same job, never interrupted, outside SLURM
         [
@@ -237,9 +244,12 @@ def test_time_out_requeues_until_done_or_max_num_timeout(slurm_cluster, tmp_path
     # at the limit, and with 5 s a loaded 2-core CI machine lost that race once (the requeue call was killed)
     limit = ["launcher.timeout_min=1", "launcher.signal_delay_s=15"]
     requeues = 8
-    done_dir, used_up_dir = tmp_path / "done" / "sweep", tmp_path / "used_up" / "sweep"
+    done_dir, used_up_dir = (
+        tmp_path / "done" / "multirun" / "sweep",
+        tmp_path / "used_up" / "multirun" / "sweep",
+    )
     for d in (done_dir, used_up_dir):
-        d.parent.mkdir()
+        d.parent.mkdir(parents=True)
     used_up = start_sweep(slurm_cluster, [*TIMEOUT, *limit, "launcher.max_num_timeout=0"], used_up_dir)
     done = start_sweep(slurm_cluster, [*TIMEOUT, *limit, f"launcher.max_num_timeout={requeues}"], done_dir)
     try:
@@ -275,7 +285,7 @@ def test_sweep_with_a_bad_job(slurm_cluster, tmp_path):
     """One job of the array cannot finish (its learning rate makes training diverge, which no check
     before the run can know): the other finishes, the bad one is listed as failed with its reason
     (failure.json), and the command exits 1. (A statically bad job is refused before submission.)"""
-    sweep_dir = tmp_path / "sweep"
+    sweep_dir = tmp_path / "multirun" / "sweep"
     proc = sweep(slurm_cluster, [*TINY, "train.lr=0.001,1e30"], sweep_dir)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
