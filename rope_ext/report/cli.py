@@ -65,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.from_rows:
+        # a committed report is recomputed in place, with the baseline and arms its rows record
+        given = [f"--{k}" for k in ("out", "baseline", "arms") if getattr(args, k, None)]
+        if given:
+            print(
+                f"report: --from-rows recomputes DIR in place; {', '.join(given)} cannot be used with it",
+                file=sys.stderr,
+            )
+            return 2
         return _from_rows(args.dir)
     try:
         summary = write_report(

@@ -646,3 +646,17 @@ def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
     assert len(labels) == 2 and not any("#" in label for label in labels)
     assert any("train.lr=0.001" in label for label in labels)
     assert any("train.lr=0.003" in label for label in labels)
+
+
+def test_from_rows_refuses_options_it_would_ignore(tmp_path, capsys):
+    """``--from-rows`` recomputes a committed report in place: ``--out``/``--baseline`` are refused, not
+    silently ignored, and nothing is written."""
+    from harness_helpers import REPO
+
+    from rope_ext.report.cli import main as report_main
+
+    out = tmp_path / "elsewhere"
+    folder = str(REPO / "experiments" / "results" / "relpos_equiv_blocks")
+    assert report_main([folder, "--from-rows", "--out", str(out), "--no-wandb"]) == 2
+    assert report_main([folder, "--from-rows", "--baseline", "axial2_complex", "--no-wandb"]) == 2
+    assert "cannot be used with it" in capsys.readouterr().err and not out.exists()
