@@ -174,6 +174,12 @@ def _plot_metric_vs_block(
                 linestyle="none",
                 label=f"baseline: {base_point[2]}",
             )
+    _block_axis(ax, blocks, lines, ylabel)
+    return drawn
+
+
+def _block_axis(ax: Any, blocks: Any, lines: int, ylabel: str) -> None:
+    """The block-size x axis both block plots share: labels, log scale past N = 8, a tick per N."""
     ax.set_xlabel("block size N" + (_DODGE_NOTE if lines > 1 else ""), fontsize=_FONT)
     ax.set_ylabel(ylabel, fontsize=_FONT)
     if blocks and max(blocks) > 8:
@@ -185,7 +191,6 @@ def _plot_metric_vs_block(
         # the offsets alone and the points sat far from their tick
         ax.set_xlim(min(blocks) * 0.85, max(blocks) * 1.15)
     ax.grid(alpha=0.3)
-    return drawn
 
 
 def _plot_ratio_vs_block(ax: Any, groups: Sequence[Group], kind: str, bases: Sequence[Group] = ()) -> bool:
@@ -242,15 +247,7 @@ def _plot_ratio_vs_block(ax: Any, groups: Sequence[Group], kind: str, bases: Seq
             flagged_label = "_nolegend_"  # one legend entry for all arms
     if drawn:
         ax.axhline(1.0, color="grey", linestyle=":", lw=1, label="plain ViT (pe=none) = 1")
-    ax.set_xlabel("block size N" + (_DODGE_NOTE if lines > 1 else ""), fontsize=_FONT)
-    ax.set_ylabel("time × plain ViT of the same shape (> 1 slower)", fontsize=_FONT)
-    if blocks and max(blocks) > 8:
-        ax.set_xscale("log", base=2)
-        ax.minorticks_off()
-    if blocks:
-        ax.set_xticks(sorted(blocks), [str(int(b)) for b in sorted(blocks)])
-        ax.set_xlim(min(blocks) * 0.85, max(blocks) * 1.15)
-    ax.grid(alpha=0.3)
+    _block_axis(ax, blocks, lines, "time × plain ViT of the same shape (> 1 slower)")
     return drawn
 
 
