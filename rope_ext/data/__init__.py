@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rope_ext.data import cifar, digits, fake, imagefolder, relpos  # noqa: F401  (register the built-ins)
+from rope_ext.data import cifar, digits, digits_rotation, fake, imagefolder, relpos  # noqa: F401  (register the built-ins)
 from rope_ext.data.registry import DatasetInfo, get, names
 from rope_ext.errors import ConfigError
 from rope_ext.util import select

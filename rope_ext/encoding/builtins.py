@@ -65,7 +65,15 @@ AXIAL2_COMPLEX = register(
         summary="the same function by complex multiplication (Heo et al.'s code); same parameters",
         accepts=Accepts(block=2, impls=("fast",), mixed=False, layout_of=False, learnable_false=True),
         bench_variants=(Variant("axial2_complex"),),
-        arm_variants=(Variant("axial2_complex", {}, "Heo et al.'s 2x2 RoPE-Axial, complex multiplication"),),
+        arm_variants=(
+            Variant("axial2_complex", {}, "Heo et al.'s 2x2 RoPE-Axial, complex multiplication"),
+            Variant(
+                "axial2_complex_identity",
+                {"pe.init": "identity"},
+                "2x2 RoPE-Axial, complex multiplication, frequencies starting at 0 (R = I: a pretrained "
+                "model's function unchanged at step 0) and learned",
+            ),
+        ),
         table_variants=(Variant("axial2_complex"),),
         order=2,
     )
@@ -115,6 +123,15 @@ def _axial_block_arms() -> tuple[Variant, ...]:
                 f"{n}x{n} commuting blocks, axial, fast impl, basis Q frozen at its init (I)",
             )
         )
+    # fine-tune study: rotary frequencies starting at 0 (R = I), so RoPE added to a pretrained model
+    # leaves its function unchanged at step 0
+    arms.append(
+        Variant(
+            "axial_block_n3_identity",
+            {"pe.block": 3, "pe.impl": "fast", "pe.mixed": False, "pe.init": "identity"},
+            "3x3 commuting blocks, axial, fast impl, frequencies starting at 0 (R = I) and learned",
+        )
+    )
     # extrapolation study: the class token makes a rotary ViT absolute; average pooling and
     # normalized coordinates are the ways out (model.pool, pe.coords)
     for pool in ("cls", "avg"):

@@ -62,7 +62,7 @@ STAT_COLUMNS += ["lr", "val_acc_mean", "test_acc_shifted_mean", "shift_error_mea
 STAT_COLUMNS += [*_HOLM_TOST, "chance", "not_converged"]
 # each run's provenance (metrics.json ``provenance``): empty where the record lacks it, never guessed
 PROVENANCE_COLUMNS = ["revision", "dirty", "started_at", "finished_at", "processor", "processor_id"]
-PROVENANCE_COLUMNS += ["gpu", "threads", "versions"]
+PROVENANCE_COLUMNS += ["gpu", "threads", "versions", "weights_sha256"]
 RUN_COLUMNS = ["table", "arm", "baseline", "size", "extrap", "seed", "acc", "margin", "val_acc", "lr"]
 RUN_COLUMNS += ["best_epoch", "epochs_done", "basis_tilt_max_deg", "basis_angle_max_deg", "command"]
 RUN_COLUMNS += ["chance", *PROVENANCE_COLUMNS]
@@ -369,6 +369,7 @@ def provenance_cells(metrics: dict[str, Any]) -> dict[str, Any]:
     revision = prov.get("revision") if isinstance(prov.get("revision"), dict) else {}
     versions = prov.get("versions") if isinstance(prov.get("versions"), dict) else {}
     cpu = prov.get("cpu") if isinstance(prov.get("cpu"), dict) else {}
+    weights = prov.get("weights") if isinstance(prov.get("weights"), dict) else {}
     cpu_id = " ".join(
         f"{k} {cpu[k]}" for k in ("vendor", "family", "model", "stepping") if cpu.get(k) is not None
     )
@@ -383,6 +384,7 @@ def provenance_cells(metrics: dict[str, Any]) -> dict[str, Any]:
         "gpu": prov.get("gpu"),
         "threads": prov.get("threads"),
         "versions": " ".join(f"{k}={v}" for k, v in listed if v is not None) or None,
+        "weights_sha256": weights.get("sha256"),
     }
 
 

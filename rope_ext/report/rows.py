@@ -35,8 +35,8 @@ RECOMPUTED_NOTE = (
     "Recomputed from the committed rows (runs.csv, history.csv, report.csv) by "
     "`python -m rope_ext.report --from-rows {folder}`: the run directories are not on this machine and "
     "the committed rows never held the runs' provenance, so runs.csv's revision, dirty, start and end "
-    "time, processor, threads and versions columns (and history.csv's revision) are empty: unknown, not "
-    "measured here."
+    "time, processor, threads, versions and weights columns (and history.csv's revision) are empty: "
+    "unknown, not measured here."
 )
 _STATS_START = "## Comparisons with the baseline"
 _NUMBER = re.compile(r"-?\d+")

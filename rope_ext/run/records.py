@@ -136,7 +136,8 @@ def run_metrics(
         "wall_s": time.time() - started,
         "started_at": iso_utc(started),
         "finished_at": iso_utc(time.time()),
-        "provenance": provenance(ctx.device),  # what a bit-for-bit rerun needs: versions, processor, code
+        # what a bit-for-bit rerun needs: versions, processor, code, starting weights
+        "provenance": provenance(ctx.device, weights=config.model.checkpoint),
     }
 
 

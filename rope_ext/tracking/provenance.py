@@ -9,6 +9,7 @@ be found is None (never a placeholder string), and ``revision.reason`` says why 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
 import subprocess
@@ -23,12 +24,14 @@ __all__ = [
     "PACKAGES",
     "Provenance",
     "Revision",
+    "Weights",
     "code_revision",
     "cpu_identity",
     "iso_utc",
     "process_revision",
     "processor_name",
     "provenance",
+    "weights_identity",
 ]
 
 PACKAGES = ("torch", "timm", "numpy", "scipy", "hydra-core", "omegaconf", "wandb")
@@ -56,6 +59,16 @@ class CpuIdentity(TypedDict):
     stepping: int | None
 
 
+class Weights(TypedDict):
+    """The starting weights a run loaded (``model.checkpoint``): the path as given and the file's
+    SHA-256 (None with a ``reason`` when it cannot be read), so a row names the pretrained model by
+    content, not by a path that a later run may overwrite."""
+
+    path: str
+    sha256: str | None
+    reason: str | None
+
+
 class Provenance(TypedDict):
     """``metrics.json``'s ``provenance``."""
 
@@ -68,6 +81,7 @@ class Provenance(TypedDict):
     cuda: str | None  # torch.version.cuda (the CUDA torch was built with)
     threads: int  # torch.get_num_threads() when the record is made
     revision: Revision
+    weights: Weights | None  # None: no model.checkpoint (random init or timm's hub weights)
 
 
 def _version(dist: str) -> str | None:
@@ -169,12 +183,29 @@ def process_revision() -> Revision:
     return code_revision(REPO_DIR)
 
 
-def provenance(device: torch.device | None = None, repo_dir: Path | None = None) -> Provenance:
+def weights_identity(path: str | os.PathLike) -> Weights:
+    """``path``'s SHA-256, read in 1 MiB chunks; an unreadable file gives None and the reason."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        return {"path": str(path), "sha256": None, "reason": f"could not read it: {exc}"}
+    return {"path": str(path), "sha256": digest.hexdigest(), "reason": None}
+
+
+def provenance(
+    device: torch.device | None = None,
+    repo_dir: Path | None = None,
+    weights: str | os.PathLike | None = None,
+) -> Provenance:
     """The provenance record of a run on ``device`` (the GPU's name is recorded when it is a CUDA
     device; None: the current CUDA device if one is in use, else none), code from ``repo_dir``
-    (None: this process's own code, ``process_revision``).
+    (None: this process's own code, ``process_revision``), starting from the weights file ``weights``
+    (``model.checkpoint``; None: none loaded).
 
-    Costs at most one git call and no CUDA initialisation on a CPU run.
+    Costs at most one git call, one read of the weights file and no CUDA initialisation on a CPU run.
     """
     gpu: str | None = None
     try:
@@ -194,6 +225,7 @@ def provenance(device: torch.device | None = None, repo_dir: Path | None = None)
         "cuda": torch.version.cuda,
         "threads": int(torch.get_num_threads()),
         "revision": process_revision() if repo_dir is None else code_revision(repo_dir),
+        "weights": None if weights is None else weights_identity(weights),
     }
 
 

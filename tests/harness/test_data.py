@@ -33,6 +33,22 @@ def test_digits_are_the_real_embedded_scans_split_80_20():
     assert batch.shape == (4, 3, 32, 32) and batch.min() >= -1.0001 and batch.max() <= 1.0001
 
 
+def test_digits_rotation_turns_the_digits_scans_and_labels_the_turn_only():
+    """The pretext task of study/digits_finetune_source: every scan of digits' split in its four turns,
+    labelled 0..3 by the turn (never by the digit); train holds no test scan."""
+    digits = build_datasets(dataset_cfg(name="digits", val_fraction=0))
+    turned = build_datasets(dataset_cfg(name="digits_rotation", val_fraction=0))
+    assert turned.num_classes == 4
+    for plain, rotated in ((digits.train, turned.train), (digits.test, turned.test)):
+        x, _ = as_tensors(plain)
+        xt, yt = as_tensors(rotated)
+        assert xt.shape == (4 * len(x), 3, 8, 8) and torch.equal(torch.bincount(yt), torch.full((4,), len(x)))
+        for k in range(4):
+            assert torch.equal(xt[yt == k], torch.rot90(x, k, dims=(2, 3)))
+    train_scans = {bytes(t.numpy()) for t in as_tensors(turned.train)[0]}
+    assert not train_scans & {bytes(t.numpy()) for t in as_tensors(turned.test)[0] if t.any()}
+
+
 def test_subset_keeps_the_first_n_of_each_split():
     full = build_datasets(dataset_cfg(name="digits"))
     small = build_datasets(dataset_cfg(name="digits", subset=50))

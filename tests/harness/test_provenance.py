@@ -155,3 +155,28 @@ def test_a_process_records_the_revision_it_loaded_not_a_later_commit(
         assert provenance.provenance(torch.device("cpu"), repo_dir=repo)["revision"]["commit"] != first
     finally:
         provenance.process_revision.cache_clear()
+
+
+def test_weights_identity_is_the_files_sha256_and_the_report_row_carries_it(tmp_path: Path) -> None:
+    """A run that starts from ``model.checkpoint`` names that file by content in its record and its row:
+    the same path overwritten by other weights gives another identity."""
+    import hashlib
+
+    from rope_ext.report.arms import provenance_cells
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"first weights")
+    first = provenance.provenance(torch.device("cpu"), repo_dir=tmp_path, weights=weights)["weights"]
+    assert first == {
+        "path": str(weights),
+        "sha256": hashlib.sha256(b"first weights").hexdigest(),
+        "reason": None,
+    }
+    weights.write_bytes(b"other weights")
+    second = provenance.weights_identity(weights)
+    assert second["sha256"] != first["sha256"]
+    assert provenance_cells({"provenance": {"weights": second}})["weights_sha256"] == second["sha256"]
+    missing = provenance.weights_identity(tmp_path / "gone.pth")
+    assert missing["sha256"] is None and "could not read" in missing["reason"]
+    rec = provenance.provenance(torch.device("cpu"), repo_dir=tmp_path)
+    assert rec["weights"] is None and provenance_cells({"provenance": rec})["weights_sha256"] is None
