@@ -15,6 +15,7 @@ Eva with and without its RoPE (``eva_builder``) as the outside reference. CPU fi
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -179,6 +180,48 @@ def block_counts(
     one, two = per_batch
     one.bytes = one.bytes + (two.bytes - one.bytes) * (batch - 1)
     return one
+
+
+# One launch in the ``call`` function of inductor's output code: a generated kernel (``cpp_fused_*``,
+# ``triton_*``), an extern kernel (``extern_kernels.mm``) or an op called as it is (``torch.ops.*``,
+# ``aten.*``: the rotation op, attention). Allocations, views and asserts are not launches.
+_LAUNCH = re.compile(
+    r"^\s+(?:\w+\s*=\s*)?(cpp_fused_\w+|triton_\w+\.run|extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.\w+)?|aten\.\w+(?:\.\w+)?)\(",
+    re.M,
+)
+
+
+def compiled_launches(code: str) -> Counter:
+    """Kernel launches by name in one graph's inductor output code (``run_and_get_code``'s strings)."""
+    body = code.split("\ndef call(", 1)[-1].split("\ndef ", 1)[0]
+    return Counter(m.group(1) for m in _LAUNCH.finditer(body))
+
+
+def compiled_step_launches(
+    model: nn.Module, *, train: bool, batch: int, img: int, dtype: torch.dtype | None
+) -> Counter:
+    """Launches of one ``torch.compile``d step (inference under ``inference_mode``, or training
+    forward + backward), summed over the graphs inductor wrote; dynamo's caches are reset first."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    _, codes = run_and_get_code(_step(torch.compile(model), batch, img, train, dtype))
+    total: Counter = Counter()
+    for code in codes:
+        total.update(compiled_launches(code))
+    return total
+
+
+def compiled_block_kernels(
+    build: Callable[[int], nn.Module], *, train: bool, img: int = 224, dtype: torch.dtype | None
+) -> tuple[int, Counter]:
+    """Compiled kernel launches per transformer block (depth 2 minus depth 1, batch 2, CPU inductor):
+    their number and, by name, the launches the second block added."""
+    one = compiled_step_launches(build(1), train=train, batch=2, img=img, dtype=dtype)
+    two = compiled_step_launches(build(2), train=train, batch=2, img=img, dtype=dtype)
+    added = Counter(two)
+    added.subtract(one)
+    return sum(two.values()) - sum(one.values()), +added
 
 
 # (title, mode, key) of the table's columns after the variant

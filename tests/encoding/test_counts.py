@@ -127,3 +127,13 @@ def test_compiled_lie_block_evaluates_under_inference_mode() -> None:
     torch._dynamo.reset()
     with torch.inference_mode():
         torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("label", ["axial2_matrix", "axial_block N=3 matrix", "lie_block N=4"])
+def test_reference_forms_build_their_tables_once_per_step(label: str) -> None:
+    """The matrix impl and lie_block build every layer's block matrices together in training (where
+    no table is cached): a second block adds no cos, sin, basis solve or matrix exponential."""
+    got = _counts(label, True) - _counts("none", True)
+    table_ops = ("aten::cos", "aten::sin", "aten::_linalg_solve_ex", "aten::linalg_matrix_exp")
+    added = {name: got.ops[name] for name in table_ops if got.ops[name] > 0}
+    assert not added, added

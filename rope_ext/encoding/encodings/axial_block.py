@@ -241,20 +241,36 @@ class BlockRotary(RotaryLayer):
         return super().rotate_qk(q, k, pos, num_prefix, in_basis, grid_key, tables)
 
     def shares_tables(self) -> Hashable | None:
-        """The fast path's cos/sin tables depend on the frequencies alone: layers of one shape and
-        plane layout build them together."""
-        if self.impl != "fast":
+        """Layers of one shape and plane layout build their tables together: the fast path's cos/sin
+        (frequencies alone) and the matrix impl's block matrices (frequencies and basis)."""
+        matrix = self.impl == "matrix" and not self.folded
+        if self.impl != "fast" and not matrix:
             return None
-        return (type(self), self.spec, self.head_dim, self.num_heads)
+        return (type(self), self.spec, self.head_dim, self.num_heads, matrix)
 
     def tables_layers(
         self, layers: list[RotaryLayer], pos: Tensor, num_prefix: int
     ) -> list[tuple[Tensor, ...]]:
-        """One angle product, one pad, one cos and one sin for all layers (their frequencies stacked)."""
+        """One angle product, one cos and one sin for all layers (their frequencies stacked); the
+        fast path pads them, the matrix impl builds every layer's block matrices in one batch."""
         freqs = torch.stack([layer.freqs for layer in layers])
         omega = freqs if freqs.ndim == 4 else freqs[..., None] * self.axis_onehot  # [L, H, P, A]
-        angles = F.pad(plane_angles(pos, omega, num_prefix), (0, self.head_dim // 2 - self.num_planes))
-        return list(zip(angles.cos().unbind(0), angles.sin().unbind(0), strict=True))
+        angles = plane_angles(pos, omega, num_prefix)
+        if self.impl == "matrix" and not self.folded:
+            cos, sin = angles.cos(), angles.sin()
+            basis = None
+            if self.basis_skew is not None:
+                basis = cayley(torch.stack([layer.basis_skew for layer in layers]), self.block).flatten(0, 1)
+            # layers and heads as one batch of heads: block_matrices is per head and token
+            mats = block_matrices(cos.flatten(0, 1), sin.flatten(0, 1), basis, self.block)
+            mats = mats.unflatten(0, (len(layers), self.num_heads))
+            return list(zip(cos.unbind(0), sin.unbind(0), mats.unbind(0), strict=True))
+        angles = F.pad(angles, (0, self.head_dim // 2 - self.num_planes))
+        # cos and sin of every layer in one tensor, each layer's table a view of it: inductor then
+        # computes them in one kernel before the first layer, where separate per-layer outputs
+        # cost one table kernel per layer (at eval, where no backward shares the work).
+        cos, sin = torch.stack((angles.cos(), angles.sin())).unbind(0)
+        return list(zip(cos.unbind(0), sin.unbind(0), strict=True))
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
         if self.impl == "matrix" and not self.folded:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,6 +61,26 @@ class LieBlockRotary(RotaryLayer):
             summed = (pos.to(dtype) @ gens.to(dtype).flatten(1)).view(-1, *gens.shape[1:])
             mats = torch.linalg.matrix_exp(summed).transpose(0, 1)
         return (mats,)
+
+    def shares_tables(self) -> Hashable | None:
+        """Layers of one shape build their block rotations together (``tables_layers``)."""
+        return (type(self), self.spec, self.head_dim, self.num_heads)
+
+    def tables_layers(
+        self, layers: list[RotaryLayer], pos: Tensor, num_prefix: int
+    ) -> list[tuple[Tensor, ...]]:
+        """``_build_tables`` of every layer at once: their generators stacked, one matmul and one
+        ``matrix_exp`` for all (each layer's [H, T, nb, N, N] a view of the result)."""
+        with torch.autocast(device_type=pos.device.type, enabled=False):
+            gens = skew(torch.stack([layer.generator_skew for layer in layers], 1), self.block)
+            dtype = torch.promote_types(gens.dtype, torch.float32)
+            if num_prefix:
+                pos = F.pad(pos, (0, 0, num_prefix, 0))
+            # [A, L, H, nb, N, N] flattened after the axis: the matmul's output is contiguous
+            # [T, L, H, nb, N, N], as matrix_exp needs (see _build_tables)
+            summed = (pos.to(dtype) @ gens.to(dtype).flatten(1)).view(-1, *gens.shape[1:])
+            mats = torch.linalg.matrix_exp(summed).permute(1, 2, 0, 3, 4, 5)
+        return [(m,) for m in mats.unbind(0)]
 
     def _rotate(self, x: Tensor, tables: tuple[Tensor, ...], in_basis: bool) -> Tensor:
         return apply_block_matrices(x, tables[0])
