@@ -33,6 +33,12 @@ NAMES = {
     "axial_block_n4_mixed": "mixed N = 4",
     "axial_block_n6_mixed": "mixed N = 6",
     "lie_block_n4": "lie_block N = 4",
+    "none": "no RoPE (APE only)",
+    "axial2_matrix": "2×2 matrix",
+    "axial2_complex_identity": "2×2, identity start",
+    "axial_block_n3_matrix": "N = 3 matrix",
+    "axial_block_n5": "N = 5",
+    "axial_block_n3_identity": "N = 3, identity start",
 }
 # report -> (evaluation sizes, the training size first; baseline arm) of each study table in docs/study.md
 TABLES = {
@@ -41,6 +47,8 @@ TABLES = {
     "digits_equiv_controls": ((16, 20, 24, 32), "axial_block_n2_mixed"),
     "relpos_equiv_controls": ((24, 32, 48), "axial_block_n2_mixed"),
     "relpos_equiv_blocks": ((24, 32, 48), "axial2_complex"),
+    "digits_finetune": ((16, 20, 24, 32), "none"),
+    "digits_finetune_blocks": ((16, 20, 24, 32), "axial2_complex"),
 }
 Key = tuple[str, str, int]  # (learning rate as written in the table name, or ""; arm; size)
 
@@ -269,6 +277,44 @@ claim(
     "diff_sd",
     decimals(2),
 )
+# fine-tune study
+F, FB = "digits_finetune", "digits_finetune_blocks"
+claim(S, "every TOST p ≤\n  {} at lr 1e-3", F, (LR1, "axial_block_n6", 16), "p_tost", decimals(4))
+claim(S, "at lr 1e-3 and ≤ {} at 3e-3", F, (LR3, "axial_block_n4", 16), "p_tost", decimals(4))
+claim(S, "every Holm p ≥ {})", F, (LR3, "axial_block_n3_identity", 16), "p_holm_family")
+claim(S, "N = 3 (TOST Holm p {}), N = 5", F, (LR1, "axial_block_n3", 16), "p_tost_holm")
+claim(S, "N = 5 ({}), N = 3 matrix", F, (LR1, "axial_block_n5", 16), "p_tost_holm")
+claim(S, "N = 3 matrix ({}) and the identity starts", F, (LR1, "axial_block_n3_matrix", 16), "p_tost_holm")
+claim(S, "  ({}) and N = 3 (1.2e-05)", F, (LR1, "axial2_complex_identity", 16), "p_tost_holm")
+claim(S, "(9.8e-05) and N = 3 ({}); at 3e-3", F, (LR1, "axial_block_n3_identity", 16), "p_tost_holm")
+claim(S, "only the identity starts ({} and", F, (LR3, "axial2_complex_identity", 16), "p_tost_holm")
+claim(S, "(0.030 and {}). **On resized", F, (LR3, "axial_block_n3_identity", 16), "p_tost_holm")
+claim(S, "(−9.37, Holm p {})", F, (LR1, "axial_block_n5", 24), "p_holm_family")
+claim(S, "at 32 px (−11.13, Holm p {})", F, (LR3, "axial2_complex_identity", 32), "p_holm_family")
+claim(S, "20 px (+7.66, Holm p {})", F, (LR3, "axial_block_n3_matrix", 20), "p_holm_family")
+claim(
+    S,
+    "(conjunctive: every TOST p ≤ {}); alone",
+    FB,
+    (LR1, "axial_block_n3_identity", 16),
+    "p_tost",
+    decimals(4),
+)
+claim(
+    S,
+    "At 3e-3 (conjunctive: every TOST p ≤ {})",
+    FB,
+    (LR3, "axial_block_n3_identity", 16),
+    "p_tost",
+    decimals(4),
+)
+claim(S, "alone: 2×2 matrix ({}), N = 3 (", FB, (LR1, "axial2_matrix", 16), "p_tost_holm")
+claim(S, "N = 3 ({}), N = 4 (7.9e-07)", FB, (LR1, "axial_block_n3", 16), "p_tost_holm")
+claim(S, "N = 4 ({}),\n  N = 5", FB, (LR1, "axial_block_n4", 16), "p_tost_holm")
+claim(S, "identity start ({}). At 3e-3", FB, (LR1, "axial_block_n3_identity", 16), "p_tost_holm")
+claim(S, "(0.006), N = 6 ({}) and N = 3 matrix", FB, (LR3, "axial_block_n6", 16), "p_tost_holm")
+claim(S, "and N = 3 matrix ({}). 2×2 as matrices", FB, (LR3, "axial_block_n3_matrix", 16), "p_tost_holm")
+claim(R, "(every TOST p ≤ {});", F, (LR1, "axial_block_n6", 16), "p_tost", decimals(4))
 # earlier reports (old format: acc@S_diff, acc@S_p_holm)
 E = "digits_extrap"
 claim(S, "class token {} at 20 px, ", E, ("", "axial2_cls_normalized", 20), "diff", diff)
