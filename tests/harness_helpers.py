@@ -283,3 +283,18 @@ def assert_exact_rotation(rope: torch.nn.Module, *, seed: int, tokens: int, tol:
     torch.testing.assert_close(r.transpose(-1, -2) @ r, eye.expand_as(r), rtol=0, atol=1e-10)
     r_zero = rope.rotation(torch.zeros(1, dims, dtype=torch.float64))
     torch.testing.assert_close(r_zero, eye.expand_as(r_zero), rtol=0, atol=1e-12)
+
+
+# The fine-tune presets (study/digits_finetune*) load the weights their source run writes first
+# (study/digits_finetune_source); the config check reads only a weights file's first bytes.
+FINETUNE_SOURCE = Path("outputs/digits_finetune_source/checkpoint.pt")
+
+
+def stand_in_finetune_source(folder: Path) -> None:
+    """A torch checkpoint at ``folder``/FINETUNE_SOURCE, so the fine-tune presets compose and validate
+    with ``folder`` as the working folder, as they do after their source run."""
+    import torch
+
+    path = folder / FINETUNE_SOURCE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({}, path)

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from harness_helpers import stand_in_finetune_source
 
 from rope_ext.jobs import check_jobs
 
@@ -43,21 +44,13 @@ def _shape(overrides: str) -> tuple[str, ...]:
 REPORTS = sorted(p.name for p in RESULTS.iterdir() if (p / "report.csv").is_file())
 
 
-# a fine-tune command loads the weights its source run writes first (study/digits_finetune_source, as the
-# preset says); the check reads only a weights file's first bytes, so a stand-in at that path is enough
-SOURCE_WEIGHTS = Path("outputs/digits_finetune_source/checkpoint.pt")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("study", REPORTS)
 def test_every_committed_command_runs_with_todays_presets(
     study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
-
     monkeypatch.chdir(tmp_path)
-    SOURCE_WEIGHTS.parent.mkdir(parents=True)
-    torch.save({}, SOURCE_WEIGHTS)
+    stand_in_finetune_source(tmp_path)  # a fine-tune command follows its source run
     jobs = sorted({_shape(c) for c in _cells(RESULTS / study)})
     assert jobs, f"{study}: no command found"
     for job in jobs:
