@@ -48,8 +48,13 @@ def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
     for gs in series.values():
         label = _series_name(gs)
         if len(contexts) > 1:
-            r = gs[0].first
-            label += f" ({r.field_value('dataset')}, {r.field_value('model')})"
+            # name what differs between the lines' contexts: data and model, and the sweep (one per lr, say)
+            r, parts = gs[0].first, []
+            if len({c[:2] for c in contexts}) > 1:
+                parts += [str(r.field_value("dataset")), str(r.field_value("model"))]
+            if len({c[2] for c in contexts}) > 1:
+                parts.append(r.sweep)
+            label += f" ({', '.join(parts)})"
         base, k = label, 2
         while label in out:
             label, k = f"{base} #{k}", k + 1
@@ -358,6 +363,9 @@ def make_figures(
         base_ids = {id(g) for g in bases}
         span = max(sizes) - min(sizes) or 1
         dodge = len(groups) > 1
+        # an arm run in several sweeps (one per lr, say) gets one series per sweep: its sweep tells them apart
+        names = [arm_name(g) for g in groups]
+        names = [n + (f" [{g.first.sweep}]" if names.count(n) > 1 else "") for n, g in zip(names, groups)]
         for i, g in enumerate(groups):
             xs, means, lows, highs = [], [], [], []
             for size in sizes:
@@ -378,7 +386,7 @@ def make_figures(
                     linestyle=_LINESTYLES[i % len(_LINESTYLES)],
                     color="k" if is_base else f"C{i % 10}",
                     lw=2.2 if is_base else 1.2,
-                    label=arm_name(g) + (" (baseline)" if is_base else ""),
+                    label=names[i] + (" (baseline)" if is_base else ""),
                 )
         if chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", lw=1, label=f"chance ({chance:g} %)")

@@ -648,6 +648,53 @@ def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
     assert any("train.lr=0.003" in label for label in labels)
 
 
+def test_resolution_plot_names_the_sweep_of_an_arm_run_in_several_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sweep per learning rate (the lr given on each sweep's command line, as study/digits_finetune
+    runs): the same arm is a series in each, and the legend of ``acc_vs_resolution`` tells them apart by
+    their sweep instead of listing one name twice."""
+    from rope_ext.report import plots
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = tmp_path / "multirun" / "by_lr"
+    for lr, sweep in ((0.001, "lr1e-3"), (0.003, "lr3e-3")):
+        for num, (arm, pe) in enumerate(
+            (("none", _pe("none", None)), ("axial2_complex", _pe("axial_block", 2)))
+        ):
+            for seed in (0, 1):
+                _write_job(
+                    root / sweep,
+                    2 * num + seed,
+                    pe,
+                    seed,
+                    _metrics(pe, seed, 80.0 + seed, 900.0, 3600.0),
+                    overrides=[f"+experiment/arm={arm}", f"seed={seed}"],
+                    config={"train": {"lr": lr}},
+                )
+    legends: dict[str, list[str]] = {}
+    original = plots.make_figures
+
+    def spy(*args, **kwargs):
+        figures = original(*args, **kwargs)
+        for name, fig in figures.items():
+            legends[name] = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+        return figures
+
+    monkeypatch.setattr(plots, "make_figures", spy)
+    report.write_report(root, baseline="none")
+    labels = [label for label in legends["acc_vs_resolution.png"] if not label.startswith("chance")]
+    assert len(labels) == 4 and len(set(labels)) == 4, labels
+    assert {label.split(" ")[0] for label in labels} == {"none", "axial2_complex"}
+    assert (
+        sum("[lr1e-3]" in label for label in labels) == 2
+        and sum("[lr3e-3]" in label for label in labels) == 2
+    )
+    speed = [label for label in legends["throughput_vs_block.png"] if "(" in label and "pe=none" not in label]
+    assert speed and not any("#" in label for label in speed), speed
+    assert any("lr1e-3" in label for label in speed) and any("lr3e-3" in label for label in speed), speed
+
+
 def test_from_rows_refuses_options_it_would_ignore(tmp_path, capsys):
     """``--from-rows`` recomputes a committed report in place: ``--out``/``--baseline`` are refused, not
     silently ignored, and nothing is written."""
