@@ -10,15 +10,22 @@ handler (or Python's own KeyboardInterrupt handler for SIGINT) the process exits
 128 + signal. A second SIGINT (Ctrl-C pressed again) exits at once with 130: the checkpoint on disk is
 the previous one, and an interrupted save is completed or discarded by the next run
 (``rope_ext.checkpoint.recover``).
+
+After the loop (the final evaluation and the speed measurement) no checkpoint is pending: the one on disk
+holds every epoch. There ``SignalGuard.stopping_at_once`` makes SIGTERM / SIGUSR1 / SIGUSR2 raise
+``Interrupted`` at once, so the stop is recorded and logged like any other before the signal is handed
+over (submitit requeues; the rerun only evaluates). SIGINT keeps Python's KeyboardInterrupt there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -93,6 +100,29 @@ class SignalGuard:
                 "caught %s: checkpointing after this step (DDP: at the next sync, <= train.log_every steps)",
                 signal.Signals(self.signum).name,
             )
+
+    @contextlib.contextmanager
+    def stopping_at_once(self, where: str) -> Iterator[None]:
+        """SIGTERM / SIGUSR1 / SIGUSR2 raise ``Interrupted(signum, where)`` inside the block (main thread
+        only): for code after the last checkpoint, where there is nothing to save first."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop_now(signum: int, frame: FrameType | None) -> None:
+            # the previous handlers first: a second signal (SLURM's SIGTERM at the limit) while the stop
+            # is being recorded goes to them, never into this handler again
+            self.restore()
+            self.signum = signum
+            raise Interrupted(signum, where)
+
+        for sig in SIGNALS:
+            if sig != signal.SIGINT:
+                self._previous[sig] = signal.signal(sig, stop_now)
+        try:
+            yield
+        finally:
+            self.restore()
 
     @property
     def requested(self) -> bool:

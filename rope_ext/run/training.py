@@ -80,8 +80,9 @@ def train(
         run_epochs(ctx, engine, data, state)
 
     # 5. final evaluation: resolution extrapolation, the relative property, speed
-    final = final_evaluation(model, data.test_at, data.input_size, data.sizes, device, amp_dtype)
-    speed = speeds(ctx, state, model, data.input_size)
+    with job.guard.stopping_at_once("during the final evaluation"):
+        final = final_evaluation(model, data.test_at, data.input_size, data.sizes, device, amp_dtype)
+        speed = speeds(ctx, state, model, data.input_size)
 
     # 6. the record
     metrics = run_metrics(ctx, state, model, data.input_size, final | speed, started)

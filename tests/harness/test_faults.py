@@ -189,6 +189,56 @@ def test_a_signal_at_any_step_checkpoints_and_the_rerun_resumes_to_the_same_resu
         assert a["val_acc"] == b["val_acc"]
 
 
+# a signal during the final evaluation or the speed measurement, after the last checkpoint: (signal, the
+# function it arrives in, exit code, the logged place)
+AFTER_THE_LOOP = {
+    "SIGUSR2 in the final evaluation (submitit's handler)": ("SIGUSR2", "final_evaluation", 140),
+    "SIGTERM in the speed measurement": ("SIGTERM", "speeds", 143),
+    "SIGINT in the final evaluation": ("SIGINT", "final_evaluation", 130),
+}
+
+
+@pytest.mark.parametrize("case", list(AFTER_THE_LOOP))
+def test_a_signal_after_the_last_checkpoint_is_recorded_handed_over_and_the_rerun_only_evaluates(
+    tmp_path, monkeypatch, caplog, reference, case
+):
+    """The stop is logged and recorded as interrupted before the signal reaches the handler that was
+    there before the job (submitit's requeue: a spy here); the rerun finds every epoch done."""
+    from rope_ext.run import training
+
+    name, where, code = AFTER_THE_LOOP[case]
+    signum = getattr(signal, name)
+    real = getattr(training, where)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signum)  # delivered at the next bytecode, inside this call
+        return real(*args, **kwargs)
+
+    handed_over: list[int] = []
+    previous = signal.getsignal(signum)
+    if name != "SIGINT":  # a handler of the launcher's, as submitit installs one for USR2 and TERM
+        signal.signal(signum, lambda sig, frame: handed_over.append(sig))
+    monkeypatch.setattr(training, where, signalled)
+    run_dir = tmp_path / "run"
+    caplog.set_level(logging.INFO)
+    try:
+        assert job(run_dir, monkeypatch=monkeypatch) == code, caplog.text[-3000:]
+    finally:
+        signal.signal(signum, previous)
+    said = "outside the training loop" if name == "SIGINT" else "during the final evaluation"
+    assert f"interrupted by {name} {said}" in caplog.text
+    assert handed_over == ([] if name == "SIGINT" else [signum])
+    assert failure(run_dir)["status"] == "interrupted" and failure(run_dir)["epochs_done"] == 2
+    assert not errors(caplog) and not (run_dir / METRICS_NAME).exists()
+    monkeypatch.setattr(training, where, real)
+    caplog.clear()
+    assert job(run_dir, monkeypatch=monkeypatch) == 0, caplog.text[-3000:]
+    assert "2 of 2 epochs done" in caplog.text and "epoch 1 step" not in caplog.text
+    m = metrics(run_dir)
+    assert m["status"] == "ok" and m["test_acc"] == reference["test_acc"]
+    assert not (run_dir / FAILURE_NAME).exists()
+
+
 def test_a_checkpoint_holding_all_of_an_epochs_steps_resumes(tmp_path, monkeypatch, caplog, reference):
     """A bricked run: earlier versions saved "epoch 1 + 3 of 3 steps" on a signal in an epoch's
     last step, and every rerun died on an empty batch. Such a checkpoint now ends that epoch."""
