@@ -3,11 +3,42 @@ encoding (a built-in module, or one named in ROPE_EXT_MODULES) is tested with no
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from hypothesis import strategies as st
 
 from rope_ext.encoding import registry
 from rope_ext.encoding.registry import EncodingInfo
 from rope_ext.encoding.spec import INITS
+from rope_ext.encoding.vit import create_vit, fold_for_inference
+
+# the block counters' ViT: head_dim 32, 16 patches + a class token
+SMALL_VIT = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2)
+
+
+def small_vit(pe: str, options: dict, *, depth: int) -> torch.nn.Module:
+    """A ``SMALL_VIT`` of encoding ``pe`` (seed 0)."""
+    torch.manual_seed(0)
+    return create_vit(
+        "vit_tiny_patch16_224", pe=pe, pe_options=options, num_classes=10, depth=depth, **SMALL_VIT
+    )
+
+
+def small_vit_builder(pe: str, options: dict, fold: bool) -> Callable[[int], torch.nn.Module]:
+    """depth -> ``small_vit`` (folded for inference with ``fold``): what ``rope_ext.opcount``'s per-block
+    counters take."""
+
+    def build(depth: int) -> torch.nn.Module:
+        model = small_vit(pe, options, depth=depth)
+        return fold_for_inference(model) if fold else model
+
+    return build
+
+
+def is_fused(pe: str, options: dict) -> bool:
+    """Whether encoding ``pe`` with ``options`` runs the fused rotation (``impl="fast"``)."""
+    return pe != "none" and small_vit(pe, options, depth=1).rope_spec.impl == "fast"
 
 
 def rotary(**traits: bool) -> list[EncodingInfo]:

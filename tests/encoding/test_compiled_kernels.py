@@ -14,33 +14,15 @@ import functools
 
 import pytest
 import torch
+from encoding_cases import SMALL_VIT, is_fused, small_vit_builder
 
 from rope_ext.bench import variants
-from rope_ext.encoding.vit import create_vit, fold_for_inference
 from rope_ext.opcount import compiled_block_kernels
 
-SHAPE = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2)  # head_dim 32, 16 patches + class token
 VARIANTS = {v.label: v for v in variants([2, 3], with_controls=False)}
-FUSED = [
-    label
-    for label, v in VARIANTS.items()
-    if v.pe != "none"
-    and create_vit(
-        "vit_tiny_patch16_224", pe=v.pe, pe_options=v.options, num_classes=10, depth=1, **SHAPE
-    ).rope_spec.impl
-    == "fast"
-]
-
-
-def _builder(pe: str, options: dict, fold: bool):
-    def build(depth: int) -> torch.nn.Module:
-        torch.manual_seed(0)
-        model = create_vit(
-            "vit_tiny_patch16_224", pe=pe, pe_options=options, num_classes=10, depth=depth, **SHAPE
-        )
-        return fold_for_inference(model) if fold else model
-
-    return build
+FUSED = [label for label, v in VARIANTS.items() if is_fused(v.pe, v.options)]
+# a folded model is for inference: it is compiled at eval only
+CASES = [(label, train) for label in FUSED for train in (True, False) if not (train and VARIANTS[label].fold)]
 
 
 @functools.cache
@@ -48,7 +30,10 @@ def _kernels(label: str, train: bool) -> tuple:
     torch.set_num_threads(1)  # compile and run on one core: the count does not depend on it
     v = VARIANTS[label]
     return compiled_block_kernels(
-        _builder(v.pe, v.options, v.fold), train=train, img=SHAPE["img_size"], dtype=torch.bfloat16
+        small_vit_builder(v.pe, v.options, v.fold),
+        train=train,
+        img=SMALL_VIT["img_size"],
+        dtype=torch.bfloat16,
     )
 
 
@@ -63,11 +48,10 @@ def test_fused_variants_are_the_fast_ones() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("label", FUSED)
+@pytest.mark.parametrize(
+    ("label", "train"), CASES, ids=[f"{label}-{'train' if train else 'eval'}" for label, train in CASES]
+)
 def test_compiled_block_launches_at_most_one_kernel_more_than_none(label: str, train: bool) -> None:
-    if train and VARIANTS[label].fold:
-        pytest.skip("folded models are for inference")
     threads = torch.get_num_threads()
     try:
         got, added = _kernels(label, train)

@@ -12,43 +12,20 @@ import functools
 
 import pytest
 import torch
+from encoding_cases import SMALL_VIT, is_fused, small_vit, small_vit_builder
 
 from rope_ext.bench import variants
 from rope_ext.encoding import registry
-from rope_ext.encoding.vit import create_vit, fold_for_inference
 from rope_ext.opcount import OpCounts, block_counts, count_ops
 
-SHAPE = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2)  # head_dim 32, 16 patches + class token
 VARIANTS = {v.label: v for v in variants([2, 3, 4], with_controls=True)}
-
-
-def _builder(pe: str, options: dict, fold: bool):
-    def build(depth: int) -> torch.nn.Module:
-        torch.manual_seed(0)
-        model = create_vit(
-            "vit_tiny_patch16_224", pe=pe, pe_options=options, num_classes=10, depth=depth, **SHAPE
-        )
-        return fold_for_inference(model) if fold else model
-
-    return build
 
 
 @functools.cache
 def _counts(label: str, train: bool) -> OpCounts:
     v = VARIANTS[label] if label != "none" else None
-    build = _builder("none", {}, False) if v is None else _builder(v.pe, v.options, v.fold)
-    return block_counts(build, train=train, batch=2, img=SHAPE["img_size"], dtype=torch.bfloat16)
-
-
-def _fused(label: str) -> bool:
-    v = VARIANTS[label]
-    return (
-        v.pe != "none"
-        and create_vit(
-            "vit_tiny_patch16_224", pe=v.pe, pe_options=v.options, num_classes=10, depth=1, **SHAPE
-        ).rope_spec.impl
-        == "fast"
-    )
+    build = small_vit_builder("none", {}, False) if v is None else small_vit_builder(v.pe, v.options, v.fold)
+    return block_counts(build, train=train, batch=2, img=SMALL_VIT["img_size"], dtype=torch.bfloat16)
 
 
 @pytest.mark.slow
@@ -58,7 +35,7 @@ def test_kernels_and_host_syncs_per_block(label: str) -> None:
     for train in modes:
         got, none = _counts(label, train), _counts("none", train)
         assert got.syncs == 0, dict(got.ops)
-        if _fused(label):
+        if is_fused(VARIANTS[label].pe, VARIANTS[label].options):
             budget = 4 if train else 2
             assert got.kernels <= none.kernels + budget, (got.kernels, none.kernels, dict(got.ops - none.ops))
 
@@ -67,9 +44,8 @@ def test_kernels_and_host_syncs_per_block(label: str) -> None:
 @pytest.mark.parametrize("name", registry.names())
 def test_dynamo_traces_every_encoding_whole(name: str, train: bool) -> None:
     """``torch._dynamo.explain``: one graph, no break, for the model's forward (train and eval)."""
-    torch.manual_seed(0)
     options = {"block": 3} if name == "axial_block" else {}
-    model = create_vit("vit_tiny_patch16_224", pe=name, pe_options=options, num_classes=10, depth=2, **SHAPE)
+    model = small_vit(name, options, depth=2)
     model.train(train)
     x = torch.randn(2, 3, 32, 32)
     torch._dynamo.reset()
@@ -80,7 +56,7 @@ def test_dynamo_traces_every_encoding_whole(name: str, train: bool) -> None:
 
 def _whole_model_inference(label: str, fold: bool) -> OpCounts:
     v = VARIANTS[label]
-    model = _builder(v.pe, v.options, fold)(2).eval()
+    model = small_vit_builder(v.pe, v.options, fold)(2).eval()
     x = torch.randn(2, 3, 32, 32)
 
     def step() -> None:
@@ -103,7 +79,7 @@ def test_eval_cache_follows_parameter_updates() -> None:
     """The cached weights are rebuilt after an in-place update of the basis or the projection (an
     optimiser step): the output equals a fresh model's with the same parameters."""
     torch.manual_seed(0)
-    build = _builder("axial_block", {"block": 3}, False)
+    build = small_vit_builder("axial_block", {"block": 3}, False)
     model, fresh = build(2).eval(), build(2).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
@@ -121,8 +97,7 @@ def test_eval_cache_follows_parameter_updates() -> None:
 @pytest.mark.slow
 def test_compiled_lie_block_evaluates_under_inference_mode() -> None:
     """matrix_exp gets a contiguous input under torch.compile too (a strided one failed at eval)."""
-    torch.manual_seed(0)
-    model = create_vit("vit_tiny_patch16_224", pe="lie_block", num_classes=10, depth=1, **SHAPE).eval()
+    model = small_vit("lie_block", {}, depth=1).eval()
     x = torch.randn(2, 3, 32, 32)
     torch._dynamo.reset()
     with torch.inference_mode():

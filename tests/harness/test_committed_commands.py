@@ -10,7 +10,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-from harness_helpers import stand_in_finetune_source
 
 from rope_ext.jobs import check_jobs
 
@@ -46,11 +45,7 @@ REPORTS = sorted(p.name for p in RESULTS.iterdir() if (p / "report.csv").is_file
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", REPORTS)
-def test_every_committed_command_runs_with_todays_presets(
-    study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    stand_in_finetune_source(tmp_path)  # a fine-tune command follows its source run
+def test_every_committed_command_runs_with_todays_presets(study: str, preset_folder: Path) -> None:
     jobs = sorted({_shape(c) for c in _cells(RESULTS / study)})
     assert jobs, f"{study}: no command found"
     for job in jobs:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from harness_helpers import TinyVit, stand_in_finetune_source
+from harness_helpers import TinyVit
 from omegaconf import OmegaConf
 
 from rope_ext import relative_property_error
@@ -157,13 +157,8 @@ def _sweep_params(cfg) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_preset_composes_and_validates(
-    preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_preset_composes_and_validates(preset: str, preset_folder: Path) -> None:
     from rope_ext.config import validate
-
-    monkeypatch.chdir(tmp_path)
-    stand_in_finetune_source(tmp_path)  # the fine-tune presets follow their source run
 
     root = ["dataset.root=/data/imagenet"] if preset.startswith("paper/") else []  # the user's own images
     cfg = _compose(f"experiment={preset}", *root, hydra_config=True)

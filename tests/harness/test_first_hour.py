@@ -18,7 +18,6 @@ from harness_helpers import (
     compose_job,
     output,
     run_train,
-    stand_in_finetune_source,
     wandb_records,
 )
 from omegaconf import OmegaConf
@@ -94,9 +93,7 @@ def test_the_model_group_takes_the_schemas_timm_keys_only():
     assert "model.act_layer" in refused(["+model.act_layer=foo"])
 
 
-def test_every_preset_and_arm_composes_without_unknown_keys(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    stand_in_finetune_source(tmp_path)  # the fine-tune presets follow their source run
+def test_every_preset_and_arm_composes_without_unknown_keys(preset_folder):
     root = CONF / "experiment"
     presets = [
         # a published setting reads the user's own images: its folder is theirs to name

@@ -608,12 +608,28 @@ def test_the_baseline_is_the_arm_of_that_name_before_a_variant_label(tmp_path: P
     assert float(rows["none_avg"]["diff"]) == pytest.approx(10.0)
 
 
+def _legends(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Filled by every later ``make_figures`` call: each figure's file name -> its legend labels."""
+    from rope_ext.report import plots
+
+    legends: dict[str, list[str]] = {}
+    original = plots.make_figures
+
+    def spy(*args, **kwargs):
+        figures = original(*args, **kwargs)
+        for name, fig in figures.items():
+            legends[name] = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+        return figures
+
+    monkeypatch.setattr(plots, "make_figures", spy)
+    return legends
+
+
 def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Experiment arms of one variant crossed with learning rates: each N-line of ``acc_vs_block`` says
     its ``train.lr``, not "#2"."""
-    from rope_ext.report import plots
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     root, n = tmp_path / "multirun" / "lr_crossed", 0
@@ -631,16 +647,7 @@ def test_block_plot_names_the_setting_that_sets_twin_lines_apart(
                     config={"train": {"lr": lr}},
                 )
                 n += 1
-    legends: dict[str, list[str]] = {}
-    original = plots.make_figures
-
-    def spy(*args, **kwargs):
-        figures = original(*args, **kwargs)
-        for name, fig in figures.items():
-            legends[name] = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
-        return figures
-
-    monkeypatch.setattr(plots, "make_figures", spy)
+    legends = _legends(monkeypatch)
     report.write_report(root)
     labels = [label for label in legends["acc_vs_block.png"] if not label.startswith("chance")]
     assert len(labels) == 2 and not any("#" in label for label in labels)
@@ -654,7 +661,6 @@ def test_resolution_plot_names_the_sweep_of_an_arm_run_in_several_sweeps(
     """One sweep per learning rate (the lr given on each sweep's command line, as study/digits_finetune
     runs): the same arm is a series in each, and the legend of ``acc_vs_resolution`` tells them apart by
     their sweep instead of listing one name twice."""
-    from rope_ext.report import plots
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     root = tmp_path / "multirun" / "by_lr"
@@ -672,16 +678,7 @@ def test_resolution_plot_names_the_sweep_of_an_arm_run_in_several_sweeps(
                     overrides=[f"+experiment/arm={arm}", f"seed={seed}"],
                     config={"train": {"lr": lr}},
                 )
-    legends: dict[str, list[str]] = {}
-    original = plots.make_figures
-
-    def spy(*args, **kwargs):
-        figures = original(*args, **kwargs)
-        for name, fig in figures.items():
-            legends[name] = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
-        return figures
-
-    monkeypatch.setattr(plots, "make_figures", spy)
+    legends = _legends(monkeypatch)
     report.write_report(root, baseline="none")
     labels = [label for label in legends["acc_vs_resolution.png"] if not label.startswith("chance")]
     assert len(labels) == 4 and len(set(labels)) == 4, labels
