@@ -69,6 +69,7 @@ class Engine:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     net: nn.Module  # what trains: the model, under DDP and torch.compile when they are on
+    evaluator: nn.Module  # what validates and tests at the training size: the model, compiled when asked
     mixup: Any = None  # timm.data.Mixup (recipe.mixup/cutmix): (x, y) -> (mixed x, soft targets)
 
 
@@ -131,7 +132,7 @@ def build_engine(
         from timm.loss import SoftTargetCrossEntropy
 
         criterion = SoftTargetCrossEntropy()
-    return Engine(model, optimizer, scheduler, scaler, criterion, net=model, mixup=mixup)
+    return Engine(model, optimizer, scheduler, scaler, criterion, net=model, evaluator=model, mixup=mixup)
 
 
 def parallel(model: nn.Module, env: distributed.DistEnv, device: torch.device, compile: bool) -> nn.Module:
@@ -144,3 +145,12 @@ def parallel(model: nn.Module, env: distributed.DistEnv, device: torch.device, c
     if compile:
         net = torch.compile(net)
     return net
+
+
+def compiled_for_evaluation(model: nn.Module, compile: bool) -> nn.Module:
+    """What evaluates at the training size (validation, test): ``model``, under torch.compile when
+    asked (``hardware.compile``). Its own wrapper, not the training one: no DDP (evaluation reduces
+    its counts itself); the eval-mode graph is compiled once, beside the training graph. The other
+    input sizes and the shift test run ``model`` eagerly: each new size or moved grid would compile
+    another graph."""
+    return torch.compile(model) if compile else model

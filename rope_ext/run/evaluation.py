@@ -47,17 +47,25 @@ def final_evaluation(
     sizes: list[int],
     device: torch.device,
     amp_dtype: torch.dtype | None,
+    evaluator: nn.Module | None = None,
 ) -> dict[str, Any]:
     """The test split once, at the end: ``test_acc`` (at the training size), ``test_acc_at`` (str(size)
     -> accuracy for every size of the sweep) and the whole model's relativity under a one-patch shift
     (``shift_error``, ``test_acc_shifted``: ``rope_ext.encoding.relativity``).
 
     ``test_at(size)`` gives the test batches at ``size`` (resized, or redrawn where the dataset can).
+    ``evaluator`` (default ``model``) runs the training size, as it ran validation (the compiled model
+    under ``hardware.compile``); the other sizes and the shift test run ``model``.
     """
-    test_acc_at = {str(size): evaluate(model, test_at(size), device, amp_dtype) for size in sizes}
+    at_input_size = model if evaluator is None else evaluator
+
+    def accuracy(size: int) -> float:
+        return evaluate(at_input_size if size == input_size else model, test_at(size), device, amp_dtype)
+
+    test_acc_at = {str(size): accuracy(size) for size in sizes}
     test = test_at(input_size)
     test_acc = test_acc_at.get(str(input_size))
     if test_acc is None:
-        test_acc = evaluate(model, test, device, amp_dtype)
+        test_acc = accuracy(input_size)
     shift = shift_metrics(model, test, lambda: evaluate(model, test, device, amp_dtype))
     return {"test_acc": test_acc, "test_acc_at": test_acc_at, **shift}

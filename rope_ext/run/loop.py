@@ -260,7 +260,7 @@ def end_epoch(
 ) -> None:
     """Validate, remember the best epoch, checkpoint, log."""
     epoch = state.epoch
-    val_acc = evaluate(engine.model, val, ctx.device, ctx.amp_dtype) if val else None
+    val_acc = evaluate(engine.evaluator, val, ctx.device, ctx.amp_dtype) if val else None
     total, count = loss_sums(ctx, losses, state.partial_loss)
     train_loss = total / count if count else float("nan")
     state.partial_loss = [0.0, 0.0]

@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rope_ext import checkpoint, safety
 from rope_ext.run import hardware, hooks
-from rope_ext.run.build import build_data_and_model, build_engine, parallel
+from rope_ext.run.build import build_data_and_model, build_engine, compiled_for_evaluation, parallel
 from rope_ext.run.distributed import DistEnv
 from rope_ext.run.evaluation import final_evaluation
 from rope_ext.run.loop import run_epochs
@@ -73,6 +73,7 @@ def train(
         # the run's own identity for the readers: Hydra rewrites .hydra/ at every attempt, refused ones too
         record_run(run_dir, record_of(config), settings.overrides)
     engine.net = parallel(model, env, device, config.hardware.compile)
+    engine.evaluator = compiled_for_evaluation(model, config.hardware.compile)
     start_tracking(ctx, state, data, model)
 
     # 4. the loop: an epoch of updates, then validation and a checkpoint
@@ -81,7 +82,9 @@ def train(
 
     # 5. final evaluation: resolution extrapolation, the relative property, speed
     with job.guard.stopping_at_once("during the final evaluation"):
-        final = final_evaluation(model, data.test_at, data.input_size, data.sizes, device, amp_dtype)
+        final = final_evaluation(
+            model, data.test_at, data.input_size, data.sizes, device, amp_dtype, engine.evaluator
+        )
         speed = speeds(ctx, state, model, data.input_size)
 
     # 6. the record
