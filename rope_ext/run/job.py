@@ -50,7 +50,7 @@ def settings_of(cfg: DictConfig, env: distributed.DistEnv) -> Settings:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     configured = OmegaConf.to_container(cfg, resolve=True)  # before typing: as the command composed it
-    config, rope = typed_config(cfg, multirun=multirun, world_size=env.world_size)
+    config, rope = typed_config(cfg, multirun=multirun, world_size=env.world_size, warn=env.is_main)
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     sweep = Path(str(hydra_cfg.sweep.dir)).name if multirun else None
     return Settings(config, rope, configured, overrides, sweep)

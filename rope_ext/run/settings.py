@@ -38,11 +38,14 @@ class Settings:
         return self.sweep is not None
 
 
-def typed_config(cfg: DictConfig, *, multirun: bool, world_size: int) -> tuple[Config, RopeSpec]:
+def typed_config(
+    cfg: DictConfig, *, multirun: bool, world_size: int, warn: bool = True
+) -> tuple[Config, RopeSpec]:
     """``cfg`` checked and typed (``config.resolve``: ConfigError naming key, value and what is allowed),
-    with the encoding resolved and the peak lr scaled by the global batch where ``recipe.lr_batch`` is set."""
+    with the encoding resolved and the peak lr scaled by the global batch where ``recipe.lr_batch`` is set
+    (``warn``: log what the schedule cannot do as the recipe says; rank 0 alone, one warning per job)."""
     config = resolve(cfg, multirun=multirun)  # train.py ran its checks before Hydra too
-    config.train.lr = recipe.peak_lr(config, world_size)  # the peak lr scales with the global batch
+    config.train.lr = recipe.peak_lr(config, world_size, warn=warn)  # scales with the global batch
     return config, spec_of(config.pe)
 
 

@@ -19,7 +19,8 @@ from rope_ext.run.model import build_model
 
 @pytest.mark.slow
 def test_torchrun_two_processes_train_one_model_matching_a_one_process_evaluation(tmp_path):
-    args = [*TINY, "hardware=cpu", "run_id=ddp", "train.epochs=2"]
+    # the whole run is warm-up: a start-up warning every rank sees, printed by rank 0 alone
+    args = [*TINY, "hardware=cpu", "run_id=ddp", "train.epochs=2", "train.warmup_epochs=2"]
     proc = subprocess.run(
         [
             sys.executable,
@@ -37,6 +38,7 @@ def test_torchrun_two_processes_train_one_model_matching_a_one_process_evaluatio
         timeout=300,
     )
     assert proc.returncode == 0, output(proc)
+    assert output(proc).count("is not longer than train.warmup_epochs=2") == 1, output(proc)
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["ddp"]  # one directory for both ranks
     run_dir = tmp_path / "outputs" / "ddp"
     m = metrics(run_dir)
