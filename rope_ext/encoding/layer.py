@@ -20,6 +20,12 @@ from rope_ext.encoding.functional import check_positions
 from rope_ext.encoding.spec import RopeSpec
 
 
+def stacked(tensors: list[Tensor], dim: int = 0) -> Tensor:
+    """``torch.stack(tensors, dim)``, a view for one tensor: a layer that builds its tables alone
+    (``tables_layers([self], ...)``) pays no copy for the stacking."""
+    return tensors[0].unsqueeze(dim) if len(tensors) == 1 else torch.stack(tensors, dim)
+
+
 class TableCache:
     """Rotation tables keyed by grid and parameter versions: reused while parameters are frozen."""
 

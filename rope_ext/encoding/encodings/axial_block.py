@@ -36,7 +36,7 @@ from rope_ext.encoding.functional import (
     to_basis,
 )
 from rope_ext.encoding.fused_rotation import rotate_qk as fused_rotate_qk
-from rope_ext.encoding.layer import RotaryLayer, TableCache
+from rope_ext.encoding.layer import RotaryLayer, TableCache, stacked
 from rope_ext.encoding.spec import RopeSpec
 
 
@@ -131,17 +131,8 @@ class BlockRotary(RotaryLayer):
 
     def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
         """(cos, sin) [H, T, D/2] (planes padded to D/2 with zero angles), plus the block matrices
-        [H, T, nb, N, N] for the matrix impl."""
-        angles = plane_angles(pos, self.omega(), num_prefix)
-        if self.impl == "matrix" and not self.folded:
-            out: tuple[Tensor, ...] = (angles.cos(), angles.sin())
-            out = out + (block_matrices(*out, self.basis(), self.block),)
-        else:
-            # Pad with zero angles up to head_dim/2 pairs: the unrotated dims then ride along as
-            # identity pairs, and every N costs exactly what 2×2 RoPE costs (no slice, no concat).
-            angles = F.pad(angles, (0, self.head_dim // 2 - self.num_planes))
-            out = (angles.cos(), angles.sin())
-        return out
+        [H, T, nb, N, N] for the matrix impl: ``tables_layers`` of this layer alone."""
+        return self.tables_layers([self], pos, num_prefix)[0]
 
     def _table_params(self) -> list[Tensor]:
         # The fast path's tables are cos/sin of the frequencies alone: the basis acts elsewhere.
@@ -253,14 +244,14 @@ class BlockRotary(RotaryLayer):
     ) -> list[tuple[Tensor, ...]]:
         """One angle product, one cos and one sin for all layers (their frequencies stacked); the
         fast path pads them, the matrix impl builds every layer's block matrices in one batch."""
-        freqs = torch.stack([layer.freqs for layer in layers])
+        freqs = stacked([layer.freqs for layer in layers])
         omega = freqs if freqs.ndim == 4 else freqs[..., None] * self.axis_onehot  # [L, H, P, A]
         angles = plane_angles(pos, omega, num_prefix)
         if self.impl == "matrix" and not self.folded:
             cos, sin = angles.cos(), angles.sin()
             basis = None
             if self.basis_skew is not None:
-                basis = cayley(torch.stack([layer.basis_skew for layer in layers]), self.block).flatten(0, 1)
+                basis = cayley(stacked([layer.basis_skew for layer in layers]), self.block).flatten(0, 1)
             # layers and heads as one batch of heads: block_matrices is per head and token
             mats = block_matrices(cos.flatten(0, 1), sin.flatten(0, 1), basis, self.block)
             mats = mats.unflatten(0, (len(layers), self.num_heads))

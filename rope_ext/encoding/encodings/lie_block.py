@@ -15,7 +15,7 @@ from rope_ext.encoding.functional import (
     block_diagonal,
     skew,
 )
-from rope_ext.encoding.layer import RotaryLayer
+from rope_ext.encoding.layer import RotaryLayer, stacked
 from rope_ext.encoding.spec import RopeSpec
 
 
@@ -49,18 +49,9 @@ class LieBlockRotary(RotaryLayer):
         return block_diagonal(skew(self.generator_skew, self.block), self.head_dim)
 
     def _build_tables(self, pos: Tensor, num_prefix: int) -> tuple[Tensor, ...]:
-        """Per-token block rotations [H, T, nb, N, N] (float32), identity for prefix tokens."""
-        with torch.autocast(device_type=pos.device.type, enabled=False):
-            gens = skew(self.generator_skew, self.block)
-            dtype = torch.promote_types(gens.dtype, torch.float32)
-            if num_prefix:
-                pos = F.pad(pos, (0, 0, num_prefix, 0))
-            # Σ_a p_a S_a as one matmul whose output is contiguous [T, H, nb, N, N]: matrix_exp needs a
-            # contiguous input, and under torch.compile a permuted einsum output stays strided
-            # (inductor drops a .contiguous() on it)
-            summed = (pos.to(dtype) @ gens.to(dtype).flatten(1)).view(-1, *gens.shape[1:])
-            mats = torch.linalg.matrix_exp(summed).transpose(0, 1)
-        return (mats,)
+        """Per-token block rotations [H, T, nb, N, N] (float32), identity for prefix tokens:
+        ``tables_layers`` of this layer alone."""
+        return self.tables_layers([self], pos, num_prefix)[0]
 
     def shares_tables(self) -> Hashable | None:
         """Layers of one shape build their block rotations together (``tables_layers``)."""
@@ -72,12 +63,13 @@ class LieBlockRotary(RotaryLayer):
         """``_build_tables`` of every layer at once: their generators stacked, one matmul and one
         ``matrix_exp`` for all (each layer's [H, T, nb, N, N] a view of the result)."""
         with torch.autocast(device_type=pos.device.type, enabled=False):
-            gens = skew(torch.stack([layer.generator_skew for layer in layers], 1), self.block)
+            gens = skew(stacked([layer.generator_skew for layer in layers], 1), self.block)
             dtype = torch.promote_types(gens.dtype, torch.float32)
             if num_prefix:
                 pos = F.pad(pos, (0, 0, num_prefix, 0))
-            # [A, L, H, nb, N, N] flattened after the axis: the matmul's output is contiguous
-            # [T, L, H, nb, N, N], as matrix_exp needs (see _build_tables)
+            # Σ_a p_a S_a as one matmul whose output is contiguous [T, L, H, nb, N, N] ([A, L, H, nb, N, N]
+            # flattened after the axis): matrix_exp needs a contiguous input, and under torch.compile a
+            # permuted einsum output stays strided (inductor drops a .contiguous() on it)
             summed = (pos.to(dtype) @ gens.to(dtype).flatten(1)).view(-1, *gens.shape[1:])
             mats = torch.linalg.matrix_exp(summed).permute(1, 2, 0, 3, 4, 5)
         return [(m,) for m in mats.unbind(0)]
