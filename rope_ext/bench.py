@@ -141,7 +141,12 @@ def count_table(args: argparse.Namespace) -> str:
     ]
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     rows = counts_rows(
-        arms, infer_batch=args.infer_batch, train_batch=args.train_batch, img=args.img_size, dtype=dtype
+        arms,
+        infer_batch=args.infer_batch,
+        train_batch=args.train_batch,
+        img=args.img_size,
+        dtype=dtype,
+        compiled=args.compile,
     )
     header = (
         f"Per transformer block of {args.model} at {args.img_size}px, patch {args.patch_size}, {args.dtype}"
@@ -149,6 +154,8 @@ def count_table(args: argparse.Namespace) -> str:
         f"bytes extrapolated to inference batch {args.infer_batch} / training batch {args.train_batch} as a "
         "ratio to the baseline (none; Eva rows: Eva without RoPE)"
     )
+    if args.compile:
+        header += "; compiled: launches in inductor's CPU output code, depth 2 minus 1, batch 2"
     return format_counts(rows, header)
 
 
@@ -355,7 +362,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--count",
         action="store_true",
-        help="print per-block kernel, byte and host-sync counts (CPU dispatch, depth 2 minus 1) beside timm's Eva RoPE",
+        help="print per-block kernel, byte and host-sync counts (CPU dispatch, depth 2 minus 1) beside timm's Eva "
+        "RoPE; with --compile also the compiled block's launches (CPU inductor)",
     )
     return _checked(p, p.parse_args(argv))
 

@@ -232,6 +232,11 @@ _COLUMNS = (
     ("training bytes × baseline", "train", "bytes_ratio"),
     ("host syncs per layer (inference, training)", None, "syncs"),
 )
+# with ``compiled``: launches in inductor's CPU output code per block (``compiled_block_kernels``)
+_COMPILED_COLUMNS = (
+    ("compiled inference launches", "infer", "compiled"),
+    ("compiled training launches", "train", "compiled"),
+)
 
 
 def counts_rows(
@@ -241,8 +246,11 @@ def counts_rows(
     train_batch: int = 64,
     img: int = 224,
     dtype: torch.dtype | None = torch.bfloat16,
+    compiled: bool = False,
 ) -> list[dict]:
-    """One dict per arm: per-block counts for inference and training, bytes as a ratio to the arm's baseline."""
+    """One dict per arm: per-block counts for inference and training, bytes as a ratio to the arm's
+    baseline; with ``compiled`` also the launches of the compiled block (``compiled_block_kernels``, batch
+    2), a cost that eager dispatch counts cannot show: what inductor fuses."""
     measured = {
         arm.label: {
             "infer": block_counts(arm.build, train=False, batch=infer_batch, img=img, dtype=dtype),
@@ -258,12 +266,18 @@ def counts_rows(
             row[f"{mode}.kernels"] = got[mode].kernels
             row[f"{mode}.bytes_ratio"] = got[mode].bytes / base[mode].bytes
         row["syncs"] = f"{got['infer'].syncs}, {got['train'].syncs}"
+        if compiled:
+            for mode in ("infer", "train"):
+                launches, _ = compiled_block_kernels(arm.build, train=mode == "train", img=img, dtype=dtype)
+                row[f"{mode}.compiled"] = launches
         rows.append(row)
     return rows
 
 
 def format_counts(rows: list[dict], header: str) -> str:
-    """``header``, a blank line and the Markdown table of ``counts_rows``."""
+    """``header``, a blank line and the Markdown table of ``counts_rows`` (its compiled columns where
+    the rows have them)."""
+    columns = _COLUMNS + (_COMPILED_COLUMNS if rows and "infer.compiled" in rows[0] else ())
     body = []
     for r in rows:
         cells = [
@@ -271,11 +285,9 @@ def format_counts(rows: list[dict], header: str) -> str:
             if r["baseline"] in ("none", r["variant"])
             else f"{r['variant']} (vs {r['baseline']})"
         ]
-        for _, mode, key in _COLUMNS:
+        for _, mode, key in columns:
             value = r[key] if mode is None else r[f"{mode}.{key}"]
             cells.append(value if isinstance(value, str) else cell(value, 2 if "ratio" in key else 0))
         body.append(cells)
-    table = markdown_table(
-        ["variant", *(c[0] for c in _COLUMNS)], body, right=[False] + [True] * len(_COLUMNS)
-    )
+    table = markdown_table(["variant", *(c[0] for c in columns)], body, right=[False] + [True] * len(columns))
     return f"{header}\n\n{table}"
