@@ -117,6 +117,7 @@ def run_job(cfg: DictConfig) -> float | None:
         tracker.finish()
         distributed.shutdown()
         job.lock.release()
+        job.guard.restore()  # after the record and W&B's finish: ``SignalGuard.finishing``
 
 
 def _interrupted(

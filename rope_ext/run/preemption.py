@@ -15,6 +15,8 @@ After the loop (the final evaluation and the speed measurement) no checkpoint is
 holds every epoch. There ``SignalGuard.stopping_at_once`` makes SIGTERM / SIGUSR1 / SIGUSR2 raise
 ``Interrupted`` at once, so the stop is recorded and logged like any other before the signal is handed
 over (submitit requeues; the rerun only evaluates). SIGINT keeps Python's KeyboardInterrupt there.
+Once the record is being written (``SignalGuard.finishing``) the job is complete: those signals are noted
+and logged, not acted on, so a time limit in the job's last second does not requeue a finished job.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class SignalGuard:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.after_finish: int | None = None  # a signal noted by ``finishing``'s handler
         self._unannounced = False
         self._previous: dict[int, Any] = {}
 
@@ -124,15 +127,34 @@ class SignalGuard:
         finally:
             self.restore()
 
+    def finishing(self) -> None:
+        """The job is complete and its record is being written: from here until ``restore``, SIGTERM /
+        SIGUSR1 / SIGUSR2 are noted in ``after_finish`` and otherwise ignored (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def note(signum: int, frame: FrameType | None) -> None:
+            self.after_finish = signum  # logged by ``restore``: logging here may re-enter a handler
+
+        for sig in SIGNALS:
+            if sig != signal.SIGINT:
+                self._previous[sig] = signal.signal(sig, note)
+
     @property
     def requested(self) -> bool:
         self.announce()
         return self.signum is not None
 
     def restore(self) -> None:
-        """Put the previous handlers back (idempotent)."""
+        """Put the previous handlers back (idempotent); say so once if a signal came after the job finished."""
         for sig, previous in self._previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        if self.after_finish is not None:
+            log.warning(
+                "caught %s after the job finished (its metrics.json is written): not stopped, not requeued",
+                signal.Signals(self.after_finish).name,
+            )
+            self.after_finish = None
 
     def hand_over(self, signum: int) -> None:
         """Restore the previous handlers and call the one for ``signum`` when it is a Python callable."""

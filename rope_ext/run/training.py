@@ -86,9 +86,11 @@ def train(
             model, data.test_at, data.input_size, data.sizes, device, amp_dtype, engine.evaluator
         )
         speed = speeds(ctx, state, model, data.input_size)
+        metrics = run_metrics(ctx, state, model, data.input_size, final | speed, started)
 
-    # 6. the record
-    metrics = run_metrics(ctx, state, model, data.input_size, final | speed, started)
+    # 6. the record: the job is complete, a time limit from here on neither stops nor requeues it
+    # (run_job restores the handlers when it returns)
+    job.guard.finishing()
     if env.is_main:
         publish(ctx, metrics)
     return metrics

@@ -239,6 +239,37 @@ def test_a_signal_after_the_last_checkpoint_is_recorded_handed_over_and_the_reru
     assert not (run_dir / FAILURE_NAME).exists()
 
 
+def test_a_time_limit_while_the_record_is_written_neither_stops_nor_requeues_the_finished_job(
+    tmp_path, monkeypatch, caplog
+):
+    """USR2 (SLURM's time-limit warning under submitit) while metrics.json is written: the job is done, so
+    the launcher's handler (a requeue) is not called; the job ends ok and says why it went on."""
+    from rope_ext.run import training
+
+    real = training.publish
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR2)
+        return real(*args, **kwargs)
+
+    handed_over: list[int] = []
+
+    def launcher(sig, frame):
+        handed_over.append(sig)
+
+    previous = signal.signal(signal.SIGUSR2, launcher)
+    monkeypatch.setattr(training, "publish", signalled)
+    run_dir = tmp_path / "run"
+    try:
+        assert job(run_dir, monkeypatch=monkeypatch) == 0, caplog.text[-3000:]
+        assert signal.getsignal(signal.SIGUSR2) is launcher  # the launcher's handler is back
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert handed_over == []
+    assert "caught SIGUSR2 after the job finished" in caplog.text and "not requeued" in caplog.text
+    assert metrics(run_dir)["status"] == "ok" and not (run_dir / FAILURE_NAME).exists()
+
+
 def test_a_checkpoint_holding_all_of_an_epochs_steps_resumes(tmp_path, monkeypatch, caplog, reference):
     """A bricked run: earlier versions saved "epoch 1 + 3 of 3 steps" on a signal in an epoch's
     last step, and every rerun died on an empty batch. Such a checkpoint now ends that epoch."""
