@@ -123,6 +123,8 @@ class SignalGuard:
             if sig != signal.SIGINT:
                 self._previous[sig] = signal.signal(sig, stop_now)
         try:
+            if self.signum is not None:  # recorded after the loop's last look at it: act on it now
+                raise Interrupted(self.signum, where)
             yield
         finally:
             self.restore()

@@ -239,6 +239,30 @@ def test_a_signal_after_the_last_checkpoint_is_recorded_handed_over_and_the_reru
     assert not (run_dir / FAILURE_NAME).exists()
 
 
+def test_a_signal_after_the_loops_last_check_is_not_lost(tmp_path, monkeypatch, caplog):
+    """USR2 recorded by the loop's guard after its last look (as the loop returns): the final evaluation
+    does not start; the stop is recorded and handed to the launcher's handler, as any other."""
+    from rope_ext.run import training
+
+    real = training.run_epochs
+
+    def signalled(*args, **kwargs):
+        real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGUSR2)  # the loop's guard still holds the handlers
+
+    handed_over: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda sig, frame: handed_over.append(sig))
+    monkeypatch.setattr(training, "run_epochs", signalled)
+    run_dir = tmp_path / "run"
+    try:
+        assert job(run_dir, monkeypatch=monkeypatch) == 140, caplog.text[-3000:]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert handed_over == [signal.SIGUSR2]
+    assert "interrupted by SIGUSR2 during the final evaluation" in caplog.text
+    assert failure(run_dir)["status"] == "interrupted" and not (run_dir / METRICS_NAME).exists()
+
+
 def test_a_time_limit_while_the_record_is_written_neither_stops_nor_requeues_the_finished_job(
     tmp_path, monkeypatch, caplog
 ):
