@@ -36,6 +36,16 @@ def paired_mdd(std: float | None, n: int, alpha: float = 0.05, power: float = 0.
     return float(optimize.brentq(shortfall, 1e-9 * scale, hi))
 
 
+def _settled_tost_power(std: float, n: int, margin: float, delta: float) -> float | None:
+    """TOST's power where no distribution is needed: 0 with fewer than 2 pairs (no sd, no test), and with
+    differences of zero spread 1 or 0 as ``delta`` lies inside the margin or not; None otherwise."""
+    if n < 2:
+        return 0.0
+    if std == 0:
+        return float(abs(delta) < margin)
+    return None
+
+
 def tost_power(std: float, n: int, margin: float, alpha: float = 0.05, delta: float = 0.0) -> float:
     """Probability that the paired t-TOST at level ``alpha`` concludes equivalence within ``+-margin`` with
     ``n`` pairs of true mean difference ``delta`` and difference sd ``std`` (exact, normal differences).
@@ -51,10 +61,9 @@ def tost_power(std: float, n: int, margin: float, alpha: float = 0.05, delta: fl
     simpler bound ``P(T'_lower > c) + P(T'_upper < -c) - 1`` from the two noncentral t's is never above it
     (``tost_power_bound``).
     """
-    if n < 2:
-        return 0.0
-    if std == 0:
-        return float(abs(delta) < margin)
+    settled = _settled_tost_power(std, n, margin, delta)
+    if settled is not None:
+        return settled
     df = n - 1
     c = float(stats.t.ppf(1 - alpha, df))
     se = std / math.sqrt(n)
@@ -74,10 +83,9 @@ def tost_power_bound(std: float, n: int, margin: float, alpha: float = 0.05, del
     """Lower bound of ``tost_power`` from the two one-sided tests' noncentral-t powers (Bonferroni
     inequality ``P(A and B) >= P(A) + P(B) - 1``): ``T'_lower ~ nct(n-1, (delta + m) sqrt(n)/std)``,
     ``T'_upper ~ nct(n-1, (delta - m) sqrt(n)/std)``; clipped at 0."""
-    if n < 2:
-        return 0.0
-    if std == 0:
-        return float(abs(delta) < margin)
+    settled = _settled_tost_power(std, n, margin, delta)
+    if settled is not None:
+        return settled
     df = n - 1
     c = float(stats.t.ppf(1 - alpha, df))
     k = math.sqrt(n) / std
