@@ -12,6 +12,8 @@ writes or locks there (``.lock``, ``metrics.json``, ``failure.json``, ``checkpoi
   writer wraps a full disk in, removes the ``.tmp`` and raises ``WriteError`` naming path and errno; the
   previous ``path`` is untouched.
 * ``open_nofollow(path, flags)``: ``os.open`` that refuses links (the lock file).
+* ``sha256_file(path)``: a file's SHA-256, read without following a link unless asked (the checkpoint's
+  own file never; a starting-weights file a user named may be one).
 * ``strict_json(value)``: JSON without the NaN/Infinity tokens that strict parsers reject; non-finite
   numbers become null and their paths are returned, so a record can say which values were not finite.
 * ``read_json(path)``: a JSON file read without following a link, bounded in size (``MAX_JSON_BYTES``)
@@ -25,6 +27,7 @@ writes or locks there (``.lock``, ``metrics.json``, ``failure.json``, ``checkpoi
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -81,6 +84,17 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
         if err.errno == errno.ELOOP:  # became a link between the check and the open
             raise UnsafePathError(Path(path)) from None
         raise
+
+
+def sha256_file(path: Path | str, *, follow_links: bool = False) -> str:
+    """The SHA-256 (hex) of the file at ``path``, read in 4 MiB chunks; a link raises UnsafePathError
+    unless ``follow_links``."""
+    fd = os.open(path, os.O_RDONLY | _CLOEXEC) if follow_links else open_nofollow(Path(path), os.O_RDONLY)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def tmp_path(path: Path) -> Path:

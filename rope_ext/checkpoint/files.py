@@ -79,12 +79,8 @@ class _HashingWriter:
 
 
 def sha256_of(path: Path) -> str:
-    sha = hashlib.sha256()
-    fd = safe_io.open_nofollow(path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+    """The checkpoint file's SHA-256; a link is refused (``safe_io.sha256_file``)."""
+    return safe_io.sha256_file(path)
 
 
 def _fsync_write(path: Path, write: Any) -> str | None:

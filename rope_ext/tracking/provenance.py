@@ -9,7 +9,6 @@ be found is None (never a placeholder string), and ``revision.reason`` says why 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import platform
 import subprocess
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
+
+from rope_ext import safe_io
 
 __all__ = [
     "PACKAGES",
@@ -184,15 +185,13 @@ def process_revision() -> Revision:
 
 
 def weights_identity(path: str | os.PathLike) -> Weights:
-    """``path``'s SHA-256, read in 1 MiB chunks; an unreadable file gives None and the reason."""
-    digest = hashlib.sha256()
+    """``path``'s SHA-256 (a link followed: shared pretrained weights often are one); an unreadable file
+    gives None and the reason."""
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        sha256 = safe_io.sha256_file(Path(path), follow_links=True)
     except OSError as exc:
         return {"path": str(path), "sha256": None, "reason": f"could not read it: {exc}"}
-    return {"path": str(path), "sha256": digest.hexdigest(), "reason": None}
+    return {"path": str(path), "sha256": sha256, "reason": None}
 
 
 def provenance(
